@@ -1,0 +1,175 @@
+"""One exception tree for the queen, its API and the keeper.
+
+Every error carries a reason code (UPPER_SNAKE_CASE, the original rbee's codes
+where one exists) and an HTTP status. The API renders any `RbeeError` as the
+error envelope; the keeper turns that envelope back into the same class, so
+server and CLI share one vocabulary. Lower-layer exceptions (asyncssh, OSError,
+httpx) are translated into this tree at exactly one boundary each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class RbeeError(Exception):
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def envelope(self, correlation_id: str = "") -> dict[str, Any]:
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "details": self.details,
+                "correlation_id": correlation_id,
+            }
+        }
+
+
+# --- the request itself is wrong (4xx) ---------------------------------------
+
+
+class InvalidRequest(RbeeError):
+    code = "INVALID_REQUEST"
+    status = 400
+
+
+class NotFound(RbeeError):
+    code = "NOT_FOUND"
+    status = 404
+
+
+class NodeNotFound(NotFound):
+    code = "NODE_NOT_FOUND"
+
+
+class ModelNotFound(NotFound):
+    code = "MODEL_NOT_FOUND"
+
+
+class WorkerNotFound(NotFound):
+    code = "WORKER_NOT_FOUND"
+
+
+class Conflict(RbeeError):
+    status = 409
+    code = "CONFLICT"
+
+
+class NodeAlreadyExists(Conflict):
+    code = "NODE_ALREADY_EXISTS"
+
+
+class SshKeyNotFound(InvalidRequest):
+    code = "SSH_KEY_NOT_FOUND"
+
+
+class PayloadTooLarge(RbeeError):
+    code = "PAYLOAD_TOO_LARGE"
+    status = 413
+
+
+# --- a node could not be reached or trusted (502/504) ------------------------
+
+
+class NodeError(RbeeError):
+    status = 502
+    code = "NODE_ERROR"
+
+
+class NodeUnreachable(NodeError):
+    code = "NODE_UNREACHABLE"
+
+
+class ConnectionTimeout(NodeError):
+    code = "CONNECTION_TIMEOUT"
+    status = 504
+
+
+class SshAuthFailed(NodeError):
+    code = "SSH_AUTH_FAILED"
+
+
+class HostKeyUnknown(NodeError):
+    code = "HOST_KEY_UNKNOWN"
+
+
+class HostKeyMismatch(NodeError):
+    code = "HOST_KEY_MISMATCH"
+
+
+class HelperFailed(NodeError):
+    code = "HELPER_FAILED"
+
+
+# --- workers and inference ---------------------------------------------------
+
+
+class WorkerError(RbeeError):
+    status = 502
+    code = "WORKER_ERROR"
+
+
+class BackendUnavailable(WorkerError):
+    code = "BACKEND_UNAVAILABLE"
+
+
+class LoadingTimeout(WorkerError):
+    code = "LOADING_TIMEOUT"
+    status = 504
+
+
+class WorkerStartFailed(WorkerError):
+    code = "WORKER_START_FAILED"
+
+
+class AllSlotsBusy(WorkerError):
+    code = "ALL_SLOTS_BUSY"
+    status = 503
+
+
+class InferenceFailed(WorkerError):
+    code = "INFERENCE_FAILED"
+
+
+class RequestTimeout(RbeeError):
+    code = "REQUEST_TIMEOUT"
+    status = 504
+
+
+class QueenUnavailable(RbeeError):
+    """Raised by the keeper only: no queen answers and none could be started."""
+
+    code = "QUEEN_UNAVAILABLE"
+    status = 503
+
+
+def _all_subclasses(cls: type[RbeeError]) -> list[type[RbeeError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def from_envelope(status: int, body: Any) -> RbeeError:
+    """Turn an error envelope (as rendered by the API) back into an exception."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        exc = RbeeError(f"HTTP {status} without an error envelope")
+        return exc
+    code = str(error.get("code", "INTERNAL_ERROR"))
+    message = str(error.get("message", code))
+    details = error.get("details") or {}
+    for cls in [RbeeError, *_all_subclasses(RbeeError)]:
+        if cls.code == code:
+            return cls(message, **details)
+    generic = RbeeError(message, **details)
+    generic.code = code  # type: ignore[misc]
+    return generic

@@ -1,0 +1,1 @@
+"""rbee_hive: the node-side helper. Standard library only."""

@@ -1,0 +1,1 @@
+"""rbee_worker: one inference server per (model, device) on a node."""

@@ -1,0 +1,7 @@
+"""Shared fixtures live in tests/plugins/, one concern per module."""
+
+pytest_plugins = [
+    "tests.plugins.home",
+    "tests.plugins.model",
+    "tests.plugins.sshd",
+]
