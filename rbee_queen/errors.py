@@ -167,7 +167,8 @@ def from_envelope(status: int, body: Any) -> RbeeError:
     code = str(error.get("code", "INTERNAL_ERROR"))
     message = str(error.get("message", code))
     details = error.get("details") or {}
-    for cls in [RbeeError, *_all_subclasses(RbeeError)]:
+    classes: list[type[RbeeError]] = [RbeeError, *_all_subclasses(RbeeError)]
+    for cls in classes:
         if cls.code == code:
             return cls(message, **details)
     generic = RbeeError(message, **details)

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.plugins.home",
     "tests.plugins.model",
     "tests.plugins.sshd",
+    "tests.plugins.queen",
 ]

@@ -1,0 +1,45 @@
+"""`rbee-queen`: run the orchestrator daemon."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from rbee_queen.app import create_app
+from rbee_queen.config import QueenConfig
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="rbee-queen", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--keep-workers",
+        action="store_true",
+        help="leave workers running when the queen stops (default: stop them all)",
+    )
+    parser.add_argument("--log-level", default="info")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = QueenConfig.from_env(
+        host=args.host, port=args.port, stop_workers_on_exit=not args.keep_workers
+    )
+    uvicorn.run(
+        create_app(config),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=5,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Queen settings: where state lives and the timeouts it works by.
+
+Everything has a default that works on a laptop; environment variables
+override them (RBEE_HOME and friends), so tests point a queen at a temp dir.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def rbee_home() -> Path:
+    return Path(os.environ.get("RBEE_HOME") or Path.home() / ".rbee").expanduser()
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class QueenConfig:
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    ssh_connect_timeout_s: float = 10.0
+    worker_loading_timeout_s: float = 120.0
+    worker_stop_grace_s: float = 10.0
+    control_timeout_s: float = 30.0
+    stop_workers_on_exit: bool = True
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "queen.db"
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return self.home / "known_hosts"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> QueenConfig:
+        values: dict[str, object] = {
+            "home": rbee_home(),
+            "ssh_connect_timeout_s": _env_float("RBEE_SSH_CONNECT_TIMEOUT", 10.0),
+            "worker_loading_timeout_s": _env_float("RBEE_WORKER_LOADING_TIMEOUT", 120.0),
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,232 @@
+"""One node session: an asyncssh connection, the helper channel, port forwards.
+
+This module is the boundary where asyncssh and OS errors become rbee errors.
+No remote command is ever built from unquoted input: the only command run is
+the helper start, assembled with `shlex.quote`/`shlex.join`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+
+from rbee_queen.errors import (
+    ConnectionTimeout,
+    HelperFailed,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    NodeUnreachable,
+    SshAuthFailed,
+)
+from rbee_queen.fleet.bundle import COMPLETE_MARKER, Bundle, local_bundle
+from rbee_queen.fleet.hive_client import HiveClient
+from rbee_queen.fleet.known_hosts import HostKeyStore
+
+
+@dataclass(frozen=True)
+class NodeTarget:
+    """Everything needed to reach a node; built from a store row or a request."""
+
+    name: str
+    host: str
+    port: int
+    user: str
+    key_path: str
+    install_path: str
+    helper_python: str = "python3"
+
+
+class NodeSession:
+    def __init__(self, target: NodeTarget, conn: asyncssh.SSHClientConnection) -> None:
+        self.target = target
+        self.conn = conn
+        self.install_dir = ""  # absolute install path on the node, set by start_helper
+        self.helper_dir = ""
+        self.hive: HiveClient | None = None
+        self._process: asyncssh.SSHClientProcess[str] | None = None
+        self._forwards: dict[int, asyncssh.SSHListener] = {}
+
+    @property
+    def run_dir(self) -> str:
+        return posixpath.join(self.install_dir, "run")
+
+    @property
+    def alive(self) -> bool:
+        return self.hive is not None and not self.hive.closed and not self.conn.is_closed()
+
+    async def call(self, op: str, timeout: float = 30.0, **args: Any) -> Any:
+        if self.hive is None:
+            raise HelperFailed(f"helper on {self.target.name} is not running")
+        return await self.hive.call(op, timeout=timeout, **args)
+
+    async def start_helper(self, bundle: Bundle | None = None) -> None:
+        bundle = bundle or local_bundle()
+        async with self.conn.start_sftp_client() as sftp:
+            self.install_dir = await _resolve_remote_path(sftp, self.target.install_path)
+            self.helper_dir = posixpath.join(self.install_dir, "hive", bundle.digest)
+            await _upload_bundle(sftp, self.helper_dir, bundle)
+        command = (
+            f"cd {shlex.quote(self.helper_dir)} && exec "
+            + shlex.join([self.target.helper_python, "-u", "-m", "rbee_hive"])
+        )
+        self._process = await self.conn.create_process(command, encoding="utf-8")
+        self.hive = HiveClient(self.target.name, self._process.stdout, self._process.stdin)
+        try:
+            await self.hive.call("ping", timeout=15.0)
+        except Exception as exc:
+            stderr = await _drain(self._process.stderr)
+            raise HelperFailed(
+                f"helper did not start on {self.target.name}: {stderr or exc}"
+            ) from exc
+
+    async def forward(self, remote_port: int) -> int:
+        """Local port that reaches 127.0.0.1:remote_port on the node."""
+        listener = self._forwards.get(remote_port)
+        if listener is None:
+            listener = await self.conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", remote_port)
+            self._forwards[remote_port] = listener
+        return listener.get_port()
+
+    def close_forward(self, remote_port: int) -> None:
+        listener = self._forwards.pop(remote_port, None)
+        if listener is not None:
+            listener.close()
+
+    async def close(self) -> None:
+        for port in list(self._forwards):
+            self.close_forward(port)
+        if self.hive is not None:
+            await self.hive.aclose()
+        if self._process is not None:
+            self._process.stdin.write_eof()
+        self.conn.close()
+        try:
+            await asyncio.wait_for(self.conn.wait_closed(), 5.0)
+        except TimeoutError:
+            pass
+
+
+async def _drain(reader: asyncssh.SSHReader[str]) -> str:
+    try:
+        text = await asyncio.wait_for(reader.read(4096), 1.0)
+    except (TimeoutError, asyncssh.Error):
+        return ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+async def _resolve_remote_path(sftp: asyncssh.SFTPClient, path: str) -> str:
+    # SFTP paths are relative to the login directory, which is how "~" is meant.
+    if path == "~":
+        path = "."
+    elif path.startswith("~/"):
+        path = path[2:]
+    await sftp.makedirs(path, exist_ok=True)
+    return await sftp.realpath(path)
+
+
+async def _upload_bundle(sftp: asyncssh.SFTPClient, helper_dir: str, bundle: Bundle) -> None:
+    marker = posixpath.join(helper_dir, COMPLETE_MARKER)
+    if await sftp.exists(marker):
+        return
+    for rel, content in bundle.files:
+        dest = posixpath.join(helper_dir, rel)
+        await sftp.makedirs(posixpath.dirname(dest), exist_ok=True)
+        async with sftp.open(dest, "wb") as fh:
+            await fh.write(content)
+    async with sftp.open(marker, "w") as fh:
+        await fh.write(bundle.digest + "\n")
+
+
+async def open_session(
+    target: NodeTarget,
+    host_keys: HostKeyStore,
+    *,
+    connect_timeout: float,
+    accept_new_host_key: bool = False,
+) -> NodeSession:
+    """Connect, verify the host key, upload and start the helper."""
+    conn = await _connect(target, host_keys, connect_timeout, accept_new_host_key)
+    session = NodeSession(target, conn)
+    try:
+        await asyncio.wait_for(session.start_helper(), connect_timeout + 30.0)
+    except TimeoutError:
+        await session.close()
+        raise ConnectionTimeout(f"helper start on {target.name} timed out") from None
+    except asyncssh.Error as exc:
+        await session.close()
+        raise HelperFailed(f"helper start on {target.name} failed: {exc.reason}") from exc
+    except BaseException:
+        await session.close()
+        raise
+    return session
+
+
+async def _connect(
+    target: NodeTarget, host_keys: HostKeyStore, timeout: float, accept_new: bool
+) -> asyncssh.SSHClientConnection:
+    where = f"{target.user}@{target.host}:{target.port}"
+    known = host_keys.load()
+    if known is None or not host_keys.has_entry(target.host, target.port):
+        key = await _fetch_host_key(target, timeout, where)
+        if not accept_new:
+            raise HostKeyUnknown(
+                f"unknown host key for {where} ({key.get_fingerprint()}); "
+                "verify it and retry with --accept-new-host-key",
+                fingerprint=key.get_fingerprint(),
+            )
+        host_keys.record(target.host, target.port, key)
+        known = host_keys.load()
+    try:
+        return await asyncssh.connect(
+            target.host,
+            target.port,
+            username=target.user,
+            client_keys=[target.key_path],
+            known_hosts=known,
+            agent_path=None,
+            config=[],
+            connect_timeout=timeout,
+            keepalive_interval=15,
+        )
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise HostKeyMismatch(
+            f"host key for {where} does not match the recorded one: refusing to connect "
+            f"(remove the old entry from {host_keys.queen_file} if the host was reinstalled)"
+        ) from exc
+    except asyncssh.PermissionDenied as exc:
+        raise SshAuthFailed(f"SSH authentication refused by {where}") from exc
+    except (asyncssh.KeyImportError, OSError) as exc:
+        raise _network_error(exc, where) from exc
+    except TimeoutError as exc:
+        raise ConnectionTimeout(f"no SSH answer from {where} within {timeout:g}s") from exc
+    except asyncssh.Error as exc:
+        raise NodeUnreachable(f"SSH to {where} failed: {exc.reason}") from exc
+
+
+async def _fetch_host_key(target: NodeTarget, timeout: float, where: str) -> asyncssh.SSHKey:
+    try:
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(target.host, target.port, config=[]), timeout
+        )
+    except TimeoutError as exc:
+        raise ConnectionTimeout(f"no SSH answer from {where} within {timeout:g}s") from exc
+    except OSError as exc:
+        raise _network_error(exc, where) from exc
+    except asyncssh.Error as exc:
+        raise NodeUnreachable(f"SSH to {where} failed: {exc.reason}") from exc
+    if key is None:
+        raise NodeUnreachable(f"{where} offered no host key")
+    return key
+
+
+def _network_error(exc: Exception, where: str) -> NodeUnreachable:
+    if isinstance(exc, asyncssh.KeyImportError):
+        return NodeUnreachable(f"cannot read the SSH key for {where}: {exc}")
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return NodeUnreachable(f"cannot reach {where}: {reason}")

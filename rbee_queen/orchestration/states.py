@@ -1,0 +1,65 @@
+"""Worker states and the one place their transitions live.
+
+    spawning -> loading -> idle <-> busy -> draining -> stopped
+        \\          \\         \\                          ^
+         `----------`---------`--> failed / hung -> killing -> restarting
+                                                        \\-> stopped
+
+`transition()` is the only function that changes a worker's state; it checks
+the move is allowed, stores it and records the event with its reason.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from rbee_queen.store.models import Worker, WorkerEvent, utcnow
+
+
+class WorkerState(StrEnum):
+    SPAWNING = "spawning"
+    LOADING = "loading"
+    IDLE = "idle"
+    BUSY = "busy"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    HUNG = "hung"
+    KILLING = "killing"
+    RESTARTING = "restarting"
+
+
+S = WorkerState
+ALLOWED: dict[WorkerState, frozenset[WorkerState]] = {
+    S.SPAWNING: frozenset({S.LOADING, S.FAILED, S.KILLING, S.STOPPED}),
+    S.LOADING: frozenset({S.IDLE, S.FAILED, S.HUNG, S.KILLING, S.STOPPED}),
+    S.IDLE: frozenset({S.BUSY, S.DRAINING, S.FAILED, S.HUNG, S.KILLING, S.STOPPED}),
+    S.BUSY: frozenset({S.IDLE, S.DRAINING, S.FAILED, S.HUNG, S.KILLING}),
+    S.DRAINING: frozenset({S.STOPPED, S.KILLING, S.FAILED}),
+    S.FAILED: frozenset({S.KILLING, S.RESTARTING, S.STOPPED}),
+    S.HUNG: frozenset({S.KILLING}),
+    S.KILLING: frozenset({S.STOPPED, S.RESTARTING}),
+    S.RESTARTING: frozenset({S.SPAWNING, S.STOPPED, S.FAILED}),
+    S.STOPPED: frozenset(),
+}
+LIVE = frozenset({S.SPAWNING, S.LOADING, S.IDLE, S.BUSY, S.DRAINING})
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+def transition(worker: Worker, to: WorkerState, reason: str = "") -> None:
+    current = WorkerState(worker.state)
+    if current == to:
+        return
+    if to not in ALLOWED[current]:
+        raise IllegalTransition(f"worker {worker.worker_id}: {current} -> {to} is not allowed")
+    worker.state = to.value
+    worker.updated_at = utcnow()
+    if reason and to in (S.FAILED, S.HUNG, S.KILLING):
+        worker.last_error = reason
+    worker.save()
+    WorkerEvent.create(
+        worker_id=worker.worker_id, from_state=current.value, to_state=to.value, reason=reason
+    )

@@ -1,0 +1,332 @@
+"""Workers: start one per (node, model) on demand, relay inference, stop them.
+
+A worker binds 127.0.0.1 on its node; the queen reaches it through a port
+forward on the node's SSH connection, so no worker port is ever open to the
+network. The worker's pid and port live in the database and, on the node, in
+pid files the helper keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from rbee_queen.config import QueenConfig
+from rbee_queen.errors import (
+    AllSlotsBusy,
+    InferenceFailed,
+    InvalidRequest,
+    LoadingTimeout,
+    ModelNotFound,
+    RbeeError,
+    WorkerNotFound,
+    WorkerStartFailed,
+)
+from rbee_queen.fleet.pool import SessionPool
+from rbee_queen.fleet.session import NodeSession
+from rbee_queen.orchestration.nodes import NodeInventory, get_node, target_of
+from rbee_queen.orchestration.states import LIVE, WorkerState, transition
+from rbee_queen.store.models import Node, Worker, WorkerEvent
+from rbee_queen.validation import model_path
+
+log = logging.getLogger("rbee.queen.workers")
+S = WorkerState
+
+
+@dataclass
+class LiveWorker:
+    """What the queen holds in memory for a running worker."""
+
+    worker_id: str
+    node: str
+    model_ref: str
+    remote_port: int
+    local_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.local_port}"
+
+
+class WorkerManager:
+    def __init__(self, config: QueenConfig, pool: SessionPool, inventory: NodeInventory) -> None:
+        self.config = config
+        self.pool = pool
+        self.inventory = inventory
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+        self._live: dict[str, LiveWorker] = {}
+        self._start_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    @property
+    def live(self) -> dict[str, LiveWorker]:
+        return self._live
+
+    # --- sessions ------------------------------------------------------------
+
+    async def session_for(self, node: Node) -> NodeSession:
+        try:
+            session = await self.pool.get(target_of(node))
+        except RbeeError as exc:
+            self.inventory.mark(node, error=exc)
+            raise
+        if node.status != "reachable":
+            self.inventory.mark(node, error=None)
+        return session
+
+    # --- starting ------------------------------------------------------------
+
+    async def ensure_worker(self, node_name: str, model_ref: str) -> LiveWorker:
+        node = get_node(node_name)
+        lock = self._start_locks.setdefault((node_name, model_ref), asyncio.Lock())
+        async with lock:  # two cold requests for one model start one worker
+            for live in self._live.values():
+                if live.node == node_name and live.model_ref == model_ref:
+                    row = Worker.get_or_none(Worker.worker_id == live.worker_id)
+                    if row is not None and row.state in (S.IDLE, S.BUSY):
+                        return live
+            return await self._start(node, model_ref)
+
+    async def _start(self, node: Node, model_ref: str) -> LiveWorker:
+        path = model_path(model_ref)
+        if path is None:
+            raise InvalidRequest(
+                f"model reference {model_ref!r} is not supported: use file:/absolute/path",
+                fields=[{"field": "model", "constraint": "pattern", "message": "file:/path"}],
+            )
+        session = await self.session_for(node)
+        info = await session.call("path_info", path=path)
+        if not info["is_dir"]:
+            raise ModelNotFound(f"model not found on {node.name}: {path}")
+        worker_id = f"w-{secrets.token_hex(4)}"
+        row = Worker.create(
+            worker_id=worker_id, node=node, model_ref=model_ref, state=S.SPAWNING.value
+        )
+        WorkerEvent.create(worker_id=worker_id, to_state=S.SPAWNING.value, reason="requested")
+        try:
+            return await self._spawn_and_wait(session, node, row, path)
+        except BaseException as exc:
+            await self._stop_after_failure(session, row, exc)
+            raise
+
+    async def _spawn_and_wait(
+        self, session: NodeSession, node: Node, row: Worker, path: str
+    ) -> LiveWorker:
+        argv = [
+            node.worker_python or "python3",
+            "-m",
+            "rbee_worker",
+            "--worker-id",
+            row.worker_id,
+            "--model",
+            path,
+            "--backend",
+            row.backend,
+            "--device",
+            row.device,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ]
+        spawned = await session.call(
+            "spawn_worker",
+            worker_id=row.worker_id,
+            run_dir=session.run_dir,
+            argv=argv,
+            pythonpath=session.helper_dir,
+            env={"HF_HUB_OFFLINE": "1"},
+        )
+        row.pid = spawned["pid"]
+        row.save()
+        deadline = time.monotonic() + self.config.worker_loading_timeout_s
+        remote_port = await self._wait_for_port(session, row, deadline)
+        row.port = remote_port
+        transition(row, S.LOADING, f"listening on node port {remote_port}")
+        local_port = await session.forward(remote_port)
+        live = LiveWorker(row.worker_id, node.name, row.model_ref, remote_port, local_port)
+        await self._wait_until_ready(session, row, live, deadline)
+        self._live[row.worker_id] = live
+        transition(row, S.IDLE, "model loaded")
+        return live
+
+    async def _wait_for_port(self, session: NodeSession, row: Worker, deadline: float) -> int:
+        while True:
+            status = await session.call(
+                "worker_status", worker_id=row.worker_id, run_dir=session.run_dir
+            )
+            if status["port"]:
+                return int(status["port"])
+            if not status["alive"]:
+                raise WorkerStartFailed(
+                    f"worker exited during start: {await self._last_log_line(session, row)}"
+                )
+            if time.monotonic() > deadline:
+                raise LoadingTimeout(f"worker {row.worker_id} did not start listening in time")
+            await asyncio.sleep(0.1)
+
+    async def _wait_until_ready(
+        self, session: NodeSession, row: Worker, live: LiveWorker, deadline: float
+    ) -> None:
+        while True:
+            try:
+                resp = await self.http.get(f"{live.url}/health", timeout=5.0)
+            except httpx.HTTPError:
+                resp = None
+            if resp is not None and resp.status_code == 200:
+                return
+            if resp is not None and resp.status_code == 500:
+                body = _json_or_empty(resp)
+                raise WorkerStartFailed(f"worker could not load the model: {body.get('message')}")
+            if time.monotonic() > deadline:
+                raise LoadingTimeout(
+                    f"worker {row.worker_id} still loading after "
+                    f"{self.config.worker_loading_timeout_s:g}s"
+                )
+            if resp is None:
+                status = await session.call(
+                    "worker_status", worker_id=row.worker_id, run_dir=session.run_dir
+                )
+                if not status["alive"]:
+                    raise WorkerStartFailed(
+                        f"worker exited while loading: {await self._last_log_line(session, row)}"
+                    )
+            await asyncio.sleep(0.1)
+
+    async def _last_log_line(self, session: NodeSession, row: Worker) -> str:
+        tail = await session.call(
+            "log_tail", worker_id=row.worker_id, run_dir=session.run_dir, lines=20
+        )
+        lines = [line for line in tail["lines"] if line.strip()]
+        return lines[-1].strip() if lines else "no output"
+
+    async def _stop_after_failure(
+        self, session: NodeSession, row: Worker, exc: BaseException
+    ) -> None:
+        reason = exc.message if isinstance(exc, RbeeError) else type(exc).__name__
+        log.warning("worker %s failed to start: %s", row.worker_id, reason)
+        row = Worker.get_by_id(row.worker_id)
+        if row.state != S.FAILED:
+            transition(row, S.FAILED, reason)
+        transition(row, S.KILLING, "start failed")
+        try:
+            await asyncio.shield(self._stop_on_node(session, row))
+        finally:
+            transition(row, S.STOPPED, "start failed")
+
+    # --- inference -------------------------------------------------------------
+
+    async def open_stream(self, live: LiveWorker, payload: dict[str, Any]) -> httpx.Response:
+        """Start an inference on the worker; errors before the first byte raise."""
+        row = Worker.get_by_id(live.worker_id)
+        request = self.http.build_request("POST", f"{live.url}/v1/inference", json=payload)
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise InferenceFailed(f"worker {live.worker_id} did not answer: {exc}") from exc
+        if response.status_code != 200:
+            await response.aread()
+            await response.aclose()
+            raise _worker_error(response)
+        if row.state == S.IDLE:
+            transition(row, S.BUSY, f"job {payload['job_id']}")
+        return response
+
+    async def relay(self, live: LiveWorker, response: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        finally:
+            await response.aclose()
+            row = Worker.get_or_none(Worker.worker_id == live.worker_id)
+            if row is not None and row.state == S.BUSY:
+                transition(row, S.IDLE, "job finished")
+
+    # --- stopping ----------------------------------------------------------------
+
+    async def shutdown(self, worker_id: str) -> dict[str, Any]:
+        row = Worker.get_or_none(Worker.worker_id == worker_id)
+        if row is None or row.state not in LIVE:
+            raise WorkerNotFound(f"no running worker {worker_id!r}")
+        if row.state != S.DRAINING:
+            transition(row, S.DRAINING, "shutdown requested")
+        session = await self.session_for(row.node)
+        result = await self._stop_on_node(session, row)
+        transition(row, S.STOPPED, "forced kill" if result["forced"] else "stopped")
+        return {"worker_id": worker_id, "stopped": result["stopped"], "forced": result["forced"]}
+
+    async def _stop_on_node(self, session: NodeSession, row: Worker) -> dict[str, Any]:
+        live = self._live.pop(row.worker_id, None)
+        if live is not None:
+            session.close_forward(live.remote_port)
+        return dict(
+            await session.call(
+                "stop_worker",
+                worker_id=row.worker_id,
+                run_dir=session.run_dir,
+                grace_s=self.config.worker_stop_grace_s,
+                timeout=self.config.worker_stop_grace_s + 10.0,
+            )
+        )
+
+    async def stop_all(self, node_name: str | None = None) -> dict[str, int]:
+        """Stop every live worker (of one node, or all) in parallel."""
+        query = Worker.select().where(Worker.state.in_([s.value for s in LIVE]))
+        if node_name is not None:
+            query = query.where(Worker.node == node_name)
+        results = await asyncio.gather(
+            *(self.shutdown(w.worker_id) for w in query), return_exceptions=True
+        )
+        counts = {"graceful": 0, "forced": 0, "failed": 0}
+        for result in results:
+            if isinstance(result, BaseException):
+                counts["failed"] += 1
+                log.warning("stopping a worker failed: %s", result)
+            else:
+                counts["forced" if result["forced"] else "graceful"] += 1
+        return counts
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def worker_json(row: Worker, live: LiveWorker | None) -> dict[str, Any]:
+    return {
+        "worker_id": row.worker_id,
+        "node": row.node_id,  # type: ignore[attr-defined]
+        "state": row.state,
+        "model_ref": row.model_ref,
+        "backend": row.backend,
+        "device": row.device,
+        "pid": row.pid,
+        "port": row.port,
+        "url": live.url if live else None,
+        "started_at": row.started_at.isoformat() if row.started_at else None,
+        "last_error": row.last_error,
+    }
+
+
+def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _worker_error(response: httpx.Response) -> RbeeError:
+    error = _json_or_empty(response).get("error") or {}
+    message = str(error.get("message") or f"worker answered HTTP {response.status_code}")
+    details = error.get("details") or {}
+    code = error.get("code")
+    if code == "ALL_SLOTS_BUSY":
+        return AllSlotsBusy(message, **details)
+    if response.status_code == 400:
+        return InvalidRequest(message, **details)
+    return InferenceFailed(message, worker_code=code)

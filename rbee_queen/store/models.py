@@ -1,0 +1,86 @@
+"""peewee models: the node inventory, the worker registry, worker events."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from peewee import (
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+database_proxy = DatabaseProxy()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JsonField(TextField):
+    def db_value(self, value: Any) -> str:
+        return json.dumps(value)
+
+    def python_value(self, value: Any) -> Any:
+        return json.loads(value) if value is not None else None
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database_proxy
+
+
+class Node(BaseModel):
+    name = CharField(primary_key=True, max_length=64)
+    ssh_host = CharField(max_length=253)
+    ssh_port = IntegerField(default=22)
+    ssh_user = CharField(max_length=64)
+    ssh_key_path = TextField()
+    install_path = TextField()
+    worker_python = TextField(null=True)
+    status = CharField(default="unknown")
+    last_connected = DateTimeField(null=True)
+    last_error = TextField(null=True)
+    backends = JsonField(default=list)
+    devices = JsonField(default=dict)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "nodes"
+
+
+class Worker(BaseModel):
+    worker_id = CharField(primary_key=True, max_length=256)
+    node = ForeignKeyField(Node, backref="workers", on_delete="CASCADE", column_name="node")
+    model_ref = CharField(max_length=512)
+    backend = CharField(default="torch")
+    device = CharField(default="cpu")
+    state = CharField()
+    pid = IntegerField(null=True)
+    port = IntegerField(null=True)
+    last_error = TextField(null=True)
+    started_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "workers"
+
+
+class WorkerEvent(BaseModel):
+    worker_id = CharField(max_length=256, index=True)
+    from_state = CharField(null=True)
+    to_state = CharField()
+    reason = TextField(default="")
+    at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "worker_events"
+
+
+ALL_MODELS = [Node, Worker, WorkerEvent]

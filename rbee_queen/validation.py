@@ -1,0 +1,123 @@
+"""Input validation: every field checked, every failure reported at once.
+
+`Fields` collects `{field, constraint, message}` items; `raise_if_any` turns
+them into one `InvalidRequest` (400) listing them all.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rbee_queen.errors import InvalidRequest
+
+IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+WORKER_ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+HOSTNAME = re.compile(r"^[A-Za-z0-9._:-]{1,253}$")
+SSH_USER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MODEL_REF = re.compile(r"^[A-Za-z0-9\-_/:.]{1,512}$")
+# Control characters other than tab, newline and CR, and Unicode bidi overrides.
+_BAD_PROMPT_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+
+
+class Fields:
+    def __init__(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            raise InvalidRequest("request body must be a JSON object")
+        self.body = body
+        self.problems: list[dict[str, str]] = []
+
+    def fail(self, field: str, constraint: str, message: str) -> None:
+        self.problems.append({"field": field, "constraint": constraint, "message": message})
+
+    def string(
+        self,
+        field: str,
+        *,
+        pattern: re.Pattern[str] | None = None,
+        max_len: int = 4096,
+        required: bool = True,
+        default: str | None = None,
+    ) -> str | None:
+        value = self.body.get(field)
+        if value is None:
+            if required:
+                self.fail(field, "required", f"{field} is required")
+            return default
+        if not isinstance(value, str) or not value:
+            self.fail(field, "type", f"{field} must be a non-empty string")
+            return default
+        if len(value) > max_len:
+            self.fail(field, "max_length", f"{field} must be at most {max_len} characters")
+            return default
+        if pattern is not None and not pattern.match(value):
+            self.fail(field, "pattern", f"{field} has characters that are not allowed")
+            return default
+        if "\x00" in value or "\n" in value:
+            self.fail(field, "pattern", f"{field} must be one line without NUL")
+            return default
+        return value
+
+    def integer(
+        self, field: str, *, lo: int, hi: int, default: int | None = None, required: bool = False
+    ) -> int | None:
+        value = self.body.get(field)
+        if value is None:
+            if required:
+                self.fail(field, "required", f"{field} is required")
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(field, "type", f"{field} must be an integer")
+            return default
+        if not lo <= value <= hi:
+            self.fail(field, "range", f"{field} must be between {lo} and {hi}")
+            return default
+        return value
+
+    def number(self, field: str, *, lo: float, hi: float, default: float) -> float:
+        value = self.body.get(field)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(field, "type", f"{field} must be a number")
+            return default
+        if not lo <= value <= hi:
+            self.fail(field, "range", f"{field} must be between {lo:g} and {hi:g}")
+            return default
+        return float(value)
+
+    def boolean(self, field: str, default: bool = False) -> bool:
+        value = self.body.get(field, default)
+        if not isinstance(value, bool):
+            self.fail(field, "type", f"{field} must be true or false")
+            return default
+        return value
+
+    def prompt(self, field: str = "prompt", max_len: int = 100_000) -> str:
+        value = self.body.get(field)
+        if not isinstance(value, str) or not value:
+            self.fail(field, "required", f"{field} must be a non-empty string")
+            return ""
+        if len(value) > max_len:
+            self.fail(field, "max_length", f"{field} must be at most {max_len} characters")
+        elif _BAD_PROMPT_CHARS.search(value):
+            self.fail(
+                field,
+                "characters",
+                f"{field} contains control characters, escapes or bidi overrides",
+            )
+        return value
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            names = ", ".join(p["field"] for p in self.problems)
+            raise InvalidRequest(f"invalid fields: {names}", fields=self.problems)
+
+
+def model_path(ref: str) -> str | None:
+    """The absolute path of a `file:` reference, or None if it is not one we accept."""
+    if not MODEL_REF.match(ref) or ".." in ref.split("/"):
+        return None
+    if ref.startswith("file:/"):
+        return ref[len("file:") :]
+    return None

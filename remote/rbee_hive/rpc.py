@@ -1,0 +1,88 @@
+"""JSON-lines RPC over stdin/stdout.
+
+Request:  {"id": 1, "op": "probe", "args": {...}}
+Response: {"id": 1, "ok": true, "result": {...}}
+      or  {"id": 1, "ok": false, "error": {"code": "...", "message": "..."}}
+
+Each request runs in its own thread so a slow `stop_worker` (which waits for a
+process to exit) never holds up a health check behind it. When stdin closes
+(the SSH session ended) the helper exits; the workers it started keep running
+in their own sessions and are found again through their pid files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from rbee_hive import ops
+
+Handler = Callable[..., Any]
+
+
+HANDLERS: dict[str, Handler] = {
+    "ping": ops.ping,
+    "probe": ops.probe,
+    "path_info": ops.path_info,
+    "spawn_worker": ops.spawn_worker,
+    "worker_status": ops.worker_status,
+    "stop_worker": ops.stop_worker,
+    "list_workers": ops.list_workers,
+    "log_tail": ops.log_tail,
+}
+
+
+def handle(request: dict[str, Any]) -> dict[str, Any]:
+    req_id = request.get("id")
+    op = request.get("op")
+    handler = HANDLERS.get(op) if isinstance(op, str) else None
+    if handler is None:
+        return _error(req_id, "UNKNOWN_OP", f"unknown op: {op!r}")
+    args = request.get("args") or {}
+    if not isinstance(args, dict):
+        return _error(req_id, "INVALID_REQUEST", "args must be an object")
+    try:
+        return {"id": req_id, "ok": True, "result": handler(**args)}
+    except ops.OpError as exc:
+        return _error(req_id, exc.code, str(exc))
+    except TypeError as exc:
+        return _error(req_id, "INVALID_REQUEST", f"{op}: {exc}")
+    except Exception as exc:  # report, never die: the channel serves other calls
+        return _error(req_id, "HELPER_FAILED", f"{op}: {type(exc).__name__}: {exc}")
+
+
+def _error(req_id: Any, code: str, message: str) -> dict[str, Any]:
+    return {"id": req_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def serve(stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+    write_lock = threading.Lock()
+
+    def reply(response: dict[str, Any]) -> None:
+        line = json.dumps(response, separators=(",", ":"))
+        with write_lock:
+            stdout.write(line + "\n")
+            stdout.flush()
+
+    def run(request: dict[str, Any]) -> None:
+        reply(handle(request))
+
+    for raw in stdin:
+        raw = raw.strip()
+        if not raw:
+            continue
+        try:
+            request = json.loads(raw)
+        except ValueError:
+            reply(_error(None, "INVALID_REQUEST", "not JSON"))
+            continue
+        if not isinstance(request, dict):
+            reply(_error(None, "INVALID_REQUEST", "request must be an object"))
+            continue
+        if request.get("op") == "ping":  # fast path: no thread for the cheapest call
+            run(request)
+        else:
+            threading.Thread(target=run, args=(request,), daemon=True).start()

@@ -1,0 +1,73 @@
+"""A real queen process on a free loopback port, with the test's RBEE_HOME."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.plugins.sshd import free_port
+
+
+@dataclass
+class QueenProcess:
+    url: str
+    home: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def log(self) -> str:
+        path = self.home / "queen-test.log"
+        return path.read_text() if path.exists() else ""
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60.0)
+
+
+def start_queen(home: Path, *extra: str) -> QueenProcess:
+    port = free_port()
+    with open(home / "queen-test.log", "ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            [sys.executable, "-m", "rbee_queen", "--port", str(port), *extra],
+            env={**os.environ, "RBEE_HOME": str(home)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"queen exited: {(home / 'queen-test.log').read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
+                return QueenProcess(url, home, proc)
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("queen did not answer /health in 20 s")
+
+
+def stop_queen(queen: QueenProcess) -> None:
+    if queen.proc.poll() is None:
+        queen.proc.terminate()
+        try:
+            queen.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            queen.proc.kill()
+            queen.proc.wait()
+
+
+@pytest.fixture
+def queen(rbee_home: Path) -> Iterator[QueenProcess]:
+    q = start_queen(rbee_home)
+    try:
+        yield q
+    finally:
+        stop_queen(q)

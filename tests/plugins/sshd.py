@@ -1,0 +1,130 @@
+"""A real OpenSSH sshd on a loopback port, with keys generated into a temp dir.
+
+One sshd serves the whole test session (starting one costs ~50 ms but its
+keys and config are shared). Each test still gets its own RBEE_HOME, so the
+queen's known_hosts starts empty and tests decide whether to accept the key.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+@dataclass(frozen=True)
+class SshServer:
+    host: str
+    port: int
+    user: str
+    client_key: Path
+    host_public_key: str
+    root: Path
+
+    def node_body(self, name: str, install_path: Path, **extra: object) -> dict[str, object]:
+        """A /v2/registry/beehives/add body for this server."""
+        import sys
+
+        return {
+            "node_name": name,
+            "ssh_host": self.host,
+            "ssh_port": self.port,
+            "ssh_user": self.user,
+            "ssh_key_path": str(self.client_key),
+            "install_path": str(install_path),
+            "worker_python": sys.executable,
+            **extra,
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def start_sshd(root: Path) -> tuple[subprocess.Popen[bytes], SshServer]:
+    root.mkdir(parents=True, exist_ok=True)
+    # sshd insists on its privilege-separation dir, which a fresh container lacks.
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    host_key = root / "ssh_host_ed25519_key"
+    client_key = root / "id_ed25519"
+    _keygen(host_key)
+    _keygen(client_key)
+    authorized = root / "authorized_keys"
+    authorized.write_text((root / "id_ed25519.pub").read_text())
+    authorized.chmod(0o600)
+    port = free_port()
+    config = root / "sshd_config"
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_key}",
+                f"AuthorizedKeysFile {authorized}",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PubkeyAuthentication yes",
+                "PermitRootLogin prohibit-password",
+                "UsePAM no",
+                "StrictModes no",
+                "PidFile none",
+                "AllowTcpForwarding local",
+                "Subsystem sftp internal-sftp",
+                "LogLevel ERROR",
+                "",
+            ]
+        )
+    )
+    with open(root / "sshd.log", "wb") as log:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            [SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=log
+        )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sshd exited: {(root / 'sshd.log').read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    server = SshServer(
+        host="127.0.0.1",
+        port=port,
+        user=getpass.getuser(),
+        client_key=client_key,
+        host_public_key=(root / "ssh_host_ed25519_key.pub").read_text().strip(),
+        root=root,
+    )
+    return proc, server
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    if not Path(SSHD).exists():
+        pytest.fail("OpenSSH sshd is not installed (apt-get install openssh-server)")
+    proc, server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
