@@ -1,0 +1,1 @@
+"""rbee-keeper: the command line. It talks to the queen over HTTP only."""

@@ -70,9 +70,8 @@ class NodeSession:
             self.install_dir = await _resolve_remote_path(sftp, self.target.install_path)
             self.helper_dir = posixpath.join(self.install_dir, "hive", bundle.digest)
             await _upload_bundle(sftp, self.helper_dir, bundle)
-        command = (
-            f"cd {shlex.quote(self.helper_dir)} && exec "
-            + shlex.join([self.target.helper_python, "-u", "-m", "rbee_hive"])
+        command = f"cd {shlex.quote(self.helper_dir)} && exec " + shlex.join(
+            [self.target.helper_python, "-u", "-m", "rbee_hive"]
         )
         self._process = await self.conn.create_process(command, encoding="utf-8")
         self.hive = HiveClient(self.target.name, self._process.stdout, self._process.stdin)

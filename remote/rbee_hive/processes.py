@@ -81,7 +81,7 @@ def spawn(
     paths = _paths(worker_id, run_dir)
     existing = _read_json(paths["pid"])
     if existing and _alive(existing["pid"], existing.get("start_ticks")):
-        return {"pid": existing["pid"], "already_running": True, **paths}
+        return {"pid": existing["pid"], "already_running": True, "log_file": paths["log"]}
     for stale in (paths["state"],):
         if os.path.exists(stale):
             os.remove(stale)
@@ -106,7 +106,7 @@ def spawn(
         "started_at": time.time(),
     }
     _write_json(paths["pid"], record)
-    return {"pid": proc.pid, "already_running": False, **paths}
+    return {"pid": proc.pid, "already_running": False, "log_file": paths["log"]}
 
 
 def status(worker_id: str, run_dir: str) -> dict[str, Any]:

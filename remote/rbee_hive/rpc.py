@@ -70,6 +70,7 @@ def serve(stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
     def run(request: dict[str, Any]) -> None:
         reply(handle(request))
 
+    in_flight: list[threading.Thread] = []
     for raw in stdin:
         raw = raw.strip()
         if not raw:
@@ -84,5 +85,10 @@ def serve(stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
             continue
         if request.get("op") == "ping":  # fast path: no thread for the cheapest call
             run(request)
-        else:
-            threading.Thread(target=run, args=(request,), daemon=True).start()
+            continue
+        thread = threading.Thread(target=run, args=(request,), daemon=True)
+        thread.start()
+        in_flight[:] = [t for t in in_flight if t.is_alive()] + [thread]
+    # stdin closed: finish what was asked (a stop in progress must not be cut short).
+    for thread in in_flight:
+        thread.join(timeout=30)

@@ -100,7 +100,7 @@ def write_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     config_dict["architectures"] = ["LlamaForCausalLM"]
     # exllamav2 reads only a top-level rope_theta; transformers 5 nests it.
     config_dict["rope_theta"] = float(config_dict.get("rope_parameters", {}).get("rope_theta", 1e4))
-    config_dict["torch_dtype"] = "float32"
+    config_dict["dtype"] = config_dict["torch_dtype"] = "float32"
     config_dict.pop("transformers_version", None)
     _write_json(out_dir / "config.json", config_dict)
 
