@@ -41,7 +41,7 @@ def query_gpus(timeout: float = 5.0) -> list[dict[str, Any]]:
     if binary is None:
         return []
     try:
-        out = subprocess.run(  # noqa: S603 - fixed argv
+        out = subprocess.run(
             [binary, f"--query-gpu={QUERY}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,

@@ -88,7 +88,7 @@ def spawn(
     child_env = {**os.environ, **env, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}
     full_argv = [*argv, "--state-file", paths["state"]]
     with open(paths["log"], "ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell string
+        proc = subprocess.Popen(
             full_argv,
             stdin=subprocess.DEVNULL,
             stdout=log,

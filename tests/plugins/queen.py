@@ -34,7 +34,7 @@ class QueenProcess:
 def start_queen(home: Path, *extra: str) -> QueenProcess:
     port = free_port()
     with open(home / "queen-test.log", "ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+        proc = subprocess.Popen(
             [sys.executable, "-m", "rbee_queen", "--port", str(port), *extra],
             env={**os.environ, "RBEE_HOME": str(home)},
             stdout=log,

@@ -95,7 +95,7 @@ def start_sshd(root: Path) -> tuple[subprocess.Popen[bytes], SshServer]:
         )
     )
     with open(root / "sshd.log", "wb") as log:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+        proc = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=log
         )
     deadline = time.monotonic() + 10
