@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+from pathlib import Path
 
 import uvicorn
 
@@ -32,13 +35,25 @@ def main(argv: list[str] | None = None) -> None:
     config = QueenConfig.from_env(
         host=args.host, port=args.port, stop_workers_on_exit=not args.keep_workers
     )
-    uvicorn.run(
-        create_app(config),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=5,
-    )
+    pid_file = write_pid_file(config)
+    try:
+        uvicorn.run(
+            create_app(config),
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        pid_file.unlink(missing_ok=True)
+
+
+def write_pid_file(config: QueenConfig) -> Path:
+    """RBEE_HOME/queen.pid: lets `kill $(jq .pid ...)` and tests find this queen."""
+    config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = config.home / "queen.pid"
+    path.write_text(json.dumps({"pid": os.getpid(), "host": config.host, "port": config.port}))
+    return path
 
 
 if __name__ == "__main__":

@@ -96,7 +96,10 @@ def start_sshd(root: Path) -> tuple[subprocess.Popen[bytes], SshServer]:
     )
     with open(root / "sshd.log", "wb") as log:
         proc = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=log
+            [SSHD, "-D", "-e", "-f", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,  # a demo sshd outlives the script that started it
         )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -128,3 +131,39 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def serve_in_background(root: Path) -> SshServer:
+    """Start (or find running) a detached loopback sshd under root; used by scripts/demo."""
+    import json
+    import os
+
+    info_file = root / "server.json"
+    if info_file.exists():
+        info = json.loads(info_file.read_text())
+        try:
+            os.kill(info["pid"], 0)
+            socket.create_connection(("127.0.0.1", info["port"]), timeout=1).close()
+            return SshServer(
+                **{**info["server"], "client_key": Path(info["server"]["client_key"]), "root": root}
+            )
+        except OSError:
+            pass
+    for stale in root.glob("*"):
+        stale.unlink() if stale.is_file() else None
+    proc, server = start_sshd(root)
+    record = {
+        "pid": proc.pid,
+        "port": server.port,
+        "server": {**server.__dict__, "client_key": str(server.client_key), "root": ""},
+    }
+    info_file.write_text(json.dumps(record))
+    return server
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    srv = serve_in_background(Path(sys.argv[1]))
+    print(json.dumps({"port": srv.port, "user": srv.user, "key": str(srv.client_key)}))

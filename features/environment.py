@@ -1,0 +1,72 @@
+"""behave: the whole system for real. One loopback sshd and one tiny model for the
+run; every scenario gets a fresh RBEE_HOME and its own queen port, and the queen
+the keeper starts is stopped after the scenario (which stops its workers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from behave.model import Scenario
+from behave.runner import Context
+
+from rbee_worker.tinymodel import write_tiny_model
+from tests.plugins.procs import worker_pids
+from tests.plugins.sshd import free_port, start_sshd
+
+
+def before_all(context: Context) -> None:
+    context.run_root = Path(tempfile.mkdtemp(prefix="rbee-behave-"))
+    context.sshd_proc, context.sshd = start_sshd(context.run_root / "sshd")
+    context.model_dir = write_tiny_model(context.run_root / "models" / "tiny")
+
+
+def after_all(context: Context) -> None:
+    context.sshd_proc.terminate()
+    context.sshd_proc.wait(timeout=10)
+    shutil.rmtree(context.run_root, ignore_errors=True)
+
+
+def before_scenario(context: Context, scenario: Scenario) -> None:
+    context.home = Path(tempfile.mkdtemp(prefix="home-", dir=context.run_root))
+    context.queen_url = f"http://127.0.0.1:{free_port()}"
+    context.env = {
+        **os.environ,
+        "RBEE_HOME": str(context.home),
+        "RBEE_QUEEN_URL": context.queen_url,
+        "HF_HUB_OFFLINE": "1",
+    }
+    context.result = None
+
+
+def after_scenario(context: Context, scenario: Scenario) -> None:
+    stop_local_queen(context.home)
+    # Whatever the scenario did, the queen's exit must leave no worker behind.
+    leftover = worker_pids()
+    for pid in leftover:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftover, f"worker processes left after the queen stopped: {leftover}"
+
+
+def stop_local_queen(home: Path) -> None:
+    pid_file = home / "queen.pid"
+    if not pid_file.exists():
+        return
+    pid = json.loads(pid_file.read_text())["pid"]
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)

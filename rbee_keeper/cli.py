@@ -1,0 +1,80 @@
+"""`rbee-keeper`: the root parser, and the edge where errors become exit codes.
+
+Exit codes: 0 success, 1 failure (one `error: [CODE] message` line on stderr),
+2 usage error (argparse), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+import httpx
+
+from rbee_keeper.commands import infer, setup, workers
+from rbee_keeper.output import note
+from rbee_queen.errors import RbeeError
+
+QUEEN_URL_ENV = "RBEE_QUEEN_URL"
+DEFAULT_QUEEN_URL = "http://127.0.0.1:8080"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except RbeeError as error:
+        note(f"error: [{error.code}] {' '.join(error.message.split())}")
+        return 1
+    except KeyboardInterrupt:
+        note("interrupted")
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rbee-keeper",
+        description="Run LLM inference on your own GPU nodes through the rbee queen.",
+        parents=[global_options(with_defaults=True)],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = global_options(with_defaults=False)
+    for group in (setup, infer, workers):
+        group.register(commands, common)
+    return parser
+
+
+def global_options(*, with_defaults: bool) -> argparse.ArgumentParser:
+    """`--queen-url` and `--json`, accepted before or after the command.
+
+    Only the root parser has defaults: a subcommand's default would overwrite a
+    value given before the subcommand, so there the options default to absent.
+    """
+    default_url = os.environ.get(QUEEN_URL_ENV) or DEFAULT_QUEEN_URL
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("global options")
+    group.add_argument(
+        "--queen-url",
+        type=queen_url,
+        metavar="URL",
+        default=default_url if with_defaults else argparse.SUPPRESS,
+        help=f"the queen's address (default: ${QUEEN_URL_ENV}, else {DEFAULT_QUEEN_URL})",
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        default=False if with_defaults else argparse.SUPPRESS,
+        help="print JSON instead of text (infer: one event a line)",
+    )
+    return options
+
+
+def queen_url(text: str) -> str:
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
+    return text

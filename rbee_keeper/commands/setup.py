@@ -1,0 +1,117 @@
+"""`rbee-keeper setup ...`: the nodes the queen knows."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rbee_keeper.commands import Subcommands
+from rbee_keeper.local_queen import connect
+from rbee_keeper.output import cell, note, print_json, print_table
+from rbee_queen.errors import SshKeyNotFound
+
+
+def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
+    setup = commands.add_parser("setup", help="add, list and remove nodes")
+    actions = setup.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    add = actions.add_parser("add-node", parents=[common], help="register a node reached over SSH")
+    add.add_argument("--name", required=True, help="the node's name in rbee")
+    add.add_argument("--ssh-host", required=True, metavar="HOST")
+    add.add_argument("--ssh-port", type=int, default=22, metavar="PORT", help="default: 22")
+    add.add_argument("--ssh-user", required=True, metavar="USER")
+    add.add_argument("--ssh-key", required=True, metavar="PATH", help="private key file")
+    add.add_argument(
+        "--install-path", required=True, metavar="PATH", help="rbee's folder on the node"
+    )
+    add.add_argument(
+        "--accept-new-host-key",
+        action="store_true",
+        help="trust the node's host key on first contact instead of requiring known_hosts",
+    )
+    add.add_argument(
+        "--worker-python", metavar="PATH", help="python for workers on the node (default: the node's)"
+    )
+    add.set_defaults(handler=add_node)
+
+    listing = actions.add_parser("list-nodes", parents=[common], help="show the registered nodes")
+    listing.set_defaults(handler=list_nodes)
+
+    remove = actions.add_parser("remove-node", parents=[common], help="forget a node")
+    remove.add_argument("--name", required=True, help="the node's name in rbee")
+    remove.set_defaults(handler=remove_node)
+
+
+def add_node(args: argparse.Namespace) -> int:
+    key_path = existing_file(args.ssh_key)  # before any network call
+    request = {
+        "node_name": args.name,
+        "ssh_host": args.ssh_host,
+        "ssh_port": args.ssh_port,
+        "ssh_user": args.ssh_user,
+        "ssh_key_path": str(key_path),
+        "install_path": args.install_path,
+        "worker_python": args.worker_python,
+        "accept_new_host_key": args.accept_new_host_key,
+    }
+    with connect(args.queen_url) as queen:
+        answer = queen.add_node(request)
+    if args.json:
+        print_json(answer)
+    else:
+        node = answer.get("node") or request
+        print(f"added node {args.name} ({ssh_target(node)}, {node.get('status', 'unknown')})")
+    return 0
+
+
+def list_nodes(args: argparse.Namespace) -> int:
+    with connect(args.queen_url) as queen:
+        answer = queen.list_nodes()
+    nodes = answer.get("nodes") or []
+    if args.json:
+        print_json(answer)
+    elif not nodes:
+        note("no nodes yet: add one with `rbee-keeper setup add-node`")
+    else:
+        headers = ["NAME", "SSH TARGET", "STATUS", "LAST CONNECTED", "BACKENDS"]
+        print_table(headers, [node_row(node) for node in nodes])
+    return 0
+
+
+def remove_node(args: argparse.Namespace) -> int:
+    with connect(args.queen_url) as queen:
+        answer = queen.remove_node(args.name)
+    if args.json:
+        print_json(answer)
+    else:
+        print(f"removed node {answer.get('removed', args.name)}")
+    return 0
+
+
+def existing_file(path_text: str) -> Path:
+    path = Path(path_text).expanduser().absolute()
+    if not path.is_file():
+        raise SshKeyNotFound(f"SSH key not found: {path}", path=str(path))
+    return path
+
+
+def node_row(node: dict[str, Any]) -> list[str]:
+    return [
+        cell(node.get("node_name")),
+        ssh_target(node),
+        cell(node.get("status") or "unknown"),
+        cell(node.get("last_connected") or "never"),
+        backends_and_devices(node),
+    ]
+
+
+def ssh_target(node: dict[str, Any]) -> str:
+    return f"{node.get('ssh_user')}@{node.get('ssh_host')}:{node.get('ssh_port')}"
+
+
+def backends_and_devices(node: dict[str, Any]) -> str:
+    """`cuda=2 cpu=1`: each backend with its device count."""
+    devices = node.get("devices") or {}
+    backends = node.get("backends") or list(devices)
+    return " ".join(f"{backend}={devices.get(backend, '?')}" for backend in backends) or "-"

@@ -1,0 +1,200 @@
+"""The transformers backend: runs anywhere torch does, and is the CPU path.
+
+The only module that imports torch or transformers, and only inside methods, so
+the package imports (and the server starts answering /health) without them.
+Generation is an own token-by-token loop with a KV cache: faster than
+`generate()` for small models, and it can stream and stop between tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from rbee_worker.backends.base import (
+    Generation,
+    GenerationParams,
+    GenerationResult,
+    LoadError,
+    LoadProgress,
+    ProgressCallback,
+    StopReason,
+)
+from rbee_worker.detokenize import IncrementalDecoder
+
+log = logging.getLogger(__name__)
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|\d+)$")
+
+
+def parse_device(spec: str) -> str:
+    """'cpu', 'cuda', 'cuda:N' or a bare GPU ordinal 'N' -> a torch device string."""
+    if not _DEVICE.match(spec):
+        raise LoadError(f"unsupported device {spec!r}: use cpu, cuda, cuda:N or N")
+    return f"cuda:{spec}" if spec.isdigit() else spec
+
+
+def _read_config(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "config.json"
+    if not model_dir.is_dir():
+        raise LoadError(f"model directory not found: {model_dir}")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LoadError(f"no config.json in {model_dir}") from None
+    except (OSError, ValueError) as exc:
+        raise LoadError(f"unreadable config.json in {model_dir}: {exc}") from None
+    if not isinstance(data, dict):
+        raise LoadError(f"config.json in {model_dir} is not a JSON object")
+    return data
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(v for v in value if isinstance(v, int))
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return frozenset(ids)
+
+
+class TorchBackend:
+    def __init__(self, model_dir: Path, device: str = "cpu") -> None:
+        self.model_dir = Path(model_dir)
+        self.device_spec = device
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._device: Any = None
+        self._eos: frozenset[int] = frozenset()
+
+    @property
+    def model_name(self) -> str:
+        return self.model_dir.name
+
+    # --- loading ---------------------------------------------------------------
+
+    def load(self, progress: ProgressCallback) -> None:
+        device_name = parse_device(self.device_spec)
+        layers = int(_read_config(self.model_dir).get("num_hidden_layers") or 0)
+        progress(LoadProgress("starting", 0, layers))
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub from a node
+        import torch
+        import transformers
+
+        # Progress bars would write carriage-return soup into the log file.
+        transformers.utils.logging.disable_progress_bar()
+        device = self._resolve_device(torch, device_name)
+        if device.type == "cpu":
+            torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+
+        progress(LoadProgress("loading_tokenizer", 0, layers))
+        self._tokenizer = transformers.AutoTokenizer.from_pretrained(
+            self.model_dir, local_files_only=True
+        )
+        progress(LoadProgress("loading_weights", 0, layers))
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            self.model_dir, local_files_only=True, dtype=self._dtype(torch, device)
+        )
+        self._model = model.to(device).eval()
+        self._device = device
+        self._eos = _eos_ids(self._model, self._tokenizer)
+        progress(LoadProgress("warming_up", layers, layers))
+        self._warm_up(torch)
+        progress(LoadProgress("ready", layers, layers))
+        log.info("model %s loaded on %s, eos ids %s", self.model_name, device, sorted(self._eos))
+
+    @staticmethod
+    def _resolve_device(torch: Any, name: str) -> Any:
+        device = torch.device(name)
+        # GPU fail-fast: a worker asked for CUDA never falls back to the CPU.
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise LoadError(f"device {name} requested but torch sees no CUDA GPU")
+            if (device.index or 0) >= torch.cuda.device_count():
+                raise LoadError(
+                    f"device {name} requested but only {torch.cuda.device_count()} GPU(s) exist"
+                )
+        return device
+
+    @staticmethod
+    def _dtype(torch: Any, device: Any) -> Any:
+        if device.type == "cpu":
+            return torch.float32  # half precision is slow or unsupported on most CPUs
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _warm_up(self, torch: Any) -> None:
+        # The first forward pays one-off costs; take them before reporting ready.
+        first = self._tokenizer.bos_token_id
+        ids = torch.tensor([[first if first is not None else 0]], device=self._device)
+        with torch.inference_mode():
+            self._model(input_ids=ids, use_cache=True, logits_to_keep=1)
+
+    # --- generation ------------------------------------------------------------
+
+    def generate(self, prompt: str, params: GenerationParams, cancel: threading.Event) -> Generation:
+        if self._model is None:
+            raise RuntimeError("model not loaded")
+        import torch
+
+        ids = self._prompt_ids(prompt)
+        sampler = self._sampler(torch, params)
+        decoder = IncrementalDecoder(
+            lambda toks: self._tokenizer.decode(toks, skip_special_tokens=True)
+        )
+        step_input = torch.tensor([ids], device=self._device)
+        cache = None
+        made = 0
+        stop = StopReason.MAX_TOKENS
+        while made < params.max_tokens:
+            if cancel.is_set():
+                stop = StopReason.CANCELLED
+                break
+            with torch.inference_mode():
+                # `cache=` rather than `past_key_values=`, which transformers 5 deprecates.
+                out = self._model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1)
+                token = sampler(out.logits[0, -1].float())
+            cache = out.cache
+            if token in self._eos:
+                stop = StopReason.EOS
+                break
+            made += 1
+            piece = decoder.push(token)
+            if piece:
+                yield piece
+            step_input = torch.tensor([[token]], device=self._device)
+        tail = decoder.flush()
+        if tail:
+            yield tail
+        return GenerationResult(stop, made)
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        ids = list(self._tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        if not ids:  # a model needs at least one position to predict from
+            bos = self._tokenizer.bos_token_id
+            ids = [bos if bos is not None else 0]
+        return ids
+
+    def _sampler(self, torch: Any, params: GenerationParams) -> Any:
+        if params.temperature == 0:
+            return lambda logits: int(torch.argmax(logits).item())
+        generator = torch.Generator(device=self._device)
+        if params.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(params.seed)
+        temperature = params.temperature
+
+        def sample(logits: Any) -> int:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            return int(torch.multinomial(probs, 1, generator=generator).item())
+
+        return sample
