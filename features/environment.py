@@ -47,7 +47,7 @@ def before_scenario(context: Context, scenario: Scenario) -> None:
 def after_scenario(context: Context, scenario: Scenario) -> None:
     stop_local_queen(context.home)
     # Whatever the scenario did, the queen's exit must leave no worker behind.
-    leftover = worker_pids()
+    leftover = worker_pids(under=str(context.home))
     for pid in leftover:
         os.kill(pid, signal.SIGKILL)
     assert not leftover, f"worker processes left after the queen stopped: {leftover}"

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from rbee_keeper.client import QueenClient
+from rbee_keeper.output import note
 from rbee_queen.errors import QueenUnavailable
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -52,7 +53,7 @@ def start(queen_url: str, is_up: Callable[[], bool]) -> subprocess.Popen[bytes] 
             return None
         process = spawn(queen_url, log_path)
         wait_until_up(process, is_up, log_path, start_timeout_s())
-    print(f"started local queen at {queen_url} (logs: {log_path})", file=sys.stderr)
+    note(f"started local queen at {queen_url} (logs: {log_path})")
     return process
 
 

@@ -54,7 +54,9 @@ def test_cold_then_warm_infer_then_shutdown(
     tokens = [e for e in events if e["type"] == "token"]
     assert [t["i"] for t in tokens] == list(range(len(tokens)))
     end = events[-2]
-    assert end["tokens_out"] == len(tokens)
+    # A piece of text may hold several tokens (an incomplete UTF-8 character waits
+    # for the token that completes it), never fewer.
+    assert 0 < len(tokens) <= end["tokens_out"]
     assert end["stop_reason"] in ("MAX_TOKENS", "EOS")
     if end["stop_reason"] == "MAX_TOKENS":
         assert end["tokens_out"] == 12
@@ -132,5 +134,6 @@ def test_stopping_the_queen_stops_its_workers(
         assert worker_pids(worker["worker_id"])
     finally:
         stop_queen(queen)
-    assert queen.proc.returncode == 0
+    # uvicorn re-raises SIGTERM after a clean shutdown, so -15 is a clean exit too.
+    assert queen.proc.returncode in (0, -15)
     assert worker_pids(worker["worker_id"]) == []

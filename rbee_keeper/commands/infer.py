@@ -94,9 +94,10 @@ class TokenText:
 
     def write(self, piece: str) -> None:
         if piece:
+            # Set first: a Ctrl-C right after the flush must still end the line.
+            self.line_open = not piece.endswith("\n")
             sys.stdout.write(piece)
             sys.stdout.flush()
-            self.line_open = not piece.endswith("\n")
 
     def end_line(self) -> None:
         if self.line_open:

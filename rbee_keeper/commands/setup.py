@@ -31,7 +31,9 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
         help="trust the node's host key on first contact instead of requiring known_hosts",
     )
     add.add_argument(
-        "--worker-python", metavar="PATH", help="python for workers on the node (default: the node's)"
+        "--worker-python",
+        metavar="PATH",
+        help="python for the node's workers (default: the node's)",
     )
     add.set_defaults(handler=add_node)
 

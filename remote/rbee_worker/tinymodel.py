@@ -3,8 +3,9 @@
 `python -m rbee_worker.tinymodel OUT_DIR [--seed 0]`
 
 The result loads through the same code paths as a real model (config.json,
-model.safetensors, tokenizer.json), weighs about half a megabyte and generates
-thousands of tokens a second on a CPU. Same seed, same bytes.
+model.safetensors, tokenizer.json), weighs about 600 KB and generates about a
+thousand tokens a second on a CPU. Same seed, same bytes. Greedy decoding never
+ends at EOS (see write_tiny_model), so greedy runs are exactly max_tokens long.
 """
 
 from __future__ import annotations
@@ -92,6 +93,11 @@ def write_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        # Zero logits for the special tokens: greedy decoding never picks them (some
+        # random logit is always higher), so a greedy run makes exactly max_tokens
+        # tokens, while sampling still meets EOS about once in VOCAB_SIZE tokens.
+        model.lm_head.weight[[bos_id, eos_id]] = 0.0
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     # save_file instead of save_pretrained: fixed metadata, so same seed -> same bytes.
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})

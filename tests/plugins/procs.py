@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def worker_pids(worker_id: str | None = None) -> list[int]:
-    """PIDs of live rbee_worker processes, optionally only the given worker's."""
+def worker_pids(worker_id: str | None = None, under: str | None = None) -> list[int]:
+    """PIDs of live rbee_worker processes: the given worker's, or those whose
+    argv names a path under `under` (a test's own install path), or all."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -18,6 +19,9 @@ def worker_pids(worker_id: str | None = None) -> list[int]:
             continue
         if state == "Z" or b"rbee_worker" not in argv:
             continue
-        if worker_id is None or worker_id.encode() in argv:
-            pids.append(int(proc.name))
+        if worker_id is not None and worker_id.encode() not in argv:
+            continue
+        if under is not None and not any(a.startswith(under.encode()) for a in argv):
+            continue
+        pids.append(int(proc.name))
     return pids

@@ -1,0 +1,173 @@
+"""`python -m rbee_worker`: bind, publish the port, serve while the model loads.
+
+The socket is bound here (port 0 lets the OS choose) and the port written to the
+state file before anything slow happens, so whoever spawned us can connect and
+watch /health while the model loads in a background thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+from types import FrameType
+
+from rbee_worker.backends import BACKENDS, create_backend
+from rbee_worker.loading import BackendHolder
+
+log = logging.getLogger("rbee_worker")
+
+WORKER_ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+# Shorter than the owner's 10 s stop grace: a job in flight may finish, then it is cut.
+GRACEFUL_SHUTDOWN_S = 8.0
+
+
+class OneLineFormatter(logging.Formatter):
+    """The log file is read line by line (log tails), so tracebacks stay on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", " | ")
+
+
+class QuietProbes(logging.Filter):
+    """Owners poll /health and /v1/ready several times a second while we load;
+    logging each poll would bury the events that matter."""
+
+    PROBES = ("/health", "/v1/ready")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and args[1] == "GET":
+            return args[2] not in self.PROBES
+        return True
+
+
+def _configure_logging(worker_id: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        OneLineFormatter(f"%(asctime)s %(levelname)s worker[{worker_id}] %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("uvicorn.access").addFilter(QuietProbes())
+    logging.captureWarnings(True)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m rbee_worker", description="An rbee inference worker."
+    )
+    parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--model", required=True, type=Path, help="model directory (HF format)")
+    parser.add_argument("--backend", default="torch", choices=BACKENDS)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU ordinal N")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 lets the OS choose")
+    parser.add_argument("--state-file", type=Path, help="where to write {pid, port, worker_id}")
+    args = parser.parse_args(argv)
+    if not WORKER_ID.match(args.worker_id):
+        parser.error("--worker-id must be 1-256 characters of A-Z a-z 0-9 _ -")
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be 0..65535")
+    if not _is_loopback(args.host):
+        # The worker has no authentication: it is reached through an SSH forward only.
+        parser.error("--host must be a loopback address (the worker has no auth)")
+    return args
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    # Listening now means early connections queue until uvicorn accepts them.
+    sock.listen(128)
+    sock.set_inheritable(False)
+    return sock
+
+
+def write_state_file(path: Path, data: dict[str, object]) -> None:
+    """Atomically: a reader sees the old file, no file, or the whole new one."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _remove_state_file(path: Path) -> None:
+    try:
+        data = json.loads(path.read_text())
+        if data.get("pid") == os.getpid():  # never remove a successor's file
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rbee_worker.app import create_app
+
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+        return 1
+    port = sock.getsockname()[1]
+    holder = BackendHolder(create_backend(args.backend, args.model, args.device))
+    app = create_app(holder)
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # our handler, one line per event
+        lifespan="off",
+        loop="asyncio",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    server = uvicorn.Server(config)
+
+    # Until uvicorn installs its own handlers (and again after it restores ours and
+    # re-raises the signal it caught), a SIGTERM just asks for a clean stop: exit 0.
+    def request_exit(signum: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, request_exit)
+    signal.signal(signal.SIGINT, request_exit)
+
+    if args.state_file is not None:
+        write_state_file(
+            args.state_file, {"pid": os.getpid(), "port": port, "worker_id": args.worker_id}
+        )
+    log.info("listening on %s:%d, pid %d", args.host, port, os.getpid())
+    holder.start_loading()
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        if args.state_file is not None:
+            _remove_state_file(args.state_file)
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    _configure_logging(args.worker_id)
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

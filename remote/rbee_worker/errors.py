@@ -1,0 +1,34 @@
+"""The error envelope every non-2xx answer uses, the same as the queen's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+INVALID_REQUEST = "INVALID_REQUEST"
+WORKER_LOADING = "WORKER_LOADING"
+ALL_SLOTS_BUSY = "ALL_SLOTS_BUSY"
+MODEL_LOAD_FAILED = "MODEL_LOAD_FAILED"
+INFERENCE_FAILED = "INFERENCE_FAILED"
+
+
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> JSONResponse:
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or {},
+            # The queen sets correlation ids; a worker has none of its own yet.
+            "correlation_id": "",
+        }
+    }
+    return JSONResponse(body, status_code=status)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line for a person: logs and answers stay one line each."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:500]

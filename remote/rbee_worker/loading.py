@@ -1,0 +1,59 @@
+"""Holds the backend and what is known about its loading, read by the routes.
+
+Loading runs in a background thread so the server answers /health (503) from the
+first moment; a failure is kept so the owner can read why (500) before stopping us.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from enum import StrEnum
+
+from rbee_worker.backends.base import Backend, LoadProgress
+from rbee_worker.errors import one_line
+
+log = logging.getLogger(__name__)
+
+
+class LoadState(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class BackendHolder:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.state = LoadState.LOADING
+        self.progress = LoadProgress("starting")
+        self.error: str | None = None
+
+    def load(self) -> None:
+        """Load the model in the calling thread; never raises."""
+        log.info("loading model %s", self.backend.model_name)
+        try:
+            self.backend.load(self._on_progress)
+        except Exception as exc:
+            self.error = one_line(exc)
+            self.progress = LoadProgress("failed", 0, self.progress.layers_total)
+            self.state = LoadState.FAILED
+            log.error("model load failed: %s", self.error, exc_info=True)
+            return
+        self.state = LoadState.READY
+        log.info("model %s ready", self.backend.model_name)
+
+    def start_loading(self) -> threading.Thread:
+        # A daemon thread: a SIGTERM during loading must not wait for it.
+        thread = threading.Thread(target=self.load, name="model-load", daemon=True)
+        thread.start()
+        return thread
+
+    def _on_progress(self, progress: LoadProgress) -> None:
+        self.progress = progress
+        log.info(
+            "load progress: %s (%d/%d layers)",
+            progress.stage,
+            progress.layers_loaded,
+            progress.layers_total,
+        )
