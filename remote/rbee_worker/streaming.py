@@ -71,17 +71,14 @@ class JobStream:
                 self._request.prompt, self._request.params, self._job.cancel
             )
             index = 0
-            buffered = []
             while True:
                 try:
                     piece = next(generation)
                 except StopIteration as stop:
                     result = stop.value
                     break
-                buffered.append(events.token(piece, index))
+                self._put(events.token(piece, index))
                 index += 1
-            for b in buffered:
-                self._put(b)
             if not isinstance(result, GenerationResult):
                 raise TypeError("the backend returned no generation result")
         except Exception as exc:

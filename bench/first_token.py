@@ -1,0 +1,93 @@
+"""Time to first token through the whole path: keeper-side HTTP -> queen -> SSH
+port forward -> worker, on the tiny model, cold (worker start + load) and warm.
+
+    .venv/bin/python -m bench.first_token [--runs 20]
+
+Starts its own loopback sshd and queen in a temp dir and stops them after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from rbee_worker.tinymodel import write_tiny_model
+from tests.plugins.queen import start_queen, stop_queen
+from tests.plugins.sshd import start_sshd
+
+
+def one_task(url: str, body: dict[str, object]) -> tuple[float, float, int]:
+    """(seconds to first token, seconds to end, tokens) for one streamed task."""
+    started = time.perf_counter()
+    first = None
+    tokens = 0
+    with httpx.Client(timeout=300) as client:
+        with client.stream("POST", f"{url}/v2/tasks", json=body) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if line.startswith('data: {"type": "token"') or line.startswith(
+                    'data: {"type":"token"'
+                ):
+                    first = first or time.perf_counter()
+                elif '"type": "end"' in line or '"type":"end"' in line:
+                    tokens = int(line.split('"tokens_out":')[1].split(",")[0].strip())
+    end = time.perf_counter()
+    assert first is not None, "no token arrived"
+    return first - started, end - started, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="rbee-bench-"))
+    sshd_proc, sshd = start_sshd(root / "sshd")
+    model = write_tiny_model(root / "model")
+    home = root / "home"
+    home.mkdir()
+    queen = start_queen(home)
+    try:
+        with queen.client() as c:
+            body = {
+                "node_name": "bench",
+                "ssh_host": sshd.host,
+                "ssh_port": sshd.port,
+                "ssh_user": sshd.user,
+                "ssh_key_path": str(sshd.client_key),
+                "install_path": str(root / "install"),
+                "worker_python": sys.executable,
+                "accept_new_host_key": True,
+            }
+            c.post("/v2/registry/beehives/add", json=body).raise_for_status()
+        task = {
+            "node": "bench",
+            "model": f"file:{model}",
+            "prompt": "Once upon a time",
+            "max_tokens": args.max_tokens,
+            "temperature": 0.0,
+        }
+        cold_ttft, cold_total, _ = one_task(queen.url, task)
+        warm = [one_task(queen.url, task) for _ in range(args.runs)]
+        ttfts = sorted(w[0] for w in warm)
+        rates = [w[2] / w[1] for w in warm]
+        print(f"cold: first token {cold_ttft * 1000:.0f} ms (worker start + model load)")
+        print(
+            f"warm over {args.runs} runs: first token median {statistics.median(ttfts) * 1000:.1f}"
+            f" ms, p90 {ttfts[int(0.9 * (len(ttfts) - 1))] * 1000:.1f} ms, max"
+            f" {ttfts[-1] * 1000:.1f} ms; {statistics.median(rates):.0f} tokens/s end to end"
+        )
+    finally:
+        stop_queen(queen)
+        sshd_proc.terminate()
+        sshd_proc.wait()
+
+
+if __name__ == "__main__":
+    main()
