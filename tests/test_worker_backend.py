@@ -195,9 +195,7 @@ def test_stops_at_an_eos_id_from_generation_config(
 def test_cancel_stops_between_tokens(backend: TorchBackend) -> None:
     cancel = threading.Event()
     cancel.set()
-    assert run(backend, "Hi", cancel, max_tokens=10)[1] == GenerationResult(
-        StopReason.CANCELLED, 0
-    )
+    assert run(backend, "Hi", cancel, max_tokens=10)[1] == GenerationResult(StopReason.CANCELLED, 0)
 
     cancel = threading.Event()
     generation = backend.generate("Hi", GenerationParams(2048, 0.0), cancel)
@@ -208,6 +206,11 @@ def test_cancel_stops_between_tokens(backend: TorchBackend) -> None:
             next(generation)
     assert stop.value.value.stop_reason is StopReason.CANCELLED
     assert stop.value.value.tokens_out < 2048
+
+
+def test_a_prompt_beyond_the_context_fails_clearly(backend: TorchBackend) -> None:
+    with pytest.raises(ValueError, match="exceeds the model's context of 4096 tokens"):
+        run(backend, "bee " * 2100, max_tokens=2048)
 
 
 def test_seeded_sampling_repeats_and_unseeded_varies(backend: TorchBackend) -> None:

@@ -114,9 +114,7 @@ def wait_idle(client: httpx.Client, timeout: float = 5.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def worker(
-    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProc]:
+def worker(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProc]:
     proc = spawn_worker(tiny_model_dir, tmp_path_factory.mktemp("worker"), "w-shared")
     try:
         with httpx.Client(base_url=proc.url, timeout=10) as client:

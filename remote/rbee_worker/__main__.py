@@ -27,7 +27,7 @@ log = logging.getLogger("rbee_worker")
 
 WORKER_ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 # Shorter than the owner's 10 s stop grace: a job in flight may finish, then it is cut.
-GRACEFUL_SHUTDOWN_S = 8.0
+GRACEFUL_SHUTDOWN_S = 8
 
 
 class OneLineFormatter(logging.Formatter):
@@ -57,6 +57,7 @@ def _configure_logging(worker_id: str) -> None:
     )
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("uvicorn.access").addFilter(QuietProbes())
+    logging.getLogger("torch").setLevel(logging.WARNING)  # its exit-time stats are noise
     logging.captureWarnings(True)
 
 

@@ -28,9 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class JobStream:
-    def __init__(
-        self, backend: Backend, request: InferenceRequest, job: Job, slots: Slots
-    ) -> None:
+    def __init__(self, backend: Backend, request: InferenceRequest, job: Job, slots: Slots) -> None:
         self._backend = backend
         self._request = request
         self._job = job

@@ -57,6 +57,8 @@ class Backend(Protocol):
         """Load the model, reporting progress; raise LoadError (or anything) on failure."""
         ...
 
-    def generate(self, prompt: str, params: GenerationParams, cancel: threading.Event) -> Generation:
+    def generate(
+        self, prompt: str, params: GenerationParams, cancel: threading.Event
+    ) -> Generation:
         """Yield text pieces; stop between tokens once `cancel` is set."""
         ...

@@ -152,12 +152,20 @@ class TorchBackend:
 
     # --- generation ------------------------------------------------------------
 
-    def generate(self, prompt: str, params: GenerationParams, cancel: threading.Event) -> Generation:
+    def generate(
+        self, prompt: str, params: GenerationParams, cancel: threading.Event
+    ) -> Generation:
         if self._model is None:
             raise RuntimeError("model not loaded")
         import torch
 
         ids = self._prompt_ids(prompt)
+        context = getattr(self._model.config, "max_position_embeddings", None)
+        if context and len(ids) + params.max_tokens > context:
+            raise ValueError(
+                f"prompt ({len(ids)} tokens) plus max_tokens ({params.max_tokens}) "
+                f"exceeds the model's context of {context} tokens"
+            )
         sampler = self._sampler(torch, params)
         decoder = IncrementalDecoder(
             lambda toks: self._tokenizer.decode(toks, skip_special_tokens=True)
@@ -172,7 +180,9 @@ class TorchBackend:
                 break
             with torch.inference_mode():
                 # `cache=` rather than `past_key_values=`, which transformers 5 deprecates.
-                out = self._model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1)
+                out = self._model(
+                    input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1
+                )
                 token = sampler(out.logits[0, -1].float())
             cache = out.cache
             if token in self._eos:
