@@ -65,13 +65,9 @@ def test_cold_then_warm_infer_then_shutdown(
     assert worker["state"] == "idle" and worker["node"] == "n1"
     assert worker_pids(worker["worker_id"]) == [worker["pid"]]
 
-    # Warm: the same worker answers, greedy output is the same, first token fast.
-    started = time.monotonic()
-    warm, arrivals = stream_task(queen, **task, temperature=0.0)
-    first_token_at = next(
-        at for at, e in zip(arrivals, warm, strict=True) if e["type"] == "token"
-    )
-    assert first_token_at - started < 1.0
+    # Warm: the same worker answers and greedy output is the same. (How fast the
+    # first token comes is measured in bench/first_token.py, not asserted here.)
+    warm, _ = stream_task(queen, **task, temperature=0.0)
     text = "".join(e["t"] for e in events if e["type"] == "token")
     assert "".join(e["t"] for e in warm if e["type"] == "token") == text
     assert [w["worker_id"] for w in workers(queen)] == [worker["worker_id"]]
@@ -127,9 +123,7 @@ def test_stopping_the_queen_stops_its_workers(
     queen = start_queen(rbee_home)
     try:
         add_node(queen, sshd, tmp_path)
-        stream_task(
-            queen, node="n1", model=f"file:{tiny_model_dir}", prompt="hi", max_tokens=2
-        )
+        stream_task(queen, node="n1", model=f"file:{tiny_model_dir}", prompt="hi", max_tokens=2)
         (worker,) = workers(queen)
         assert worker_pids(worker["worker_id"])
     finally:

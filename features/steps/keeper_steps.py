@@ -178,7 +178,7 @@ def list_workers(context: Context) -> list[dict]:
     return json.loads(run.stdout)["workers"]
 
 
-@then("one worker is {state} on node \"{node}\"")
+@then('one worker is {state} on node "{node}"')
 def step_one_worker(context: Context, state: str, node: str) -> None:
     workers = list_workers(context)
     assert len(workers) == 1, workers
