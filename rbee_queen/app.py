@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
-from rbee_queen.api import beehives, health, tasks, workers
+from rbee_queen.api import beehives, health, observe, tasks, workers
 from rbee_queen.api.errors import http_error_handler, rbee_error_handler, unexpected_error_handler
 from rbee_queen.config import QueenConfig
 from rbee_queen.errors import RbeeError
@@ -31,7 +31,7 @@ def create_app(config: QueenConfig) -> Starlette:
             log.info("queen stopped")
 
     return Starlette(
-        routes=[*health.routes, *beehives.routes, *workers.routes, *tasks.routes],
+        routes=[*health.routes, *beehives.routes, *workers.routes, *tasks.routes, *observe.routes],
         exception_handlers={
             RbeeError: rbee_error_handler,
             HTTPException: http_error_handler,

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from peewee import SqliteDatabase
 from starlette.requests import Request
 
 from rbee_queen.config import QueenConfig
+from rbee_queen.eventbus import EventBus
 from rbee_queen.fleet.known_hosts import HostKeyStore
 from rbee_queen.fleet.pool import SessionPool
+from rbee_queen.metrics import QueenMetrics
 from rbee_queen.orchestration.nodes import NodeInventory
+from rbee_queen.orchestration.states import WorkerState, on_transition
 from rbee_queen.orchestration.workers import WorkerManager
 from rbee_queen.store.db import open_database
+from rbee_queen.store.models import Worker
 
 
 @dataclass
@@ -22,6 +27,27 @@ class Services:
     pool: SessionPool
     inventory: NodeInventory
     workers: WorkerManager
+    bus: EventBus = field(default_factory=EventBus)
+    metrics: QueenMetrics = field(default_factory=QueenMetrics)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Metrics are a function of the events; worker transitions become events.
+        self.bus.add_listener(self.metrics.observe)
+        self._closers.append(on_transition(self._publish_transition))
+
+    def _publish_transition(
+        self, worker: Worker, before: WorkerState | None, after: WorkerState, reason: str
+    ) -> None:
+        self.bus.publish(
+            "worker",
+            worker_id=worker.worker_id,
+            node=worker.node_id,  # type: ignore[attr-defined]
+            model_ref=worker.model_ref,
+            from_state=before.value if before else None,
+            state=after.value,
+            reason=reason,
+        )
 
     @classmethod
     def build(cls, config: QueenConfig) -> Services:
@@ -36,6 +62,8 @@ class Services:
             await self.workers.stop_all()
         await self.workers.aclose()
         await self.pool.close_all()
+        for close in self._closers:
+            close()
         self.db.close()
 
 

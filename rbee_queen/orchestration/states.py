@@ -11,6 +11,7 @@ the move is allowed, stores it and records the event with its reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 
 from rbee_queen.store.models import Worker, WorkerEvent, utcnow
@@ -49,6 +50,26 @@ class IllegalTransition(RuntimeError):
     pass
 
 
+TransitionListener = Callable[[Worker, "WorkerState | None", "WorkerState", str], None]
+# Who hears about transitions (the running queen's event bus). Registered by the
+# queen's services at start and removed at stop; a list rather than a parameter
+# because transitions happen all over the lifecycle code.
+_listeners: list[TransitionListener] = []
+
+
+def on_transition(listener: TransitionListener) -> Callable[[], None]:
+    """Call `listener` after every transition; returns the function that removes it."""
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener)
+
+
+def record_new(worker: Worker, reason: str) -> None:
+    """Record a just-created worker's first state, as a transition from nothing."""
+    WorkerEvent.create(worker_id=worker.worker_id, to_state=worker.state, reason=reason)
+    for listener in list(_listeners):
+        listener(worker, None, WorkerState(worker.state), reason)
+
+
 def transition(worker: Worker, to: WorkerState, reason: str = "") -> None:
     current = WorkerState(worker.state)
     if current == to:
@@ -63,3 +84,5 @@ def transition(worker: Worker, to: WorkerState, reason: str = "") -> None:
     WorkerEvent.create(
         worker_id=worker.worker_id, from_state=current.value, to_state=to.value, reason=reason
     )
+    for listener in list(_listeners):
+        listener(worker, current, to, reason)

@@ -32,8 +32,8 @@ from rbee_queen.errors import (
 from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession
 from rbee_queen.orchestration.nodes import NodeInventory, get_node, target_of
-from rbee_queen.orchestration.states import LIVE, WorkerState, transition
-from rbee_queen.store.models import Node, Worker, WorkerEvent
+from rbee_queen.orchestration.states import LIVE, WorkerState, record_new, transition
+from rbee_queen.store.models import Node, Worker
 from rbee_queen.validation import model_path
 
 log = logging.getLogger("rbee.queen.workers")
@@ -108,7 +108,7 @@ class WorkerManager:
         row = Worker.create(
             worker_id=worker_id, node=node, model_ref=model_ref, state=S.SPAWNING.value
         )
-        WorkerEvent.create(worker_id=worker_id, to_state=S.SPAWNING.value, reason="requested")
+        record_new(row, "requested")
         try:
             return await self._spawn_and_wait(session, node, row, path)
         except BaseException as exc:

@@ -1,0 +1,80 @@
+"""The queen's event bus: every change in the fleet, fanned out to subscribers.
+
+Publishing never blocks and never waits for a subscriber: each subscriber has a
+bounded queue, and one that falls behind (its queue is full) is dropped with a
+final `dropped` event instead of slowing the queen. Synchronous listeners (the
+metrics) see every event as it is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+Event = dict[str, Any]
+Listener = Callable[[Event], None]
+
+
+class Subscription:
+    def __init__(self, bus: EventBus, size: int) -> None:
+        self._bus = bus
+        self._size = size
+        # One place more than `size`, kept for the final `dropped` event.
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=size + 1)
+        self.dropped = False
+
+    def offer(self, event: Event) -> bool:
+        """Queue an event; False (and the subscription ends) when it is full."""
+        if self.dropped:
+            return False
+        if self._queue.qsize() >= self._size:
+            self.dropped = True
+            self._queue.put_nowait({"type": "dropped", "reason": "consumer too slow; reconnect"})
+            return False
+        self._queue.put_nowait(event)
+        return True
+
+    async def events(self) -> AsyncIterator[Event]:
+        try:
+            while True:
+                event = await self._queue.get()
+                yield event
+                if event["type"] == "dropped":
+                    return
+        finally:
+            self._bus.unsubscribe(self)
+
+
+class EventBus:
+    def __init__(self, queue_size: int = 1000) -> None:
+        self.queue_size = queue_size
+        self._subscriptions: set[Subscription] = set()
+        self._listeners: list[Listener] = []
+        self._seq = itertools.count(1)
+
+    def publish(self, type_: str, **fields: Any) -> Event:
+        event = {"type": type_, "seq": next(self._seq), "at": time.time(), **fields}
+        for listener in self._listeners:
+            listener(event)
+        for sub in list(self._subscriptions):
+            if not sub.offer(event):
+                self._subscriptions.discard(sub)
+        return event
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self, self.queue_size)
+        self._subscriptions.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscriptions.discard(sub)
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)

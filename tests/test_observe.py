@@ -1,0 +1,115 @@
+"""The event stream and the metrics: unit tests of the bus, and both against a
+real queen whose worker runs on the loopback sshd."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from rbee_queen.eventbus import EventBus
+from tests.plugins.queen import QueenProcess
+from tests.plugins.sshd import SshServer
+
+
+async def test_slow_consumer_is_dropped_with_a_final_event() -> None:
+    bus = EventBus(queue_size=3)
+    slow = bus.subscribe()
+    fast = bus.subscribe()
+    received: list[dict] = []
+
+    async def drain_fast() -> None:
+        async for event in fast.events():
+            received.append(event)
+            if event.get("n") == 9:
+                return
+
+    task = asyncio.create_task(drain_fast())
+    for n in range(10):
+        bus.publish("tick", n=n)  # never blocks, whatever the subscribers do
+        await asyncio.sleep(0)
+    await asyncio.wait_for(task, 5)
+    assert [e["n"] for e in received] == list(range(10))
+    seen = [e async for e in slow.events()]
+    assert [e["type"] for e in seen] == ["tick", "tick", "tick", "dropped"]
+    assert bus.subscriber_count == 0
+
+
+def test_listener_sees_every_event_in_order() -> None:
+    bus = EventBus(queue_size=1)
+    seen: list[int] = []
+    bus.add_listener(lambda e: seen.append(e["seq"]))
+    for _ in range(5):
+        bus.publish("tick")
+    assert seen == [1, 2, 3, 4, 5]
+
+
+def _metrics(queen: QueenProcess) -> dict[str, dict[tuple, float]]:
+    with queen.client() as c:
+        text = c.get("/metrics").text
+    found: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = tuple(sorted(sample.labels.items()))
+            found.setdefault(sample.name, {})[labels] = sample.value
+    return found
+
+
+def test_events_and_metrics_agree_with_workers_list(
+    queen: QueenProcess, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    events: list[dict] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        # Until the worker is back to idle after serving the request.
+        with queen.client() as c, c.stream("GET", "/v2/events", timeout=60) as r:
+            connected.set()
+            for line in r.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                event = json.loads(line[6:])
+                events.append(event)
+                if event.get("from_state") == "busy" and event.get("state") == "idle":
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert connected.wait(10)
+    body = sshd.node_body("n1", tmp_path / "inst", accept_new_host_key=True)
+    with queen.client() as c:
+        assert c.post("/v2/registry/beehives/add", json=body).status_code == 201
+        task = {"node": "n1", "model": f"file:{tiny_model_dir}", "prompt": "hi", "max_tokens": 4}
+        with c.stream("POST", "/v2/tasks", json=task) as r:
+            assert r.status_code == 200
+            r.read()
+        workers = c.get("/v2/workers/list").json()["workers"]
+    listener.join(15)
+    assert not listener.is_alive()
+
+    assert events[0]["type"] == "snapshot"
+    assert events[0]["workers"] == [] and events[0]["nodes"] == []
+    (worker,) = workers
+    states = [e["state"] for e in events if e["type"] == "worker"]
+    assert states[:3] == ["spawning", "loading", "idle"]
+    assert states[-1] == "idle" and "busy" in states
+    assert {e["worker_id"] for e in events if e["type"] == "worker"} == {worker["worker_id"]}
+
+    metrics = _metrics(queen)
+    by_state = {dict(k)["state"]: v for k, v in metrics["rbee_workers"].items()}
+    assert by_state["idle"] == 1
+    assert sum(by_state.values()) == 1
+    assert metrics["rbee_node_up"][(("node", "n1"),)] == 1
+
+
+def test_metrics_parse_on_an_empty_queen(queen: QueenProcess) -> None:
+    metrics = _metrics(queen)
+    assert all(v == 0 for v in metrics["rbee_workers"].values())
+    assert "rbee_requests_in_flight" in metrics
+    with httpx.Client() as c:
+        r = c.get(f"{queen.url}/metrics")
+    assert r.headers["content-type"].startswith("text/plain")
