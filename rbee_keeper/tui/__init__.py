@@ -1,0 +1,1 @@
+"""`rbee-keeper dashboard`: the fleet, live, in the terminal (Textual)."""

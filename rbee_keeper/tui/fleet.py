@@ -1,0 +1,110 @@
+"""The dashboard's picture of the fleet, built from the queen's event stream.
+
+Pure data, no Textual: `apply()` takes one event and updates the picture, so
+the same code serves the live app and the tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+Json = dict[str, Any]
+LIVE_STATES = frozenset({"spawning", "loading", "idle", "busy", "draining"})
+RATE_WINDOW_S = 10.0
+SPARK_POINTS = 40
+
+
+@dataclass
+class WorkerView:
+    data: Json
+    in_flight: dict[str, Json] = field(default_factory=dict)  # job_id -> request_started
+    rates: deque[float] = field(default_factory=lambda: deque(maxlen=SPARK_POINTS))
+    last_ttft_ms: float | None = None
+    requests_done: int = 0
+
+    @property
+    def worker_id(self) -> str:
+        return str(self.data.get("worker_id"))
+
+
+@dataclass
+class Fleet:
+    nodes: dict[str, Json] = field(default_factory=dict)
+    workers: dict[str, WorkerView] = field(default_factory=dict)
+    finished: deque[tuple[float, int]] = field(default_factory=deque)  # (when, tokens)
+    connected: bool = False
+    last_error: str | None = None
+
+    def apply(self, event: Json, now: float | None = None) -> None:
+        kind = event.get("type")
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is not None:
+            handler(event, time.time() if now is None else now)
+
+    # --- event handlers ----------------------------------------------------------
+
+    def _on_snapshot(self, event: Json, now: float) -> None:
+        self.connected = True
+        self.last_error = None
+        self.nodes = {n["node_name"]: dict(n) for n in event.get("nodes", [])}
+        self.workers = {w["worker_id"]: WorkerView(dict(w)) for w in event.get("workers", [])}
+
+    def _on_node(self, event: Json, now: float) -> None:
+        node = self.nodes.setdefault(event["node"], {"node_name": event["node"]})
+        for key in ("status", "latency_ms", "last_error", "gpus", "removed"):
+            if key in event:
+                node[key] = event[key]
+        if event.get("removed"):
+            self.nodes.pop(event["node"], None)
+
+    def _on_worker(self, event: Json, now: float) -> None:
+        worker_id = event["worker_id"]
+        if event.get("state") not in LIVE_STATES:
+            self.workers.pop(worker_id, None)
+            return
+        view = self.workers.setdefault(worker_id, WorkerView({"worker_id": worker_id}))
+        view.data.update(
+            node=event.get("node"),
+            model_ref=event.get("model_ref"),
+            state=event.get("state"),
+            last_reason=event.get("reason"),
+        )
+
+    def _on_request_started(self, event: Json, now: float) -> None:
+        view = self.workers.get(str(event.get("worker_id")))
+        if view is not None:
+            view.in_flight[str(event.get("job_id"))] = event
+
+    def _on_request_finished(self, event: Json, now: float) -> None:
+        tokens = int(event.get("tokens_out") or 0)
+        self.finished.append((now, tokens))
+        view = self.workers.get(str(event.get("worker_id")))
+        if view is None:
+            return
+        view.in_flight.pop(str(event.get("job_id")), None)
+        view.requests_done += 1
+        if event.get("tokens_per_s") is not None:
+            view.rates.append(float(event["tokens_per_s"]))
+        if event.get("ttft_ms") is not None:
+            view.last_ttft_ms = float(event["ttft_ms"])
+
+    # --- what the screens show --------------------------------------------------
+
+    def tokens_per_second(self, now: float | None = None) -> float:
+        now = time.time() if now is None else now
+        while self.finished and now - self.finished[0][0] > RATE_WINDOW_S:
+            self.finished.popleft()
+        return sum(tokens for _, tokens in self.finished) / RATE_WINDOW_S
+
+    @property
+    def requests_in_flight(self) -> int:
+        return sum(len(w.in_flight) for w in self.workers.values())
+
+    def workers_on(self, node: str) -> list[WorkerView]:
+        return sorted(
+            (w for w in self.workers.values() if w.data.get("node") == node),
+            key=lambda w: w.worker_id,
+        )

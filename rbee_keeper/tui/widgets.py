@@ -1,0 +1,154 @@
+"""The dashboard's widgets: each renders one part of the fleet picture."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import DataTable, Static
+
+from rbee_keeper.tui.fleet import Fleet, WorkerView
+
+STATE_STYLES = {
+    "reachable": "green",
+    "unreachable": "bold red",
+    "unknown": "yellow",
+    "idle": "green",
+    "busy": "bold cyan",
+    "loading": "yellow",
+    "spawning": "yellow",
+    "draining": "magenta",
+}
+
+
+def styled(value: object) -> Text:
+    text = str(value if value is not None else "-")
+    return Text(text, style=STATE_STYLES.get(text, ""))
+
+
+def vram_bar(used_mib: float | None, total_mib: float | None, width: int = 12) -> Text:
+    if not used_mib or not total_mib:
+        return Text("-")
+    filled = round(width * min(1.0, used_mib / total_mib))
+    style = "red" if used_mib / total_mib > 0.9 else "green"
+    bar = Text("█" * filled, style=style) + Text("░" * (width - filled), style="dim")
+    return bar + Text(f" {used_mib / 1024:.1f}/{total_mib / 1024:.0f} GiB")
+
+
+def _unit(value: object, unit: str) -> str:
+    return "-" if value is None else f"{value} {unit}"
+
+
+class Totals(Static):
+    """One line of fleet totals, and the link to the queen."""
+
+    def show(self, fleet: Fleet, queen_url: str) -> None:
+        link = (
+            Text("● connected", style="green")
+            if fleet.connected
+            else Text(f"● queen unreachable, retrying ({fleet.last_error or 'no answer'})", "red")
+        )
+        reachable = sum(1 for n in fleet.nodes.values() if n.get("status") == "reachable")
+        parts = [
+            queen_url,
+            f"nodes {reachable}/{len(fleet.nodes)}",
+            f"workers {len(fleet.workers)}",
+            f"in flight {fleet.requests_in_flight}",
+            f"fleet {fleet.tokens_per_second():.1f} tok/s",
+        ]
+        line = link + Text(" │ ", style="dim") + Text(" │ ", style="dim").join(map(Text, parts))
+        self.update(line)
+
+
+class SyncedTable(DataTable[object]):
+    """A table redrawn in place: rows are updated, added and removed by key, so
+    the cursor stays where the user put it however often the data changes."""
+
+    COLUMNS: tuple[tuple[str, int], ...] = ()  # (label, width)
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        # Fixed widths: stable columns while rows come and go, long values cut.
+        self.column_keys = [self.add_column(label, width=width) for label, width in self.COLUMNS]
+
+    def sync(self, rows: dict[str, list[object]]) -> None:
+        for row_key in [k for k in self.rows if k.value not in rows]:
+            self.remove_row(row_key)
+        for key, cells in rows.items():
+            if key in self.rows:
+                for column, value in zip(self.column_keys, cells, strict=True):
+                    if self.get_cell(key, column) != value:
+                        self.update_cell(key, column, value)
+            else:
+                self.add_row(*cells, key=key)
+
+
+class NodesTable(SyncedTable):
+    COLUMNS = (
+        ("NODE", 16),
+        ("STATUS", 12),
+        ("LATENCY", 9),
+        ("GPUS", 30),
+        ("WORKERS", 8),
+        ("LAST ERROR", 50),
+    )
+
+    def show(self, fleet: Fleet) -> None:
+        rows: dict[str, list[object]] = {}
+        for name, node in sorted(fleet.nodes.items()):
+            latency = node.get("latency_ms")
+            gpus = node.get("gpus") or []
+            rows[name] = [
+                name,
+                styled(node.get("status", "unknown")),
+                f"{latency:.1f} ms" if isinstance(latency, int | float) else "-",
+                ", ".join(str(g.get("name")) for g in gpus) or "cpu only",
+                str(len(fleet.workers_on(name))),
+                str(node.get("last_error") or ""),
+            ]
+        self.sync(rows)
+
+
+class WorkersTable(SyncedTable):
+    COLUMNS = (
+        ("WORKER", 12),
+        ("NODE", 16),
+        ("STATE", 10),
+        ("MODEL", 40),
+        ("IN FLIGHT", 9),
+        ("TOK/S", 7),
+        ("TTFT", 8),
+    )
+
+    def show(self, workers: list[WorkerView]) -> None:
+        rows: dict[str, list[object]] = {}
+        for view in workers:
+            rate = view.rates[-1] if view.rates else None
+            rows[view.worker_id] = [
+                view.worker_id,
+                str(view.data.get("node") or "-"),
+                styled(view.data.get("state")),
+                str(view.data.get("model_ref") or "-"),
+                str(len(view.in_flight)),
+                f"{rate:.0f}" if rate is not None else "-",
+                f"{view.last_ttft_ms:.0f} ms" if view.last_ttft_ms is not None else "-",
+            ]
+        self.sync(rows)
+
+
+class GpusTable(SyncedTable):
+    COLUMNS = (("GPU", 4), ("NAME", 28), ("VRAM", 30), ("TEMP", 8), ("UTIL", 6))
+
+    def show(self, gpus: list[dict[str, object]]) -> None:
+        rows: dict[str, list[object]] = {}
+        for gpu in gpus:
+            used, total = gpu.get("memory_used_mib"), gpu.get("memory_total_mib")
+            rows[str(gpu.get("index"))] = [
+                str(gpu.get("index")),
+                str(gpu.get("name")),
+                vram_bar(
+                    float(used) if isinstance(used, int | float) else None,
+                    float(total) if isinstance(total, int | float) else None,
+                ),
+                _unit(gpu.get("temperature_c"), "°C"),
+                _unit(gpu.get("utilization_pct"), "%"),
+            ]
+        self.sync(rows)
