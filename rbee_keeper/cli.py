@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 import httpx
 
-from rbee_keeper.commands import infer, setup, workers
+from rbee_keeper.commands import audit, dashboard, infer, keys, logs, nodes, setup, workers
 from rbee_keeper.output import note
+from rbee_keeper.token import TOKEN_FILE_ENV
 from rbee_queen.errors import RbeeError
 
 QUEEN_URL_ENV = "RBEE_QUEEN_URL"
@@ -23,6 +24,9 @@ DEFAULT_QUEEN_URL = "http://127.0.0.1:8080"
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "token_file", None):
+        # One place the token is looked up (rbee_keeper/token.py) reads this.
+        os.environ[TOKEN_FILE_ENV] = str(args.token_file)
     try:
         return int(args.handler(args))
     except RbeeError as error:
@@ -46,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = global_options(with_defaults=False)
-    for group in (setup, infer, workers):
+    for group in (setup, nodes, infer, workers, logs, dashboard, keys, audit):
         group.register(commands, common)
     return parser
 
@@ -72,6 +76,13 @@ def global_options(*, with_defaults: bool) -> argparse.ArgumentParser:
         action="store_true",
         default=False if with_defaults else argparse.SUPPRESS,
         help="print JSON instead of text (infer: one event a line)",
+    )
+    group.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=None if with_defaults else argparse.SUPPRESS,
+        help=f"the queen's API token, mode 0600 (default: ${TOKEN_FILE_ENV}, "
+        "$RBEE_API_TOKEN, else $RBEE_HOME/api-token)",
     )
     return options
 

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from rbee_keeper.sse import iter_sse_data
+from rbee_keeper.token import BearerToken
 from rbee_queen import errors
 
 CONTROL_TIMEOUT = httpx.Timeout(30.0)
@@ -22,6 +23,8 @@ HEALTH_TIMEOUT = httpx.Timeout(5.0)
 # A cold start loads a model before the first token arrives; the queen's own
 # loading timeout should end a stuck load well before this read timeout does.
 STREAM_TIMEOUT = httpx.Timeout(30.0, read=600.0)
+# The event stream may be quiet for as long as nothing changes in the fleet.
+EVENTS_TIMEOUT = httpx.Timeout(10.0, read=None)
 
 END_OF_STREAM = "[DONE]"
 
@@ -31,7 +34,9 @@ Json = dict[str, Any]
 class QueenClient:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=CONTROL_TIMEOUT)
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=CONTROL_TIMEOUT, auth=BearerToken()
+        )
 
     def __enter__(self) -> QueenClient:
         return self
@@ -61,11 +66,51 @@ class QueenClient:
     def remove_node(self, node_name: str) -> Json:
         return self._call("POST", "/v2/registry/beehives/remove", json={"node_name": node_name})
 
+    def import_nodes(self, nodes: list[Json]) -> Json:
+        return self._call("POST", "/v2/registry/beehives/import", json={"nodes": nodes})
+
+    def node_status(self, node: str | None = None) -> Json:
+        params = {"node": node} if node else {}
+        return self._call("GET", "/v2/nodes/status", params=params)
+
     def list_workers(self) -> Json:
         return self._call("GET", "/v2/workers/list")
 
     def shutdown_worker(self, worker_id: str) -> Json:
         return self._call("POST", "/v2/workers/shutdown", json={"worker_id": worker_id})
+
+    def logs(
+        self, *, node: str | None = None, worker_id: str | None = None, lines: int = 100
+    ) -> Json:
+        params: dict[str, str] = {"lines": str(lines)}
+        if node is not None:
+            params["node"] = node
+        if worker_id is not None:
+            params["worker_id"] = worker_id
+        return self._call("GET", "/v2/logs", params=params)
+
+    def watch_events(self) -> TaskStream:
+        """The fleet's live event stream (`GET /v2/events`): a snapshot, then changes."""
+        request = self._http.build_request("GET", "/v2/events", timeout=EVENTS_TIMEOUT)
+        with translated_errors(self.base_url):
+            response = self._http.send(request, stream=True)
+            if response.is_error:
+                try:
+                    response.read()
+                finally:
+                    response.close()
+                raise error_from_response(response)
+        return TaskStream(response, self.base_url)
+
+    def list_keys(self) -> Json:
+        return self._call("GET", "/v2/keys/list")
+
+    def add_key(self, name: str, *, admin: bool, models: list[str] | None) -> Json:
+        body = {"name": name, "admin": admin, "models": models}
+        return self._call("POST", "/v2/keys/add", json=body)
+
+    def revoke_key(self, name: str) -> Json:
+        return self._call("POST", "/v2/keys/revoke", json={"name": name})
 
     def start_task(self, task: Json) -> TaskStream:
         """Submit an inference task; errors before the stream starts are raised here."""

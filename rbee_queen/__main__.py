@@ -11,7 +11,10 @@ from pathlib import Path
 import uvicorn
 
 from rbee_queen.app import create_app
+from rbee_queen.bind import check_bind
 from rbee_queen.config import QueenConfig
+from rbee_queen.errors import RbeeError
+from rbee_queen.requestcontext import CorrelationFilter
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,6 +26,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="leave workers running when the queen stops (default: stop them all)",
     )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="the API token (mode 0600), instead of $CREDENTIALS_DIRECTORY/rbee-api-token, "
+        "$RBEE_API_TOKEN_FILE, $RBEE_API_TOKEN or $RBEE_HOME/api-token",
+    )
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -30,11 +40,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(correlation_id)s]: %(message)s",
     )
+    for handler in logging.getLogger().handlers:  # the request's id on every line
+        handler.addFilter(CorrelationFilter())
     config = QueenConfig.from_env(
-        host=args.host, port=args.port, stop_workers_on_exit=not args.keep_workers
+        host=args.host,
+        port=args.port,
+        stop_workers_on_exit=not args.keep_workers,
+        token_file=args.token_file,
     )
+    try:
+        check_bind(config)
+    except RbeeError as exc:
+        logging.getLogger("rbee.queen").error("%s", exc.message)
+        raise SystemExit(f"rbee-queen: error: [{exc.code}] {exc.message}") from None
     pid_file = write_pid_file(config)
     try:
         uvicorn.run(

@@ -8,8 +8,22 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
-from rbee_queen.api import beehives, health, observe, tasks, workers
+from rbee_queen.api import (
+    auth,
+    beehives,
+    health,
+    keys,
+    logs,
+    nodes,
+    observe,
+    openai,
+    tasks,
+    workers,
+)
+from rbee_queen.api import models as model_catalog
+from rbee_queen.api.context import RequestContext
 from rbee_queen.api.errors import http_error_handler, rbee_error_handler, unexpected_error_handler
 from rbee_queen.config import QueenConfig
 from rbee_queen.errors import RbeeError
@@ -23,15 +37,34 @@ def create_app(config: QueenConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         svc = Services.build(config)
         app.state.services = svc
+        uninstall_auth = auth.install(svc)
+        svc.health.start()
         log.info("queen ready: home=%s", config.home)
         try:
             yield
         finally:
+            uninstall_auth()
             await svc.aclose()
             log.info("queen stopped")
 
     return Starlette(
-        routes=[*health.routes, *beehives.routes, *workers.routes, *tasks.routes, *observe.routes],
+        routes=[
+            *health.routes,
+            *beehives.routes,
+            *nodes.routes,
+            *workers.routes,
+            *tasks.routes,
+            *model_catalog.routes,
+            *openai.routes,
+            *observe.routes,
+            *logs.routes,
+            *keys.routes,
+        ],
+        middleware=[
+            # Outermost, so even a refused request has a correlation id.
+            Middleware(RequestContext, control_timeout_s=config.control_timeout_s),
+            Middleware(auth.BearerAuth),
+        ],
         exception_handlers={
             RbeeError: rbee_error_handler,
             HTTPException: http_error_handler,

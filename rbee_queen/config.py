@@ -30,6 +30,13 @@ class QueenConfig:
     worker_stop_grace_s: float = 10.0
     control_timeout_s: float = 30.0
     stop_workers_on_exit: bool = True
+    # Seconds between node health rounds (0: no health loop), and the cap on the
+    # backoff between reconnects to a node that keeps failing.
+    health_interval_s: float = 5.0
+    reconnect_max_s: float = 10.0
+    # The owner's API token from a file (else a credential, the environment or
+    # RBEE_HOME/api-token, in that order: see rbee_queen/keys.py).
+    token_file: Path | None = None
 
     @property
     def db_path(self) -> Path:
@@ -39,12 +46,18 @@ class QueenConfig:
     def known_hosts_path(self) -> Path:
         return self.home / "known_hosts"
 
+    @property
+    def audit_dir(self) -> Path:
+        return self.home / "audit"
+
     @classmethod
     def from_env(cls, **overrides: object) -> QueenConfig:
         values: dict[str, object] = {
             "home": rbee_home(),
             "ssh_connect_timeout_s": _env_float("RBEE_SSH_CONNECT_TIMEOUT", 10.0),
             "worker_loading_timeout_s": _env_float("RBEE_WORKER_LOADING_TIMEOUT", 120.0),
+            "health_interval_s": _env_float("RBEE_HEALTH_INTERVAL", 5.0),
+            "reconnect_max_s": _env_float("RBEE_RECONNECT_MAX", 10.0),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -66,6 +66,10 @@ class NodeAlreadyExists(Conflict):
     code = "NODE_ALREADY_EXISTS"
 
 
+class ModelAlreadyExists(Conflict):
+    code = "MODEL_ALREADY_EXISTS"
+
+
 class SshKeyNotFound(InvalidRequest):
     code = "SSH_KEY_NOT_FOUND"
 
@@ -73,6 +77,61 @@ class SshKeyNotFound(InvalidRequest):
 class PayloadTooLarge(RbeeError):
     code = "PAYLOAD_TOO_LARGE"
     status = 413
+
+
+# --- who is asking (401/403) ---------------------------------------------------
+
+
+class Unauthorized(RbeeError):
+    """No valid bearer token: answered with `WWW-Authenticate: Bearer`."""
+
+    code = "UNAUTHORIZED"
+    status = 401
+
+
+class MissingApiKey(Unauthorized):
+    code = "MISSING_API_KEY"
+
+
+class InvalidApiKey(Unauthorized):
+    code = "INVALID_API_KEY"
+
+
+class Forbidden(RbeeError):
+    code = "FORBIDDEN"
+    status = 403
+
+
+class ModelNotAllowed(Forbidden):
+    code = "MODEL_NOT_ALLOWED"
+
+
+class KeyNotFound(NotFound):
+    code = "KEY_NOT_FOUND"
+
+
+class KeyAlreadyExists(Conflict):
+    code = "KEY_ALREADY_EXISTS"
+
+
+# --- local configuration ---------------------------------------------------------
+
+
+class SecretInvalid(RbeeError):
+    """A secret file or credential that must not be used (mode, size, content)."""
+
+    code = "SECRET_INVALID"
+    status = 500
+
+
+class InsecureBind(RbeeError):
+    code = "INSECURE_BIND"
+    status = 500
+
+
+class AuditChainBroken(RbeeError):
+    code = "AUDIT_CHAIN_BROKEN"
+    status = 500
 
 
 # --- a node could not be reached or trusted (502/504) ------------------------
@@ -96,16 +155,29 @@ class SshAuthFailed(NodeError):
     code = "SSH_AUTH_FAILED"
 
 
+class SshKeyInsecure(NodeError):
+    """A private key file others can read: refused, as OpenSSH does."""
+
+    code = "SSH_KEY_INSECURE"
+    status = 400
+
+
 class HostKeyUnknown(NodeError):
     code = "HOST_KEY_UNKNOWN"
 
 
-class HostKeyMismatch(NodeError):
-    code = "HOST_KEY_MISMATCH"
+class HostKeyChanged(NodeError):
+    code = "HOST_KEY_CHANGED"
 
 
 class HelperFailed(NodeError):
     code = "HELPER_FAILED"
+
+
+class PreflightFailed(NodeError):
+    """The node answers but cannot run rbee (python, install path, disk)."""
+
+    code = "PREFLIGHT_FAILED"
 
 
 # --- workers and inference ---------------------------------------------------

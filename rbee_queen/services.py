@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 from peewee import SqliteDatabase
 from starlette.requests import Request
 
+from rbee_queen.audit import AuditLog
 from rbee_queen.config import QueenConfig
 from rbee_queen.eventbus import EventBus
 from rbee_queen.fleet.known_hosts import HostKeyStore
-from rbee_queen.fleet.pool import SessionPool
+from rbee_queen.fleet.pool import PoolLimits, SessionPool
+from rbee_queen.keys import KeyRing
 from rbee_queen.metrics import QueenMetrics
+from rbee_queen.orchestration.node_health import HealthMonitor
 from rbee_queen.orchestration.nodes import NodeInventory
 from rbee_queen.orchestration.states import WorkerState, on_transition
 from rbee_queen.orchestration.workers import WorkerManager
@@ -27,6 +30,9 @@ class Services:
     pool: SessionPool
     inventory: NodeInventory
     workers: WorkerManager
+    keys: KeyRing
+    audit: AuditLog
+    health: HealthMonitor = field(kw_only=True)
     bus: EventBus = field(default_factory=EventBus)
     metrics: QueenMetrics = field(default_factory=QueenMetrics)
     _closers: list[Callable[[], None]] = field(default_factory=list)
@@ -53,11 +59,22 @@ class Services:
     def build(cls, config: QueenConfig) -> Services:
         config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         db = open_database(config.db_path)
-        pool = SessionPool(HostKeyStore(config.known_hosts_path), config.ssh_connect_timeout_s)
+        pool = SessionPool(
+            HostKeyStore(config.known_hosts_path),
+            config.ssh_connect_timeout_s,
+            PoolLimits(backoff_max_s=config.reconnect_max_s),
+        )
         inventory = NodeInventory(pool)
-        return cls(config, db, pool, inventory, WorkerManager(config, pool, inventory))
+        keys = KeyRing(config.home, config.token_file)
+        keys.load()
+        audit = AuditLog(config.audit_dir)
+        workers = WorkerManager(config, pool, inventory)
+        workers.audit = audit
+        health = HealthMonitor(pool, config.health_interval_s)
+        return cls(config, db, pool, inventory, workers, keys, audit, health=health)
 
     async def aclose(self) -> None:
+        await self.health.stop()
         if self.config.stop_workers_on_exit:
             await self.workers.stop_all()
         await self.workers.aclose()

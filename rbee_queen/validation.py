@@ -93,6 +93,21 @@ class Fields:
             return default
         return value
 
+    def string_list(
+        self, field: str, *, pattern: re.Pattern[str], max_len: int, max_items: int = 256
+    ) -> list[str] | None:
+        """An optional list of strings, each matching `pattern`; None when absent."""
+        value = self.body.get(field)
+        if value is None:
+            return None
+        if not isinstance(value, list) or len(value) > max_items:
+            self.fail(field, "type", f"{field} must be a list of at most {max_items} strings")
+            return None
+        if not all(isinstance(v, str) and len(v) <= max_len and pattern.match(v) for v in value):
+            self.fail(field, "pattern", f"{field} has items that are not allowed")
+            return None
+        return list(value)
+
     def prompt(self, field: str = "prompt", max_len: int = 100_000) -> str:
         value = self.body.get(field)
         if not isinstance(value, str) or not value:

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.plugins.model",
     "tests.plugins.sshd",
     "tests.plugins.queen",
+    "tests.plugins.testbed",
 ]

@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from rbee_hive import gpus, processes, rpc
+import pytest
+
+from rbee_hive import gpus, nvml, processes, rpc
 
 DATA = Path(__file__).parent / "data" / "nvidia-smi"
 
@@ -119,3 +121,38 @@ def test_log_tail(tmp_path: Path) -> None:
     while processes.status("w-4", run)["alive"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert processes.log_tail("w-4", run, 5) == ["hello from worker"]
+
+
+def test_parse_one_h100_and_mixed_models() -> None:
+    (h100,) = gpus.parse_nvidia_smi((DATA / "1x-h100.csv").read_text())
+    assert h100["name"] == "NVIDIA H100 80GB HBM3" and h100["memory_total_mib"] == 81559
+    mixed = gpus.parse_nvidia_smi((DATA / "mixed-4090-3060.csv").read_text())
+    assert [c["name"] for c in mixed] == ["NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 3060"]
+    assert mixed[0]["utilization_pct"] == 100 and mixed[1]["memory_used_mib"] == 305
+
+
+def test_parse_no_devices() -> None:
+    assert gpus.parse_nvidia_smi((DATA / "none.txt").read_text()) == []
+
+
+def test_gpu_source_without_nvml_or_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> None:
+    # This machine has no NVIDIA driver: NVML does not load and the probe says so.
+    if nvml.read_gpus() is not None:
+        pytest.skip("NVML is present here")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert gpus.query_gpus() == ([], "none")
+
+
+def test_gpu_source_falls_back_to_nvidia_smi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if nvml.read_gpus() is not None:
+        pytest.skip("NVML is present here")
+    # A stand-in nvidia-smi on PATH that prints a recorded output.
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(f"#!/bin/sh\nexec /bin/cat {DATA / '2x-rtx3090.csv'}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    cards, source = gpus.query_gpus()
+    assert source == "nvidia-smi"
+    assert [c["name"] for c in cards] == ["NVIDIA GeForce RTX 3090"] * 2

@@ -6,7 +6,6 @@ import json
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.plugins.procs import worker_pids
@@ -24,7 +23,7 @@ def add_node(queen: QueenProcess, sshd: SshServer, tmp_path: Path, name: str = "
 def stream_task(queen: QueenProcess, **body: object) -> tuple[list[dict], list[float]]:
     """Events of one task and the time each arrived."""
     events, arrivals = [], []
-    with httpx.Client(base_url=queen.url, timeout=120) as c:
+    with queen.client() as c:
         with c.stream("POST", "/v2/tasks", json=body) as r:
             assert r.status_code == 200, r.read()
             assert r.headers["content-type"].startswith("text/event-stream")

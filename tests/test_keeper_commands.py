@@ -131,7 +131,7 @@ def standin_app(queen: StandinQueen) -> Starlette:
 
     async def tasks(request: Request) -> Response:
         body = await recorded(request)
-        if body["node"] not in queen.nodes:
+        if body.get("node", "gpu1") not in queen.nodes:
             return error(404, "NODE_NOT_FOUND", f"no node named {body['node']}")
         if queen.busy_answers > 0:
             queen.busy_answers -= 1
@@ -394,6 +394,19 @@ def test_infer_sends_the_task(queen: StandinQueen, capsys: pytest.CaptureFixture
     task = {"node": "gpu1", "model": "file:/models/tiny", "prompt": "hi", "max_tokens": 3}
     assert queen.requests[-1] == ("POST", "/v2/tasks", {**task, "temperature": 0.0, "seed": 7})
     assert capsys.readouterr().out == "Hello, world\n"
+
+
+def test_infer_sends_sampling_flags_and_may_leave_the_node_to_routing(
+    queen: StandinQueen, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["infer", "--model", "tiny", "--prompt", "hi", "--top-p", "0.9", "--top-k", "40"]
+    argv += ["--min-p", "0.05", "--repetition-penalty", "1.1", "--stop", "\n", "--stop", "END"]
+    assert main([*argv, "--queen-url", queen.url]) == 0
+
+    sent = queen.requests[-1][2]
+    assert "node" not in sent and sent["model"] == "tiny"
+    assert (sent["top_p"], sent["top_k"], sent["min_p"]) == (0.9, 40, 0.05)
+    assert (sent["repetition_penalty"], sent["stop"]) == (1.1, ["\n", "END"])
 
 
 def test_infer_json_prints_one_event_a_line(

@@ -64,7 +64,7 @@ def test_changed_host_key_is_refused(queen: QueenProcess, sshd: SshServer, tmp_p
     (queen.home / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {other}\n")
     status, body = add(queen, sshd.node_body("n1", tmp_path / "i", accept_new_host_key=True))
     assert status == 502
-    assert body["error"]["code"] == "HOST_KEY_MISMATCH"
+    assert body["error"]["code"] == "HOST_KEY_CHANGED"
     assert node_names(queen) == []
 
 

@@ -8,7 +8,6 @@ import json
 import threading
 from pathlib import Path
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from rbee_queen.eventbus import EventBus
@@ -110,6 +109,6 @@ def test_metrics_parse_on_an_empty_queen(queen: QueenProcess) -> None:
     metrics = _metrics(queen)
     assert all(v == 0 for v in metrics["rbee_workers"].values())
     assert "rbee_requests_in_flight" in metrics
-    with httpx.Client() as c:
-        r = c.get(f"{queen.url}/metrics")
+    with queen.client() as c:  # /metrics needs the token like every route but /health
+        r = c.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain")

@@ -170,7 +170,8 @@ def test_greedy_loop_matches_transformers_generate(
     backend: TorchBackend, tokenizer: Any, greedy_ids: list[int]
 ) -> None:
     pieces, result = run(backend, "Hello world", max_tokens=32, temperature=0)
-    assert result == GenerationResult(StopReason.MAX_TOKENS, 32)
+    prompt_tokens = len(tokenizer.encode("Hello world").ids)
+    assert result == GenerationResult(StopReason.MAX_TOKENS, 32, prompt_tokens)
     assert "".join(pieces) == tokenizer.decode(greedy_ids)
 
 
@@ -188,14 +189,15 @@ def test_stops_at_an_eos_id_from_generation_config(
     eos_backend.load(lambda progress: None)
 
     pieces, result = run(eos_backend, "Hello world", max_tokens=32, temperature=0)
-    assert result == GenerationResult(StopReason.EOS, k)
+    assert (result.stop_reason, result.tokens_out) == (StopReason.EOS, k)
     assert "".join(pieces) == tokenizer.decode(greedy_ids[:k])
 
 
 def test_cancel_stops_between_tokens(backend: TorchBackend) -> None:
     cancel = threading.Event()
     cancel.set()
-    assert run(backend, "Hi", cancel, max_tokens=10)[1] == GenerationResult(StopReason.CANCELLED, 0)
+    result = run(backend, "Hi", cancel, max_tokens=10)[1]
+    assert (result.stop_reason, result.tokens_out) == (StopReason.CANCELLED, 0)
 
     cancel = threading.Event()
     generation = backend.generate("Hi", GenerationParams(2048, 0.0), cancel)

@@ -35,12 +35,12 @@ class WorkerProc:
         return self.log_file.read_text()
 
 
-def spawn_worker(model_dir: Path, run_dir: Path, worker_id: str) -> WorkerProc:
+def spawn_worker(model_dir: Path, run_dir: Path, worker_id: str, *extra: str) -> WorkerProc:
     state_file = run_dir / f"{worker_id}.state.json"
     log_file = run_dir / f"{worker_id}.log"
     argv = [sys.executable, "-m", "rbee_worker", "--worker-id", worker_id]
     argv += ["--model", str(model_dir), "--backend", "torch", "--device", "cpu"]
-    argv += ["--host", "127.0.0.1", "--port", "0", "--state-file", str(state_file)]
+    argv += ["--host", "127.0.0.1", "--port", "0", "--state-file", str(state_file), *extra]
     with log_file.open("wb") as log:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             argv,
@@ -151,9 +151,14 @@ def test_stream_has_started_tokens_end_done_in_order(
     assert [e["i"] for e in tokens] == list(range(len(tokens)))
     assert all(isinstance(e["t"], str) and e["t"] for e in tokens)
     end = end_of(events)
-    assert set(end) == {"type", "tokens_out", "decode_time_ms", "stop_reason"}
+    assert set(end) == {"type", "tokens_out", "decode_time_ms", "stop_reason", "usage"}
     assert end["stop_reason"] == "MAX_TOKENS"
     assert end["tokens_out"] == 16
+    usage = end["usage"]
+    assert usage["completion_tokens"] == 16 and usage["prompt_tokens"] >= 1
+    assert usage["total_tokens"] == usage["prompt_tokens"] + 16
+    assert 0 <= usage["time_to_first_token_ms"] <= end["decode_time_ms"] + 1000
+    assert usage["tokens_per_second"] > 0
     # Pieces that end inside a UTF-8 character are merged with the next one.
     assert len(tokens) <= 16
     assert isinstance(end["decode_time_ms"], int) and end["decode_time_ms"] >= 0
@@ -217,7 +222,7 @@ def test_client_disconnect_stops_the_job_and_frees_the_slot(
         # Leaving the block closes the connection mid-stream.
     wait_idle(client, timeout=3)
     deadline = time.monotonic() + 3
-    while "job gone-1 finished: stop_reason=CANCELLED" not in worker.log():
+    while "job gone-1 cid=- finished: stop_reason=CANCELLED" not in worker.log():
         assert time.monotonic() < deadline, worker.log()[-2000:]
         time.sleep(0.02)
     events = infer(client, job_id="after-gone", prompt="Hi", max_tokens=3)
@@ -378,7 +383,7 @@ def test_loads_in_background_then_serves_then_stops_on_sigterm(
         with pytest.raises(ProcessLookupError):
             os.killpg(worker.proc.pid, 0)  # nothing of its process group is left
         assert not worker.state_file.exists()
-        assert "job drain-1 finished" in worker.log()
+        assert "job drain-1 cid=- finished" in worker.log()
     finally:
         kill_group(worker)
 

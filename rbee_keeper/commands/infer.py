@@ -21,27 +21,45 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     infer = commands.add_parser(
         "infer", parents=[common], help="run a prompt on a node, printing tokens as they arrive"
     )
-    infer.add_argument("--node", required=True, help="the node's name in rbee")
     infer.add_argument(
-        "--model", required=True, metavar="REF", help="hf:org/repo or file:/absolute/path"
+        "--node", help="the node's name in rbee (optional for a model from the catalog)"
+    )
+    infer.add_argument(
+        "--model", required=True, metavar="REF", help="file:/absolute/path or a catalog name"
     )
     infer.add_argument("--prompt", required=True)
     infer.add_argument("--max-tokens", type=int, default=20, metavar="N", help="default: 20")
     infer.add_argument("--temperature", type=float, default=0.7, help="default: 0.7")
     infer.add_argument("--seed", type=int, help="for reproducible sampling")
+    infer.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling, 0..1")
+    infer.add_argument("--top-k", type=int, metavar="K", help="keep the K most likely (0: off)")
+    infer.add_argument("--min-p", type=float, metavar="P", help="drop tokens below P x the top")
+    infer.add_argument(
+        "--repetition-penalty", type=float, metavar="X", help="above 1 discourages repeats"
+    )
+    infer.add_argument(
+        "--stop", action="append", metavar="TEXT", help="stop before this text (up to 4 times)"
+    )
     infer.set_defaults(handler=infer_command)
 
 
 def infer_command(args: argparse.Namespace) -> int:
     task: dict[str, Any] = {
-        "node": args.node,
         "model": args.model,
         "prompt": args.prompt,
         "max_tokens": args.max_tokens,
         "temperature": args.temperature,
     }
-    if args.seed is not None:
-        task["seed"] = args.seed
+    optional = {
+        "node": args.node,
+        "seed": args.seed,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "min_p": args.min_p,
+        "repetition_penalty": args.repetition_penalty,
+        "stop": args.stop,
+    }
+    task.update({k: v for k, v in optional.items() if v is not None})
     # Leaving these blocks early (Ctrl-C, an error) closes the stream, and the
     # queen cancels the job when it sees the disconnect.
     with connect(args.queen_url) as queen, start_when_slot_free(queen, task) as stream:

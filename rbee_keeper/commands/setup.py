@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rbee_keeper.commands import Subcommands
+from rbee_keeper.inventory import load_inventory
 from rbee_keeper.local_queen import connect
 from rbee_keeper.output import cell, note, print_json, print_table
 from rbee_queen.errors import SshKeyNotFound
@@ -19,9 +20,13 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     add = actions.add_parser("add-node", parents=[common], help="register a node reached over SSH")
     add.add_argument("--name", required=True, help="the node's name in rbee")
     add.add_argument("--ssh-host", required=True, metavar="HOST")
-    add.add_argument("--ssh-port", type=int, default=22, metavar="PORT", help="default: 22")
-    add.add_argument("--ssh-user", required=True, metavar="USER")
-    add.add_argument("--ssh-key", required=True, metavar="PATH", help="private key file")
+    add.add_argument(
+        "--ssh-port", type=int, metavar="PORT", help="default: 22, or the alias's Port"
+    )
+    add.add_argument("--ssh-user", metavar="USER", help="default: the alias's User")
+    add.add_argument(
+        "--ssh-key", metavar="PATH", help="private key file (default: the alias's IdentityFile)"
+    )
     add.add_argument(
         "--install-path", required=True, metavar="PATH", help="rbee's folder on the node"
     )
@@ -40,19 +45,30 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     listing = actions.add_parser("list-nodes", parents=[common], help="show the registered nodes")
     listing.set_defaults(handler=list_nodes)
 
+    imports = actions.add_parser(
+        "import", parents=[common], help="add every node of an inventory file (TOML)"
+    )
+    imports.add_argument("file", metavar="INVENTORY", help="see inventory.example.toml")
+    imports.add_argument(
+        "--accept-new-host-key",
+        action="store_true",
+        help="trust each node's host key on first contact",
+    )
+    imports.set_defaults(handler=import_nodes)
+
     remove = actions.add_parser("remove-node", parents=[common], help="forget a node")
     remove.add_argument("--name", required=True, help="the node's name in rbee")
     remove.set_defaults(handler=remove_node)
 
 
 def add_node(args: argparse.Namespace) -> int:
-    key_path = existing_file(args.ssh_key)  # before any network call
+    key_path = existing_file(args.ssh_key) if args.ssh_key else None  # before any network call
     request = {
         "node_name": args.name,
         "ssh_host": args.ssh_host,
         "ssh_port": args.ssh_port,
         "ssh_user": args.ssh_user,
-        "ssh_key_path": str(key_path),
+        "ssh_key_path": str(key_path) if key_path else None,
         "install_path": args.install_path,
         "worker_python": args.worker_python,
         "accept_new_host_key": args.accept_new_host_key,
@@ -64,6 +80,9 @@ def add_node(args: argparse.Namespace) -> int:
     else:
         node = answer.get("node") or request
         print(f"added node {args.name} ({ssh_target(node)}, {node.get('status', 'unknown')})")
+        checks = answer.get("preflight") or []
+        if checks:
+            print("preflight: " + ", ".join(f"{c['name']} ok ({c['detail']})" for c in checks))
     return 0
 
 
@@ -79,6 +98,26 @@ def list_nodes(args: argparse.Namespace) -> int:
         headers = ["NAME", "SSH TARGET", "STATUS", "LAST CONNECTED", "BACKENDS"]
         print_table(headers, [node_row(node) for node in nodes])
     return 0
+
+
+def import_nodes(args: argparse.Namespace) -> int:
+    requests = load_inventory(Path(args.file))
+    for request in requests:
+        if request.get("ssh_key_path"):
+            existing_file(request["ssh_key_path"])  # before any network call
+        request["accept_new_host_key"] = args.accept_new_host_key
+    with connect(args.queen_url) as queen:
+        answer = queen.import_nodes(requests)
+    if args.json:
+        print_json(answer)
+    else:
+        for node in answer.get("added") or []:
+            print(f"added    {node['node_name']} ({ssh_target(node)})")
+        for name in answer.get("existing") or []:
+            print(f"exists   {name} (left as it is)")
+        for name, error in (answer.get("failed") or {}).items():
+            print(f"failed   {name}: [{error.get('code')}] {error.get('message')}")
+    return 1 if answer.get("failed") else 0
 
 
 def remove_node(args: argparse.Namespace) -> int:

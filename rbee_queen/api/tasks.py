@@ -1,43 +1,59 @@
-"""POST /v2/tasks: run one inference on a node, streamed back as SSE."""
+"""POST /v2/tasks: run one inference, streamed back as SSE in the worker's events.
+
+`model` is a `file:` reference or a name from the model catalog; `node` picks
+the node, and may be left out for a catalog name, which is then routed like
+the OpenAI routes (least loaded, load on demand).
+"""
 
 from __future__ import annotations
-
-import secrets
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
+from rbee_queen.api import inference
+from rbee_queen.api.auth import require_model
 from rbee_queen.api.body import json_body
+from rbee_queen.errors import InvalidRequest
+from rbee_queen.orchestration import catalog
+from rbee_queen.orchestration.routing import Router, before_deadline
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 async def create_task(request: Request) -> StreamingResponse:
     f = Fields(await json_body(request))
-    node = f.string("node", pattern=IDENTIFIER, max_len=64)
+    node = f.string("node", pattern=IDENTIFIER, max_len=64, required=False)
     model = f.string("model", pattern=MODEL_REF, max_len=512)
     prompt = f.prompt()
-    max_tokens = f.integer("max_tokens", lo=1, hi=2048, default=20)
-    temperature = f.number("temperature", lo=0.0, hi=2.0, default=0.7)
-    seed = f.integer("seed", lo=0, hi=2**63 - 1)
+    params = inference.sampling(f, max_tokens=20, temperature=0.7)
     f.raise_if_any()
-    assert node is not None and model is not None
+    assert model is not None
+    require_model(request, model)  # the key's model allow-list
+    model_ref, nodes, slots = _placement(model, node)
+    payload = {"job_id": inference.new_job_id(), "prompt": prompt, **params}
     workers = services(request).workers
-    live = await workers.ensure_worker(node, model)
-    payload = {
-        "job_id": f"job-{secrets.token_hex(8)}",
-        "prompt": prompt,
-        "max_tokens": max_tokens,
-        "temperature": temperature,
-        "seed": seed,
-    }
-    response = await workers.open_stream(live, payload)
+    async with before_deadline():
+        live = await Router(workers).acquire(model_ref, nodes, slots, payload["job_id"])
+        response = await workers.open_stream(live, payload)
     return StreamingResponse(
-        workers.relay(live, response),
-        media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        workers.relay(live, response), media_type="text/event-stream", headers=SSE_HEADERS
     )
+
+
+def _placement(model: str, node: str | None) -> tuple[str, list[str], int]:
+    """(model reference, allowed nodes, slots) for a reference or a catalog name."""
+    if model.startswith("file:"):
+        if node is None:
+            raise InvalidRequest(
+                "node is required with a file: model reference",
+                fields=[{"field": "node", "constraint": "required", "message": "node is required"}],
+            )
+        return model, [node], catalog.slots_for(model)
+    entry = catalog.get_model(model)
+    return entry.model_ref, [node] if node else list(entry.nodes), int(entry.slots)
 
 
 routes = [Route("/v2/tasks", create_task, methods=["POST"])]

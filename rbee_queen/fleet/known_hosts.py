@@ -43,6 +43,23 @@ class HostKeyStore:
         trusted, *_ = known.match(host, "", port)
         return bool(trusted)
 
+    def replace(self, host: str, port: int, key: asyncssh.SSHKey) -> None:
+        """Forget the queen's entries for host:port and record `key` (a changed key,
+        accepted on purpose). The user's own known_hosts is never edited."""
+        pattern = host_pattern(host, port)
+        if self.queen_file.is_file():
+            kept = [
+                line
+                for line in self.queen_file.read_text().splitlines(keepends=True)
+                if line.split(" ", 1)[0] != pattern
+            ]
+            tmp = self.queen_file.with_name(f".{self.queen_file.name}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.writelines(kept)
+            os.replace(tmp, self.queen_file)
+        self.record(host, port, key)
+
     def record(self, host: str, port: int, key: asyncssh.SSHKey) -> None:
         line = f"{host_pattern(host, port)} {key.export_public_key('openssh').decode().strip()}\n"
         self.queen_file.parent.mkdir(parents=True, exist_ok=True)

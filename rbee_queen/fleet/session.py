@@ -18,13 +18,14 @@ import asyncssh
 from rbee_queen.errors import (
     ConnectionTimeout,
     HelperFailed,
-    HostKeyMismatch,
+    HostKeyChanged,
     HostKeyUnknown,
     NodeUnreachable,
     SshAuthFailed,
 )
 from rbee_queen.fleet.bundle import COMPLETE_MARKER, Bundle, local_bundle
 from rbee_queen.fleet.hive_client import HiveClient
+from rbee_queen.fleet.key_files import check_private_key
 from rbee_queen.fleet.known_hosts import HostKeyStore
 
 
@@ -157,6 +158,12 @@ async def open_session(
     except TimeoutError:
         await session.close()
         raise ConnectionTimeout(f"helper start on {target.name} timed out") from None
+    except asyncssh.SFTPError as exc:
+        await session.close()
+        raise HelperFailed(
+            f"cannot write under {target.install_path} on {target.name}: {exc.reason}",
+            check="install_path",
+        ) from exc
     except asyncssh.Error as exc:
         await session.close()
         raise HelperFailed(f"helper start on {target.name} failed: {exc.reason}") from exc
@@ -170,6 +177,7 @@ async def _connect(
     target: NodeTarget, host_keys: HostKeyStore, timeout: float, accept_new: bool
 ) -> asyncssh.SSHClientConnection:
     where = f"{target.user}@{target.host}:{target.port}"
+    check_private_key(target.key_path)
     known = host_keys.load()
     if known is None or not host_keys.has_entry(target.host, target.port):
         key = await _fetch_host_key(target, timeout, where)
@@ -194,9 +202,11 @@ async def _connect(
             keepalive_interval=15,
         )
     except asyncssh.HostKeyNotVerifiable as exc:
-        raise HostKeyMismatch(
-            f"host key for {where} does not match the recorded one: refusing to connect "
-            f"(remove the old entry from {host_keys.queen_file} if the host was reinstalled)"
+        raise HostKeyChanged(
+            f"host key for {where} CHANGED: it does not match the recorded one, which is what "
+            "a man-in-the-middle looks like; refusing to connect. If the node was reinstalled, "
+            f"verify the new key and run `rbee-keeper setup update-node --name {target.name} "
+            "--accept-new-host-key`"
         ) from exc
     except asyncssh.PermissionDenied as exc:
         raise SshAuthFailed(f"SSH authentication refused by {where}") from exc

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from typing import Any
 
-from rbee_queen.errors import NodeAlreadyExists, NodeNotFound, RbeeError, SshKeyNotFound
+from rbee_queen.errors import (
+    InvalidRequest,
+    NodeAlreadyExists,
+    NodeNotFound,
+    RbeeError,
+    SshKeyNotFound,
+)
+from rbee_queen.fleet import ssh_config
 from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeTarget
+from rbee_queen.orchestration.preflight import run_preflight
 from rbee_queen.store.models import Node, utcnow
 from rbee_queen.validation import HOSTNAME, IDENTIFIER, SSH_USER, Fields
 
@@ -26,18 +35,58 @@ class NodeSpec:
 
     @classmethod
     def parse(cls, body: Any) -> NodeSpec:
+        """Validate a request; a host that is a `~/.ssh/config` alias is resolved
+        to its HostName, and its Port, User and IdentityFile fill what the
+        request left out (what the request gives wins)."""
         f = Fields(body)
         name = f.string("node_name", pattern=IDENTIFIER, max_len=64)
         host = f.string("ssh_host", pattern=HOSTNAME, max_len=253)
-        port = f.integer("ssh_port", lo=1, hi=65535, default=22)
-        user = f.string("ssh_user", pattern=SSH_USER, max_len=64)
-        key = f.string("ssh_key_path", max_len=4096)
+        port = f.integer("ssh_port", lo=1, hi=65535)
+        user = f.string("ssh_user", pattern=SSH_USER, max_len=64, required=False)
+        key = f.string("ssh_key_path", max_len=4096, required=False)
         install = f.string("install_path", max_len=4096, required=False, default="~/.rbee")
         python = f.string("worker_python", max_len=4096, required=False)
         accept = f.boolean("accept_new_host_key")
+        alias = ssh_config.resolve(host) if host else None
+        if alias is not None:
+            if not HOSTNAME.match(alias.host):
+                f.fail("ssh_host", "pattern", "the HostName in ~/.ssh/config is not allowed")
+            host = alias.host
+            port = port or alias.port
+            user = user or (alias.user if alias.user and SSH_USER.match(alias.user) else None)
+            key = key or alias.identity_file
+        for field, value in (("ssh_user", user), ("ssh_key_path", key)):
+            if value is None and field not in {p["field"] for p in f.problems}:
+                f.fail(field, "required", f"{field} is required (or set in ~/.ssh/config)")
         f.raise_if_any()
-        assert name and host and user and key and install and port
-        return cls(name, host, port, user, os.path.expanduser(key), install, python, accept)
+        assert name and host and user and key and install
+        key = os.path.expanduser(key)
+        return cls(name, host, port or 22, user, key, install, python, accept)
+
+
+def parse_many(body: Any) -> list[NodeSpec]:
+    """`{"nodes": [NODE, ...]}`; every bad field of every node reported at once,
+    named `nodes[i].field`."""
+    nodes = body.get("nodes") if isinstance(body, dict) else None
+    if not isinstance(nodes, list) or not 1 <= len(nodes) <= 1000:
+        raise InvalidRequest("nodes must be a list of 1 to 1000 nodes")
+    specs, problems = [], []
+    for i, item in enumerate(nodes):
+        try:
+            specs.append(NodeSpec.parse(item))
+        except InvalidRequest as exc:
+            for problem in exc.details.get("fields") or [{"field": "", "message": exc.message}]:
+                problems.append({**problem, "field": f"nodes[{i}].{problem['field']}"})
+    names = [s.name for s in specs]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(
+            {"field": "nodes", "constraint": "unique", "message": f"{name!r} appears twice"}
+        )
+    if problems:
+        raise InvalidRequest(
+            f"invalid fields: {', '.join(p['field'] for p in problems)}", fields=problems
+        )
+    return specs
 
 
 def target_of(node: Node) -> NodeTarget:
@@ -78,6 +127,8 @@ def get_node(name: str) -> Node:
 class NodeInventory:
     def __init__(self, pool: SessionPool) -> None:
         self.pool = pool
+        # The checks of each node's last add, for the add's answer.
+        self.last_preflight: dict[str, list[dict[str, Any]]] = {}
 
     async def add(self, spec: NodeSpec) -> Node:
         if not os.path.isfile(spec.key_path):
@@ -90,13 +141,16 @@ class NodeInventory:
             spec.name, spec.host, spec.port, spec.user, spec.key_path, spec.install_path
         )
         # Connect and probe before writing anything: a node that cannot be
-        # reached or trusted never lands half-configured in the inventory.
-        session = await self.pool.get(target, accept_new_host_key=spec.accept_new_host_key)
+        # reached, trusted or used never lands half-configured in the inventory.
         try:
-            probe = await session.call("probe", install_path=session.install_dir)
+            checked = await run_preflight(
+                self.pool, target, accept_new_host_key=spec.accept_new_host_key
+            )
         except RbeeError:
             await self.pool.drop(spec.name)
             raise
+        probe = checked.probe
+        self.last_preflight[spec.name] = [c.to_json() for c in checked.checks]
         return Node.create(
             name=spec.name,
             ssh_host=spec.host,
@@ -110,6 +164,27 @@ class NodeInventory:
             backends=probe["backends"],
             devices=probe["devices"],
         )
+
+    async def import_many(self, specs: list[NodeSpec]) -> dict[str, Any]:
+        """Add every node at once; a name already in the inventory is reported
+        under `existing` and left as it is, a node that fails under `failed`."""
+        existing = [s.name for s in specs if Node.get_or_none(Node.name == s.name) is not None]
+        todo = [s for s in specs if s.name not in existing]
+
+        async def add_one(spec: NodeSpec) -> Node:
+            async with self.pool.slot(spec.name):
+                return await self.add(spec)
+
+        results = await asyncio.gather(*(add_one(s) for s in todo), return_exceptions=True)
+        added, failed = [], {}
+        for spec, result in zip(todo, results, strict=True):
+            if isinstance(result, RbeeError):
+                failed[spec.name] = {"code": result.code, "message": result.message}
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                added.append(node_json(result))
+        return {"added": added, "existing": existing, "failed": failed}
 
     def mark(self, node: Node, *, error: RbeeError | None) -> None:
         node.status = "unreachable" if error else "reachable"

@@ -12,12 +12,14 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from rbee_queen import requestcontext as ctx
+from rbee_queen.audit import AuditLog
 from rbee_queen.config import QueenConfig
 from rbee_queen.errors import (
     AllSlotsBusy,
@@ -26,6 +28,7 @@ from rbee_queen.errors import (
     LoadingTimeout,
     ModelNotFound,
     RbeeError,
+    RequestTimeout,
     WorkerNotFound,
     WorkerStartFailed,
 )
@@ -33,6 +36,7 @@ from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession
 from rbee_queen.orchestration.nodes import NodeInventory, get_node, target_of
 from rbee_queen.orchestration.states import LIVE, WorkerState, record_new, transition
+from rbee_queen.orchestration.worker_auth import TOKEN_ENV, WorkerTokens
 from rbee_queen.store.models import Node, Worker
 from rbee_queen.validation import model_path
 
@@ -49,6 +53,12 @@ class LiveWorker:
     model_ref: str
     remote_port: int
     local_port: int
+    slots: int = 1
+    in_flight: int = 0  # streams the queen has open to it; routing reads this
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - self.in_flight
 
     @property
     def url(self) -> str:
@@ -60,7 +70,9 @@ class WorkerManager:
         self.config = config
         self.pool = pool
         self.inventory = inventory
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+        self.tokens = WorkerTokens()
+        self.audit: AuditLog | None = None  # set by the queen's services
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), auth=self.tokens)
         self._live: dict[str, LiveWorker] = {}
         self._start_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -82,7 +94,7 @@ class WorkerManager:
 
     # --- starting ------------------------------------------------------------
 
-    async def ensure_worker(self, node_name: str, model_ref: str) -> LiveWorker:
+    async def ensure_worker(self, node_name: str, model_ref: str, slots: int = 1) -> LiveWorker:
         node = get_node(node_name)
         lock = self._start_locks.setdefault((node_name, model_ref), asyncio.Lock())
         async with lock:  # two cold requests for one model start one worker
@@ -91,9 +103,9 @@ class WorkerManager:
                     row = Worker.get_or_none(Worker.worker_id == live.worker_id)
                     if row is not None and row.state in (S.IDLE, S.BUSY):
                         return live
-            return await self._start(node, model_ref)
+            return await self._start(node, model_ref, slots)
 
-    async def _start(self, node: Node, model_ref: str) -> LiveWorker:
+    async def _start(self, node: Node, model_ref: str, slots: int = 1) -> LiveWorker:
         path = model_path(model_ref)
         if path is None:
             raise InvalidRequest(
@@ -110,13 +122,13 @@ class WorkerManager:
         )
         record_new(row, "requested")
         try:
-            return await self._spawn_and_wait(session, node, row, path)
+            return await self._spawn_and_wait(session, node, row, path, slots)
         except BaseException as exc:
             await self._stop_after_failure(session, row, exc)
             raise
 
     async def _spawn_and_wait(
-        self, session: NodeSession, node: Node, row: Worker, path: str
+        self, session: NodeSession, node: Node, row: Worker, path: str, slots: int
     ) -> LiveWorker:
         argv = [
             node.worker_python or "python3",
@@ -134,14 +146,17 @@ class WorkerManager:
             "127.0.0.1",
             "--port",
             "0",
+            "--slots",
+            str(slots),
         ]
+        token = self.tokens.new()  # in the spawn environment, never argv
         spawned = await session.call(
             "spawn_worker",
             worker_id=row.worker_id,
             run_dir=session.run_dir,
             argv=argv,
             pythonpath=session.helper_dir,
-            env={"HF_HUB_OFFLINE": "1"},
+            env={"HF_HUB_OFFLINE": "1", TOKEN_ENV: token},
         )
         row.pid = spawned["pid"]
         row.save()
@@ -150,7 +165,10 @@ class WorkerManager:
         row.port = remote_port
         transition(row, S.LOADING, f"listening on node port {remote_port}")
         local_port = await session.forward(remote_port)
-        live = LiveWorker(row.worker_id, node.name, row.model_ref, remote_port, local_port)
+        self.tokens.bind(local_port, token)
+        live = LiveWorker(
+            row.worker_id, node.name, row.model_ref, remote_port, local_port, slots=slots
+        )
         await self._wait_until_ready(session, row, live, deadline)
         self._live[row.worker_id] = live
         transition(row, S.IDLE, "model loaded")
@@ -222,31 +240,66 @@ class WorkerManager:
 
     # --- inference -------------------------------------------------------------
 
-    async def open_stream(self, live: LiveWorker, payload: dict[str, Any]) -> httpx.Response:
-        """Start an inference on the worker; errors before the first byte raise."""
-        row = Worker.get_by_id(live.worker_id)
-        request = self.http.build_request("POST", f"{live.url}/v1/inference", json=payload)
-        try:
-            response = await self.http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise InferenceFailed(f"worker {live.worker_id} did not answer: {exc}") from exc
-        if response.status_code != 200:
-            await response.aread()
-            await response.aclose()
-            raise _worker_error(response)
-        if row.state == S.IDLE:
-            transition(row, S.BUSY, f"job {payload['job_id']}")
-        return response
+    def claim(self, live: LiveWorker, job_id: str) -> None:
+        """Count a stream against the worker's slots. Synchronous, so a router's
+        choice and its claim happen with no other request in between."""
+        live.in_flight += 1
+        if live.in_flight == 1:
+            row = Worker.get_or_none(Worker.worker_id == live.worker_id)
+            if row is not None and row.state == S.IDLE:
+                transition(row, S.BUSY, f"job {job_id}")
 
-    async def relay(self, live: LiveWorker, response: httpx.Response) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in response.aiter_raw():
-                yield chunk
-        finally:
-            await response.aclose()
+    def release(self, live: LiveWorker) -> None:
+        live.in_flight = max(0, live.in_flight - 1)
+        if live.in_flight == 0:
             row = Worker.get_or_none(Worker.worker_id == live.worker_id)
             if row is not None and row.state == S.BUSY:
                 transition(row, S.IDLE, "job finished")
+
+    async def open_stream(self, live: LiveWorker, payload: dict[str, Any]) -> httpx.Response:
+        """Start an inference on a worker already claimed; errors before the first
+        byte release the claim and raise. The request's correlation id and
+        deadline go along as headers."""
+        request = self.http.build_request(
+            "POST", f"{live.url}/v1/inference", json=payload, headers=ctx.outgoing_headers()
+        )
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            self.release(live)
+            raise InferenceFailed(f"worker {live.worker_id} did not answer: {exc}") from exc
+        except BaseException:
+            self.release(live)
+            raise
+        if response.status_code != 200:
+            self.release(live)
+            await response.aread()
+            await response.aclose()
+            raise _worker_error(response)
+        if self.audit is not None:  # ids and counts only: never the prompt's text
+            self.audit.record(
+                "inference.started",
+                job_id=payload.get("job_id"),
+                worker_id=live.worker_id,
+                node=live.node,
+                model_ref=live.model_ref,
+                prompt_chars=len(str(payload.get("prompt", ""))),
+            )
+        return response
+
+    async def relay(
+        self, live: LiveWorker, response: httpx.Response
+    ) -> AsyncGenerator[bytes, None]:
+        sent = 0
+        try:
+            async for chunk in response.aiter_raw():
+                sent += len(chunk)
+                yield chunk
+        finally:
+            await response.aclose()
+            if self.audit is not None:
+                self.audit.record("inference.completed", worker_id=live.worker_id, bytes=sent)
+            self.release(live)
 
     # --- stopping ----------------------------------------------------------------
 
@@ -264,6 +317,7 @@ class WorkerManager:
     async def _stop_on_node(self, session: NodeSession, row: Worker) -> dict[str, Any]:
         live = self._live.pop(row.worker_id, None)
         if live is not None:
+            self.tokens.forget(live.local_port)
             session.close_forward(live.remote_port)
         return dict(
             await session.call(
@@ -327,6 +381,8 @@ def _worker_error(response: httpx.Response) -> RbeeError:
     code = error.get("code")
     if code == "ALL_SLOTS_BUSY":
         return AllSlotsBusy(message, **details)
+    if code == "REQUEST_TIMEOUT":
+        return RequestTimeout(message)
     if response.status_code == 400:
         return InvalidRequest(message, **details)
     return InferenceFailed(message, worker_code=code)

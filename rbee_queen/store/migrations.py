@@ -17,8 +17,15 @@ def m001_initial(db: SqliteDatabase) -> None:
     db.create_tables([Node, Worker, WorkerEvent])
 
 
+def m002_models(db: SqliteDatabase) -> None:
+    from rbee_queen.store.models import ModelEntry
+
+    db.create_tables([ModelEntry])
+
+
 MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
     ("m001_initial", m001_initial),
+    ("m002_models", m002_models),
 ]
 
 

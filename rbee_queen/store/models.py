@@ -83,4 +83,17 @@ class WorkerEvent(BaseModel):
         table_name = "worker_events"
 
 
-ALL_MODELS = [Node, Worker, WorkerEvent]
+class ModelEntry(BaseModel):
+    """A model the OpenAI-compatible API serves by name, and the nodes it may run on."""
+
+    name = CharField(primary_key=True, max_length=64)
+    model_ref = CharField(max_length=512)
+    nodes = JsonField(default=list)  # node names, in order of preference
+    slots = IntegerField(default=1)  # requests one worker serves at once
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "models"
+
+
+ALL_MODELS = [Node, Worker, WorkerEvent, ModelEntry]

@@ -1,10 +1,13 @@
-"""GPU discovery through `nvidia-smi`, parsed from its CSV output."""
+"""GPU discovery: NVML through ctypes where the driver has it, else `nvidia-smi`
+(its CSV output parsed). Both report the same fields."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 from typing import Any
+
+from rbee_hive import nvml
 
 QUERY = "index,name,memory.total,memory.used,temperature.gpu,utilization.gpu"
 
@@ -36,7 +39,17 @@ def _number(text: str) -> int | None:
         return None
 
 
-def query_gpus(timeout: float = 5.0) -> list[dict[str, Any]]:
+def query_gpus(timeout: float = 5.0) -> tuple[list[dict[str, Any]], str]:
+    """The GPUs and where they were read from: "nvml", "nvidia-smi" or "none"."""
+    cards = nvml.read_gpus()
+    if cards is not None:
+        return cards, "nvml"
+    if shutil.which("nvidia-smi") is None:
+        return [], "none"
+    return query_nvidia_smi(timeout), "nvidia-smi"
+
+
+def query_nvidia_smi(timeout: float = 5.0) -> list[dict[str, Any]]:
     binary = shutil.which("nvidia-smi")
     if binary is None:
         return []

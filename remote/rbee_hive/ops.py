@@ -23,7 +23,7 @@ def ping() -> dict[str, Any]:
 
 
 def probe(install_path: str = ".") -> dict[str, Any]:
-    cards = gpus.query_gpus()
+    cards, gpu_source = gpus.query_gpus()
     disk_root = install_path if os.path.isdir(install_path) else os.path.expanduser("~")
     disk = shutil.disk_usage(disk_root)
     backends = ["cpu"] + (["cuda"] if cards else [])
@@ -36,9 +36,21 @@ def probe(install_path: str = ".") -> dict[str, Any]:
         "ram_available_bytes": _meminfo("MemAvailable"),
         "disk_free_bytes": disk.free,
         "gpus": cards,
+        "gpu_source": gpu_source,
+        "install_writable": _writable(install_path),
+        "disk_total_bytes": disk.total,
         "backends": backends,
         "devices": {"cpu": 1, "cuda": len(cards)},
     }
+
+
+def _writable(path: str) -> bool:
+    """Whether files can be created under `path` (or, if it does not exist yet,
+    under its nearest existing parent, where it would be created)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return os.access(path, os.W_OK | os.X_OK)
 
 
 def _meminfo(field: str) -> int | None:

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from rbee_worker.auth import TOKEN_ENV, RequireToken, take_token
 from rbee_worker.backends import BACKENDS, create_backend
 from rbee_worker.loading import BackendHolder
 
@@ -72,14 +73,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 lets the OS choose")
     parser.add_argument("--state-file", type=Path, help="where to write {pid, port, worker_id}")
+    parser.add_argument("--slots", type=int, default=1, help="requests served at once (default 1)")
     args = parser.parse_args(argv)
     if not WORKER_ID.match(args.worker_id):
         parser.error("--worker-id must be 1-256 characters of A-Z a-z 0-9 _ -")
+    if not 1 <= args.slots <= 64:
+        parser.error("--slots must be 1..64")
     if not 0 <= args.port <= 65535:
         parser.error("--port must be 0..65535")
     if not _is_loopback(args.host):
-        # The worker has no authentication: it is reached through an SSH forward only.
-        parser.error("--host must be a loopback address (the worker has no auth)")
+        # Loopback only: the queen reaches it through an SSH forward, never the network.
+        parser.error("--host must be a loopback address (reached through an SSH forward only)")
     return args
 
 
@@ -122,7 +126,7 @@ def _remove_state_file(path: Path) -> None:
         pass
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, token: str | None = None) -> int:
     import uvicorn
 
     from rbee_worker.app import create_app
@@ -134,7 +138,11 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     port = sock.getsockname()[1]
     holder = BackendHolder(create_backend(args.backend, args.model, args.device))
-    app = create_app(holder)
+    app = create_app(holder, slots_total=args.slots)
+    if token:
+        app.add_middleware(RequireToken, token=token)
+    else:
+        log.warning("no %s: serving without a token (loopback only)", TOKEN_ENV)
     config = uvicorn.Config(
         app,
         log_config=None,  # our handler, one line per event
@@ -168,9 +176,10 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    token = take_token()  # first: nothing started after this inherits it
     args = _parse_args(argv)
     _configure_logging(args.worker_id)
-    return serve(args)
+    return serve(args, token)
 
 
 if __name__ == "__main__":

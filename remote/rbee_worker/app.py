@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+import time
+from dataclasses import asdict, replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,16 +17,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from rbee_worker import headers
+from rbee_worker.backends.base import ChatTemplateMissing
 from rbee_worker.errors import (
     ALL_SLOTS_BUSY,
     INVALID_REQUEST,
     MODEL_LOAD_FAILED,
+    REQUEST_TIMEOUT,
     WORKER_LOADING,
     error_response,
 )
 from rbee_worker.jobs import Job, Slots
 from rbee_worker.loading import BackendHolder, LoadState
-from rbee_worker.params import FieldError, InvalidRequest, parse_inference
+from rbee_worker.params import FieldError, InferenceRequest, InvalidRequest, parse_inference
 from rbee_worker.streaming import JobStream, JobStreamResponse
 
 log = logging.getLogger(__name__)
@@ -51,9 +55,20 @@ async def _read_json(request: Request) -> Any:
         raise InvalidRequest([FieldError("body", "json", "the body must be valid JSON")]) from None
 
 
-def _invalid(exc: InvalidRequest) -> Response:
+def _invalid(exc: InvalidRequest, cid: str) -> Response:
     fields = [asdict(f) for f in exc.fields]
-    return error_response(400, INVALID_REQUEST, str(exc), {"fields": fields})
+    return error_response(400, INVALID_REQUEST, str(exc), {"fields": fields}, cid)
+
+
+def _with_chat_prompt(holder: BackendHolder, spec: InferenceRequest) -> InferenceRequest:
+    """Messages become the prompt through the model's own chat template."""
+    if spec.messages is None:
+        return spec
+    try:
+        prompt = holder.backend.render_chat(spec.messages)
+    except ChatTemplateMissing as exc:
+        raise InvalidRequest([FieldError("messages", "chat_template", str(exc))]) from None
+    return replace(spec, prompt=prompt)
 
 
 async def health(request: Request) -> Response:
@@ -88,30 +103,48 @@ async def ready(request: Request) -> Response:
 async def start_inference(request: Request) -> Response:
     holder: BackendHolder = request.app.state.holder
     slots: Slots = request.app.state.slots
+    cid = headers.correlation_id(request.headers.get("x-correlation-id"))
     try:
+        deadline = headers.deadline(request.headers.get(headers.DEADLINE_HEADER))
         spec = parse_inference(await _read_json(request))
     except InvalidRequest as exc:
-        return _invalid(exc)
+        return _invalid(exc, cid)
     except BodyTooLarge:
-        return error_response(413, INVALID_REQUEST, "the request body is over 1 MiB")
+        return error_response(413, INVALID_REQUEST, "the request body is over 1 MiB", None, cid)
+    if deadline is not None and deadline <= time.time():
+        return error_response(504, REQUEST_TIMEOUT, "the request deadline has passed", None, cid)
     if holder.state is LoadState.LOADING:
         progress = {"progress": asdict(holder.progress)}
-        return error_response(503, WORKER_LOADING, "the model is still loading", progress)
+        return error_response(503, WORKER_LOADING, "the model is still loading", progress, cid)
     if holder.state is LoadState.FAILED:
-        return error_response(500, MODEL_LOAD_FAILED, holder.error or "model load failed")
-    job = Job(spec.job_id)
+        message = holder.error or "model load failed"
+        return error_response(500, MODEL_LOAD_FAILED, message, None, cid)
+    try:
+        spec = _with_chat_prompt(holder, spec)
+    except InvalidRequest as exc:
+        return _invalid(exc, cid)
+    job = Job(spec.job_id, correlation_id=cid or "-")
     if not slots.try_claim(job):
         details = {"slots_total": slots.total, "slots_busy": slots.busy}
-        return error_response(503, ALL_SLOTS_BUSY, "all slots are busy", details)
+        return error_response(503, ALL_SLOTS_BUSY, "all slots are busy", details, cid)
+    p = spec.params
     log.info(
-        "job %s started: prompt_chars=%d max_tokens=%d temperature=%g seed=%s",
+        "job %s cid=%s started: prompt_chars=%d chat=%s max_tokens=%d temperature=%g "
+        "top_p=%g top_k=%d min_p=%g repetition_penalty=%g stops=%d seed=%s",
         spec.job_id,
+        cid or "-",
         len(spec.prompt),
-        spec.params.max_tokens,
-        spec.params.temperature,
-        spec.params.seed,
+        spec.messages is not None,
+        p.max_tokens,
+        p.temperature,
+        p.top_p,
+        p.top_k,
+        p.min_p,
+        p.repetition_penalty,
+        len(p.stop),
+        p.seed,
     )
-    stream = JobStream(holder.backend, spec, job, slots)
+    stream = JobStream(holder.backend, spec, job, slots, deadline)
     try:
         stream.start()
     except BaseException:

@@ -11,18 +11,23 @@ WORKER_LOADING = "WORKER_LOADING"
 ALL_SLOTS_BUSY = "ALL_SLOTS_BUSY"
 MODEL_LOAD_FAILED = "MODEL_LOAD_FAILED"
 INFERENCE_FAILED = "INFERENCE_FAILED"
+REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    correlation_id: str = "",
 ) -> JSONResponse:
     body = {
         "error": {
             "code": code,
             "message": message,
             "details": details or {},
-            # The queen sets correlation ids; a worker has none of its own yet.
-            "correlation_id": "",
+            # The queen's id for the request that led here, when it sent one.
+            "correlation_id": correlation_id,
         }
     }
     return JSONResponse(body, status_code=status)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 @dataclass(eq=False)
 class Job:
     job_id: str
+    correlation_id: str = "-"  # the queen's request id, in every log line of the job
     cancel: threading.Event = field(default_factory=threading.Event)
 
 

@@ -13,14 +13,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from rbee_worker import events
-from rbee_worker.backends.base import Backend, GenerationResult
-from rbee_worker.errors import INFERENCE_FAILED, one_line
+from rbee_worker.backends.base import Backend, GenerationResult, StopReason
+from rbee_worker.errors import INFERENCE_FAILED, REQUEST_TIMEOUT, one_line
 from rbee_worker.jobs import Job, Slots
 from rbee_worker.params import InferenceRequest
 
@@ -28,17 +28,36 @@ log = logging.getLogger(__name__)
 
 
 class JobStream:
-    def __init__(self, backend: Backend, request: InferenceRequest, job: Job, slots: Slots) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        request: InferenceRequest,
+        job: Job,
+        slots: Slots,
+        deadline: float | None = None,
+    ) -> None:
         self._backend = backend
         self._request = request
         self._job = job
         self._slots = slots
+        self._deadline = deadline  # Unix time in seconds, or None
+        self._timed_out = False
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._accepted = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
+        if self._deadline is not None:
+            # A timer rather than a check per token: a stuck prefill is cut too.
+            delay = max(0.0, self._deadline - time.time())
+            self._timer = self._loop.call_later(delay, self._expire)
         name = f"job-{self._job.job_id[:32]}"
         threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def _expire(self) -> None:
+        self._timed_out = True
+        self._job.cancel.set()
 
     async def events(self) -> AsyncIterator[bytes]:
         try:
@@ -58,12 +77,15 @@ class JobStream:
             # Released before the last event is sent, so a client that saw the
             # end of its stream can start the next job at once.
             self._slots.release(self._job)
+            if self._timer is not None:
+                self._call_in_loop(self._timer.cancel)
         self._put(last)
         self._put(None)
 
     def _generate(self) -> bytes:
-        job_id = self._job.job_id
+        job, cid = self._job.job_id, self._job.correlation_id
         started = time.monotonic()
+        first_token_ms: int | None = None
         try:
             generation = self._backend.generate(
                 self._request.prompt, self._request.params, self._job.cancel
@@ -75,26 +97,38 @@ class JobStream:
                 except StopIteration as stop:
                     result = stop.value
                     break
+                if first_token_ms is None:
+                    first_token_ms = round((time.monotonic() - self._accepted) * 1000)
                 self._put(events.token(piece, index))
                 index += 1
             if not isinstance(result, GenerationResult):
                 raise TypeError("the backend returned no generation result")
         except Exception as exc:
-            log.error("job %s failed: %s", job_id, one_line(exc), exc_info=True)
+            log.error("job %s cid=%s failed: %s", job, cid, one_line(exc), exc_info=True)
             return events.error(INFERENCE_FAILED, one_line(exc))
         elapsed_ms = round((time.monotonic() - started) * 1000)
+        if self._timed_out and result.stop_reason is StopReason.CANCELLED:
+            log.warning("job %s cid=%s passed its deadline after %d tokens", job, cid, index)
+            return events.error(REQUEST_TIMEOUT, "the request deadline passed; generation stopped")
         log.info(
-            "job %s finished: stop_reason=%s tokens_out=%d decode_time_ms=%d",
-            job_id,
+            "job %s cid=%s finished: stop_reason=%s prompt_tokens=%d tokens_out=%d "
+            "first_token_ms=%s decode_time_ms=%d",
+            job,
+            cid,
             result.stop_reason.value,
+            result.prompt_tokens,
             result.tokens_out,
+            first_token_ms,
             elapsed_ms,
         )
-        return events.end(result, elapsed_ms)
+        return events.end(result, elapsed_ms, first_token_ms)
 
     def _put(self, item: bytes | None) -> None:
+        self._call_in_loop(self._queue.put_nowait, item)
+
+    def _call_in_loop(self, callback: Callable[..., object], *args: object) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self._loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:  # the event loop is gone: nobody is listening any more
             self._job.cancel.set()
 

@@ -27,7 +27,17 @@ class QueenProcess:
         path = self.home / "queen-test.log"
         return path.read_text() if path.exists() else ""
 
-    def client(self) -> httpx.Client:
+    @property
+    def token(self) -> str:
+        """The owner's token, which the queen wrote on first start (zero config)."""
+        return (self.home / "api-token").read_text().strip()
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        """A client that sends the owner's token (or `token`), as the keeper does."""
+        headers = {"Authorization": f"Bearer {token or self.token}"}
+        return httpx.Client(base_url=self.url, timeout=60.0, headers=headers)
+
+    def anonymous(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60.0)
 
 

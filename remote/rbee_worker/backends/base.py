@@ -18,6 +18,7 @@ from typing import Protocol
 class StopReason(StrEnum):
     MAX_TOKENS = "MAX_TOKENS"
     EOS = "EOS"
+    STOP_SEQUENCE = "STOP_SEQUENCE"
     CANCELLED = "CANCELLED"
 
 
@@ -26,12 +27,23 @@ class GenerationParams:
     max_tokens: int = 20
     temperature: float = 1.0  # 0 = greedy
     seed: int | None = None
+    top_p: float = 1.0  # 1 = off
+    top_k: int = 0  # 0 = off
+    min_p: float = 0.0  # 0 = off
+    repetition_penalty: float = 1.0  # 1 = off
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class GenerationResult:
     stop_reason: StopReason
     tokens_out: int  # tokens the model made, EOS not counted
+    prompt_tokens: int = 0
+    stop_sequence: str | None = None  # the stop string matched, for STOP_SEQUENCE
+
+
+class ChatTemplateMissing(Exception):
+    """The model's tokenizer has no chat template, so messages cannot be rendered."""
 
 
 @dataclass(frozen=True)
@@ -61,4 +73,9 @@ class Backend(Protocol):
         self, prompt: str, params: GenerationParams, cancel: threading.Event
     ) -> Generation:
         """Yield text pieces; stop between tokens once `cancel` is set."""
+        ...
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The prompt for these messages, by the model's own chat template;
+        raise ChatTemplateMissing when it has none."""
         ...

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rbee_worker.backends.base import (
+    ChatTemplateMissing,
     Generation,
     GenerationParams,
     GenerationResult,
@@ -25,7 +26,9 @@ from rbee_worker.backends.base import (
     ProgressCallback,
     StopReason,
 )
+from rbee_worker.backends.sampling import Sampler
 from rbee_worker.detokenize import IncrementalDecoder
+from rbee_worker.stops import StopMatcher
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +169,16 @@ class TorchBackend:
                 f"prompt ({len(ids)} tokens) plus max_tokens ({params.max_tokens}) "
                 f"exceeds the model's context of {context} tokens"
             )
-        sampler = self._sampler(torch, params)
+        sampler = Sampler(torch, params, self._device, ids)
         decoder = IncrementalDecoder(
             lambda toks: self._tokenizer.decode(toks, skip_special_tokens=True)
         )
+        stops = StopMatcher(params.stop)
         step_input = torch.tensor([ids], device=self._device)
         cache = None
         made = 0
         stop = StopReason.MAX_TOKENS
+        matched: str | None = None
         while made < params.max_tokens:
             if cancel.is_set():
                 stop = StopReason.CANCELLED
@@ -189,34 +194,41 @@ class TorchBackend:
                 stop = StopReason.EOS
                 break
             made += 1
-            piece = decoder.push(token)
+            piece, matched = stops.push(decoder.push(token))
             if piece:
                 yield piece
+            if matched is not None:
+                stop = StopReason.STOP_SEQUENCE
+                break
             step_input = torch.tensor([[token]], device=self._device)
-        tail = decoder.flush()
-        if tail:
-            yield tail
-        return GenerationResult(stop, made)
+        if matched is None:
+            tail, matched = stops.push(decoder.flush())
+            tail += "" if matched is not None else stops.flush()
+            if matched is not None:
+                stop = StopReason.STOP_SEQUENCE
+            if tail:
+                yield tail
+        return GenerationResult(stop, made, prompt_tokens=len(ids), stop_sequence=matched)
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        if self._tokenizer is None:
+            raise RuntimeError("model not loaded")
+        if not getattr(self._tokenizer, "chat_template", None):
+            raise ChatTemplateMissing(
+                f"model {self.model_name} has no chat template; send a prompt instead"
+            )
+        text = self._tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return str(text)
 
     def _prompt_ids(self, prompt: str) -> list[int]:
-        ids = list(self._tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        # A chat template usually writes the BOS token itself; adding another one
+        # would put two in front of the prompt, which degrades real models.
+        bos_text = self._tokenizer.bos_token
+        special = not (bos_text and prompt.startswith(bos_text))
+        ids = list(self._tokenizer(prompt, add_special_tokens=special)["input_ids"])
         if not ids:  # a model needs at least one position to predict from
             bos = self._tokenizer.bos_token_id
             ids = [bos if bos is not None else 0]
         return ids
-
-    def _sampler(self, torch: Any, params: GenerationParams) -> Any:
-        if params.temperature == 0:
-            return lambda logits: int(torch.argmax(logits).item())
-        generator = torch.Generator(device=self._device)
-        if params.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(params.seed)
-        temperature = params.temperature
-
-        def sample(logits: Any) -> int:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            return int(torch.multinomial(probs, 1, generator=generator).item())
-
-        return sample

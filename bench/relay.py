@@ -1,0 +1,181 @@
+"""What the relay costs: time to first token and tokens per second for the same
+requests sent straight to a worker, to a worker through an SSH port forward (OpenSSH's client),
+through the queen's /v2/tasks and through its /v1/chat/completions (queen + SSH
+forward + worker), sequentially and with 8 concurrent clients, on the tiny model.
+
+    .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64]
+
+Starts its own loopback sshd, queen and a worker of its own in a temp dir, and
+stops them after. Prints medians and each path's ratio to the direct worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from rbee_worker.tinymodel import write_tiny_model
+from tests.plugins.queen import start_queen, stop_queen
+from tests.plugins.sshd import SshServer, free_port, start_sshd
+
+CONCURRENCY = 8
+TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+Sample = tuple[float, float, int]  # seconds to first token, seconds to end, tokens
+
+
+def stream(client: httpx.Client, path: str, body: dict[str, Any]) -> Sample:
+    """One streamed request; every path's events are read the same way."""
+    started = time.perf_counter()
+    first = None
+    tokens = 0
+    with client.stream("POST", path, json=body) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            event = json.loads(line[6:])
+            if event.get("type") == "token" or event.get("choices"):
+                first = first or time.perf_counter()
+            if event.get("type") == "end":
+                tokens = event["tokens_out"]
+            elif event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+    assert first is not None and tokens, "no tokens came back"
+    return first - started, time.perf_counter() - started, tokens
+
+
+def spawn_worker(model: Path, run_dir: Path, slots: int) -> tuple[subprocess.Popen[bytes], int]:
+    state = run_dir / "bench.state.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RBEE_WORKER_TOKEN": "bench-token-0123456789"}
+    argv = [sys.executable, "-m", "rbee_worker", "--worker-id", "bench", "--model", str(model)]
+    argv += ["--slots", str(slots), "--state-file", str(state)]
+    log = (run_dir / "bench.log").open("wb")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    while not state.exists():
+        time.sleep(0.05)
+    port = json.loads(state.read_text())["port"]
+    while httpx.get(f"http://127.0.0.1:{port}/health").status_code != 200:
+        time.sleep(0.1)
+    return proc, port
+
+
+def forward(sshd: SshServer, port: int) -> tuple[subprocess.Popen[bytes], int]:
+    """An OpenSSH client forward to the worker, in its own process: an asyncssh
+    loop in a thread of this process would contend with the clients for the GIL
+    and measure that instead of the forward."""
+    local = free_port()
+    argv = ["ssh", "-N", "-p", str(sshd.port), "-i", str(sshd.client_key)]
+    argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    argv += ["-o", "LogLevel=ERROR", "-L", f"127.0.0.1:{local}:127.0.0.1:{port}"]
+    proc = subprocess.Popen([*argv, f"{sshd.user}@{sshd.host}"])
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", local), timeout=0.2).close()
+            return proc, local
+        except OSError:
+            time.sleep(0.05)
+
+
+def measure(call: Callable[[], Sample], runs: int, concurrent: bool) -> dict[str, float]:
+    if concurrent:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
+            samples = list(pool.map(lambda _: call(), range(runs * CONCURRENCY // 4)))
+        wall = time.perf_counter() - started
+        rate = sum(s[2] for s in samples) / wall  # all clients together
+    else:
+        samples = [call() for _ in range(runs)]
+        rate = statistics.median(s[2] / s[1] for s in samples)
+    return {"ttft_ms": statistics.median(s[0] for s in samples) * 1000, "tok_s": rate}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="rbee-relay-"))
+    sshd_proc, sshd = start_sshd(root / "sshd")
+    model = write_tiny_model(root / "model")
+    (model / "chat_template.jinja").write_text(TEMPLATE)
+    home = root / "home"
+    home.mkdir()
+    queen = start_queen(home)
+    worker, worker_port = spawn_worker(model, root, slots=CONCURRENCY)
+    try:
+        token = (home / "api-token").read_text().strip() if (home / "api-token").exists() else ""
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=queen.url, headers=auth, timeout=60) as c:
+            body = sshd.node_body("bench", root / "install", accept_new_host_key=True)
+            c.post("/v2/registry/beehives/add", json=body).raise_for_status()
+            entry = {"name": "tiny", "model_ref": f"file:{model}", "nodes": ["bench"]}
+            c.post("/v2/registry/models/add", json={**entry, "slots": CONCURRENCY})
+        tunnel_proc, forwarded = forward(sshd, worker_port)
+        prompt = "Once upon a time"
+        params = {"max_tokens": args.max_tokens, "temperature": 0.0}
+        worker_auth = {"Authorization": "Bearer bench-token-0123456789"}
+        limits = httpx.Limits(max_connections=CONCURRENCY * 2)
+        direct = httpx.Client(
+            base_url=f"http://127.0.0.1:{worker_port}", headers=worker_auth, limits=limits
+        )
+        tunnel = httpx.Client(
+            base_url=f"http://127.0.0.1:{forwarded}", headers=worker_auth, limits=limits
+        )
+        via_queen = httpx.Client(base_url=queen.url, headers=auth, limits=limits, timeout=300)
+        counter = iter(range(10**9))
+        chat = {"model": "tiny", "messages": [{"role": "user", "content": prompt}]}
+        paths: dict[str, Callable[[], Sample]] = {
+            "worker direct": lambda: stream(
+                direct, "/v1/inference", {"job_id": f"j{next(counter)}", "prompt": prompt, **params}
+            ),
+            "worker via SSH forward": lambda: stream(
+                tunnel, "/v1/inference", {"job_id": f"j{next(counter)}", "prompt": prompt, **params}
+            ),
+            "queen /v2/tasks": lambda: stream(
+                via_queen, "/v2/tasks", {"model": "tiny", "prompt": prompt, **params}
+            ),
+            "queen /v1/chat/completions": lambda: stream(
+                via_queen,
+                "/v1/chat/completions",
+                {**chat, **params, "stream": True, "stream_options": {"include_usage": True}},
+            ),
+        }
+        for call in paths.values():  # warm: the queen's worker loads on demand here
+            call()
+        for concurrent in (False, True):
+            title = f"{CONCURRENCY} concurrent clients" if concurrent else "sequential"
+            print(f"\n{title} ({args.max_tokens} tokens per request):")
+            results = {name: measure(call, args.runs, concurrent) for name, call in paths.items()}
+            base = results["worker direct"]
+            for name, r in results.items():
+                print(
+                    f"  {name:28s} first token {r['ttft_ms']:7.2f} ms "
+                    f"(+{r['ttft_ms'] - base['ttft_ms']:5.2f})  {r['tok_s']:7.0f} tok/s "
+                    f"({r['tok_s'] / base['tok_s'] * 100:5.1f} %)"
+                )
+        tunnel_proc.terminate()
+    finally:
+        worker.terminate()
+        worker.wait()
+        stop_queen(queen)
+        sshd_proc.terminate()
+        sshd_proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Inventory files for `setup import`: TOML, one table per node.
+
+    [defaults]                  # optional: applies to every node below
+    ssh_user = "alice"
+    ssh_key = "~/.ssh/id_ed25519"
+
+    [nodes.gpu1]                # the table's name is the node's name
+    ssh_host = "10.0.0.5"
+
+`inventory.example.toml` at the repository root documents every key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from rbee_queen.errors import InvalidRequest
+
+# key in the file -> field of the queen's add request, and its type
+KEYS: dict[str, tuple[str, type]] = {
+    "ssh_host": ("ssh_host", str),
+    "ssh_port": ("ssh_port", int),
+    "ssh_user": ("ssh_user", str),
+    "ssh_key": ("ssh_key_path", str),
+    "install_path": ("install_path", str),
+    "worker_python": ("worker_python", str),
+}
+
+
+def load_inventory(path: Path) -> list[dict[str, Any]]:
+    """The add requests the file describes, in file order."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read {path}: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"{path} is not valid TOML: {exc}") from exc
+    unknown = set(data) - {"defaults", "nodes"}
+    if unknown:
+        raise InvalidRequest(f"{path}: unknown section {sorted(unknown)[0]!r}")
+    defaults = _fields(data.get("defaults", {}), f"{path} [defaults]")
+    nodes = data.get("nodes")
+    if not isinstance(nodes, dict) or not nodes:
+        raise InvalidRequest(f"{path}: no [nodes.NAME] tables")
+    requests = []
+    for name, table in nodes.items():
+        fields = {**defaults, **_fields(table, f"{path} [nodes.{name}]")}
+        if "ssh_key_path" in fields:
+            fields["ssh_key_path"] = str(
+                Path(os.path.expanduser(fields["ssh_key_path"])).absolute()
+            )
+        requests.append({"node_name": name, **fields})
+    return requests
+
+
+def _fields(table: Any, where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise InvalidRequest(f"{where} must be a table")
+    fields = {}
+    for key, value in table.items():
+        if key not in KEYS:
+            raise InvalidRequest(f"{where}: unknown key {key!r} (known: {', '.join(KEYS)})")
+        field, kind = KEYS[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise InvalidRequest(f"{where}: {key} must be a {kind.__name__}")
+        fields[field] = value
+    return fields

@@ -1,0 +1,181 @@
+"""Bearer auth for every route but /health, and the rights a key carries.
+
+Parsing is strict (RFC 6750 `Bearer <b64token>`, exactly one space, the
+scheme spelled `Bearer`): a header that is almost right is a client bug
+worth surfacing, not guessing at. Failures answer 401 with
+`WWW-Authenticate: Bearer` and `MISSING_API_KEY` or `INVALID_API_KEY`; logs
+and the audit log name a token only by its fingerprint.
+
+Rights: any valid key may read (GET) and run inference; everything else
+(nodes, workers, keys) needs an admin key. New routes are admin-only unless
+listed here, so a route nobody thought about is never open by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from rbee_queen.api.errors import error_response
+from rbee_queen.audit import AuditLog
+from rbee_queen.errors import (
+    Forbidden,
+    InvalidApiKey,
+    MissingApiKey,
+    ModelNotAllowed,
+    RbeeError,
+    Unauthorized,
+)
+from rbee_queen.keys import KeyRing, Principal
+from rbee_queen.secrets import fingerprint
+from rbee_queen.services import Services
+
+log = logging.getLogger("rbee.queen.auth")
+
+PUBLIC_PATHS = frozenset({"/health"})
+# Inference is not management: these need a valid key, not an admin one.
+INFERENCE_ROUTES = frozenset({("POST", "/v2/tasks")})
+INFERENCE_PREFIXES = ("/v1/",)
+BEARER = re.compile(r"Bearer ([A-Za-z0-9\-._~+/]+=*)")
+
+
+def parse_bearer(values: list[str]) -> str:
+    """The token of exactly one well-formed `Authorization: Bearer <token>` header."""
+    if not values:
+        raise MissingApiKey("this route needs 'Authorization: Bearer <token>'")
+    if len(values) > 1:
+        raise InvalidApiKey("send one Authorization header, not several")
+    match = BEARER.fullmatch(values[0])
+    if match is None:
+        raise InvalidApiKey("malformed Authorization header: use exactly 'Bearer <token>'")
+    return match.group(1)
+
+
+def needs_admin(method: str, path: str) -> bool:
+    if method in ("GET", "HEAD"):
+        return path.startswith("/v2/keys")
+    if (method, path) in INFERENCE_ROUTES:
+        return False
+    return not path.startswith(INFERENCE_PREFIXES)
+
+
+def principal_of(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+def require_model(request: Request, model_ref: str) -> None:
+    """Refuse a model outside the caller's allow-list (403 MODEL_NOT_ALLOWED)."""
+    principal = principal_of(request)
+    if not principal.may_use(model_ref):
+        raise ModelNotAllowed(f"key {principal.name!r} may not use this model")
+
+
+class BearerAuth:
+    """Pure ASGI middleware: nothing is buffered, so token streams pass straight through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        svc: Services = scope["app"].state.services
+        try:
+            principal = authenticate(request, svc.keys, svc.audit)
+        except RbeeError as exc:
+            headers = {"www-authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
+            response = error_response(request, exc)
+            response.headers.update(headers)
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def authenticate(request: Request, keys: KeyRing, audit: AuditLog) -> Principal:
+    method, path = request.method, request.url.path
+    where = {"method": method, "path": path, "client": _client(request)}
+    token: str | None = None
+    try:
+        token = parse_bearer(request.headers.getlist("authorization"))
+        principal = keys.authenticate(token)
+        if principal is None:
+            raise InvalidApiKey("the token is not valid (revoked, rotated or mistyped)")
+    except Unauthorized as exc:
+        fp = fingerprint(token) if token else None
+        log.warning(
+            "auth failure %s %s from %s: %s %s", method, path, where["client"], exc.code, fp
+        )
+        audit.record("auth.failure", reason=exc.code, fingerprint=fp, **where)
+        raise
+    if needs_admin(method, path) and not principal.admin:
+        audit.record("auth.forbidden", key=principal.name, **where)
+        raise Forbidden(f"key {principal.name!r} is not an admin key: {method} {path} needs one")
+    audit.record("auth.success", key=principal.name, **where)
+    return principal
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
+def reload_secrets(svc: Services) -> bool:
+    """SIGHUP: re-read the token and the keys; a bad file keeps the old ones."""
+    try:
+        svc.keys.load(create=False)
+    except RbeeError as exc:
+        log.error("reload failed, keeping the previous keys: %s", exc.message)
+        svc.audit.record("config.reload_failed", reason=exc.code)
+        return False
+    source = svc.keys.owner.source if svc.keys.owner else "none"
+    log.info("keys reloaded (owner token from %s)", source)
+    svc.audit.record("config.reloaded", owner_source=source)
+    return True
+
+
+def install(svc: Services) -> Callable[[], None]:
+    """Hook the audit log to worker events and SIGHUP to a reload; returns the undo."""
+    svc.bus.add_listener(lambda event: _audit_worker_event(svc.audit, event))
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload_secrets, svc)
+    except (ValueError, RuntimeError):  # not the main thread (an in-process test client)
+        return lambda: None
+
+    def uninstall() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return uninstall
+
+
+WORKER_AUDIT_EVENTS = {
+    "spawning": "worker.spawned",
+    "killing": "worker.killed",
+    "restarting": "worker.restarted",
+    "stopped": "worker.stopped",
+    "failed": "worker.failed",
+}
+
+
+def _audit_worker_event(audit: AuditLog, event: dict[str, Any]) -> None:
+    if event.get("type") != "worker":
+        return
+    name = WORKER_AUDIT_EVENTS.get(str(event.get("state")))
+    if name is not None:
+        audit.record(
+            name,
+            worker_id=event.get("worker_id"),
+            node=event.get("node"),
+            model_ref=event.get("model_ref"),
+            reason=event.get("reason"),
+        )

@@ -1,0 +1,110 @@
+"""Pure ASGI middleware: a correlation id and a deadline for every request.
+
+The id comes from `X-Correlation-Id` (or is made here), is echoed in the answer's
+header and is set as a context variable, so the queen's log lines and the worker
+see it. `X-Request-Deadline` (Unix time in ms) is honoured everywhere; control
+calls without one get the default control deadline, which bounds the time until
+the answer starts (a log that follows may then run on). Inference routes stream
+for as long as generation takes, so they get no default: they pass their
+deadline on and the worker cuts the stream when it passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rbee_queen import requestcontext as ctx
+from rbee_queen.errors import InvalidRequest, RbeeError, RequestTimeout
+
+STREAMING_PATHS = frozenset({"/v2/tasks", "/v1/completions", "/v1/chat/completions"})
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, control_timeout_s: float = 30.0) -> None:
+        self.app = app
+        self.control_timeout_s = control_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        cid = ctx.new_correlation_id(headers.get(ctx.CORRELATION_HEADER))
+        scope.setdefault("state", {})["correlation_id"] = cid
+        cid_token = ctx.correlation_id.set(cid)
+        try:
+            at = self._deadline(scope["path"], headers.get(ctx.DEADLINE_HEADER))
+        except RbeeError as exc:
+            await _send_error(exc, cid, scope, receive, send)
+            ctx.correlation_id.reset(cid_token)
+            return
+        deadline_token = ctx.deadline.set(at)
+        try:
+            await self._call(at, cid, scope, receive, send)
+        finally:
+            ctx.deadline.reset(deadline_token)
+            ctx.correlation_id.reset(cid_token)
+
+    async def _call(
+        self, at: float | None, cid: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        started = False
+        timer: asyncio.Timeout | None = None
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message).setdefault(ctx.CORRELATION_HEADER, cid)
+                if timer is not None:
+                    # The deadline is for an answer to start: a log that follows or
+                    # an event stream may then run on.
+                    timer.reschedule(None)
+            await send(message)
+
+        if at is None or scope["path"] in STREAMING_PATHS:
+            # Inference routes enforce their deadline themselves (before the first
+            # byte here, after it on the worker), in their own error shape.
+            await self.app(scope, receive, send_with_id)
+            return
+        if at <= time.time():  # a handler that never suspends would not notice
+            error = RequestTimeout("the request deadline had passed when it arrived")
+            await _send_error(error, cid, scope, receive, send)
+            return
+        try:
+            async with asyncio.timeout_at(_loop_time(at)) as timer:
+                await self.app(scope, receive, send_with_id)
+        except TimeoutError:
+            if not started:
+                error = RequestTimeout("the request deadline passed before an answer was ready")
+                await _send_error(error, cid, scope, receive, send)
+
+    def _deadline(self, path: str, header: str | None) -> float | None:
+        sent = None
+        if header is not None:
+            sent = ctx.parse_deadline(header)
+            if sent is None:
+                field = {"field": "X-Request-Deadline", "constraint": "type"}
+                raise InvalidRequest(
+                    "X-Request-Deadline must be Unix time in milliseconds",
+                    fields=[{**field, "message": "Unix time in milliseconds"}],
+                )
+        if path in STREAMING_PATHS:
+            return sent
+        return ctx.earliest(sent, time.time() + self.control_timeout_s)
+
+
+def _loop_time(unix: float) -> float:
+    return asyncio.get_running_loop().time() + (unix - time.time())
+
+
+async def _send_error(exc: RbeeError, cid: str, scope: Scope, receive: Receive, send: Send) -> None:
+    headers = {ctx.CORRELATION_HEADER: cid}
+    await JSONResponse(exc.envelope(cid), status_code=exc.status, headers=headers)(
+        scope, receive, send
+    )

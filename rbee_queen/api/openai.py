@@ -1,0 +1,181 @@
+"""OpenAI-compatible routes: GET /v1/models, POST /v1/completions and
+POST /v1/chat/completions, streaming or not, with OpenAI's error shape.
+
+`model` names a catalog entry; the request is routed to the least loaded worker
+serving it, and a worker is started on one of its nodes when none has a free
+slot. An extra `nodes` field (a list of node names) overrides the catalog's
+mapping for one request, and then `model` may also be a `file:` reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from rbee_queen import requestcontext as ctx
+from rbee_queen.api import inference
+from rbee_queen.api import openai_format as fmt
+from rbee_queen.api.auth import require_model
+from rbee_queen.api.body import json_body
+from rbee_queen.api.tasks import SSE_HEADERS
+from rbee_queen.errors import InferenceFailed, InvalidRequest, RbeeError, RequestTimeout
+from rbee_queen.orchestration import catalog
+from rbee_queen.orchestration.routing import Router, before_deadline
+from rbee_queen.services import services
+from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def openai_errors(handler: Handler) -> Handler:
+    """Render rbee errors in OpenAI's shape on this surface."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except RbeeError as exc:
+            return fmt.error_response(exc, ctx.correlation_id.get())
+
+    return wrapped
+
+
+@openai_errors
+async def list_models(request: Request) -> Response:
+    data = [
+        {
+            "id": entry.name,
+            "object": "model",
+            "created": int(entry.created_at.timestamp()),
+            "owned_by": "rbee",
+        }
+        for entry in catalog.list_models()
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
+@openai_errors
+async def completions(request: Request) -> Response:
+    f = Fields(await json_body(request))
+    prompt = _completion_prompt(f)
+    return await _complete(request, f, "text", {"prompt": prompt}, default_max_tokens=16)
+
+
+@openai_errors
+async def chat_completions(request: Request) -> Response:
+    f = Fields(await json_body(request))
+    if f.body.get("max_tokens") is None and f.body.get("max_completion_tokens") is not None:
+        f.body["max_tokens"] = f.body["max_completion_tokens"]
+    messages = inference.messages(f)
+    return await _complete(request, f, "chat", {"messages": messages}, default_max_tokens=256)
+
+
+def _completion_prompt(f: Fields) -> str:
+    value = f.body.get("prompt")
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        f.body["prompt"] = value[0]  # the client libraries send a one-item list too
+    return f.prompt()
+
+
+async def _complete(
+    request: Request, f: Fields, kind: str, content: dict[str, Any], default_max_tokens: int
+) -> Response:
+    model = f.string("model", pattern=MODEL_REF, max_len=512)
+    nodes = f.string_list("nodes", pattern=IDENTIFIER, max_len=64, max_items=64)
+    params = inference.sampling(f, max_tokens=default_max_tokens, temperature=1.0)
+    stream = f.boolean("stream")
+    include_usage = _include_usage(f)
+    if f.body.get("n") not in (None, 1):
+        f.fail("n", "range", "only n=1 is supported")
+    f.raise_if_any()
+    assert model is not None
+    require_model(request, model)
+    model_ref, allowed, slots = _placement(model, nodes)
+    job_id = inference.new_job_id()
+    workers = services(request).workers
+    async with before_deadline():
+        live = await Router(workers).acquire(model_ref, allowed, slots, job_id)
+        response = await workers.open_stream(live, {"job_id": job_id, **content, **params})
+    relay = workers.relay(live, response)
+    shape = fmt.Shape(kind, model, job_id)
+    if stream:
+        body = _stream(shape, relay, include_usage)
+        return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+    try:
+        text, end = await _collect(relay)
+    finally:
+        await relay.aclose()
+    return JSONResponse(shape.whole(text, end))
+
+
+def _include_usage(f: Fields) -> bool:
+    options = f.body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _placement(model: str, nodes: list[str] | None) -> tuple[str, list[str], int]:
+    if nodes:
+        if model.startswith("file:"):
+            return model, nodes, catalog.slots_for(model)
+        entry = catalog.get_model(model)
+        return entry.model_ref, nodes, int(entry.slots)
+    if model.startswith("file:"):
+        raise InvalidRequest(
+            "a file: model needs `nodes`; or add it to the catalog and use its name",
+            fields=[{"field": "nodes", "constraint": "required", "message": "nodes is required"}],
+        )
+    entry = catalog.get_model(model)
+    return entry.model_ref, list(entry.nodes), int(entry.slots)
+
+
+async def _collect(relay: AsyncGenerator[bytes, None]) -> tuple[str, dict[str, Any]]:
+    pieces: list[str] = []
+    async for event in fmt.worker_events(relay):
+        kind = event.get("type")
+        if kind == "token":
+            pieces.append(str(event.get("t", "")))
+        elif kind == "end":
+            return "".join(pieces), event
+        elif kind == "error":
+            raise _stream_error(event)
+    raise InferenceFailed("the worker's stream ended without an end event")
+
+
+async def _stream(
+    shape: fmt.Shape, relay: AsyncGenerator[bytes, None], include_usage: bool
+) -> AsyncIterator[bytes]:
+    first = True
+    try:
+        async for event in fmt.worker_events(relay):
+            kind = event.get("type")
+            if kind == "token":
+                yield shape.chunk(str(event.get("t", "")), first=first)
+                first = False
+            elif kind == "end":
+                yield shape.chunk(None, fmt.finish_reason(event), first=first)
+                if include_usage:
+                    yield shape.usage_chunk(event)
+                break
+            elif kind == "error":
+                yield fmt.sse(fmt.error_body(_stream_error(event), ctx.correlation_id.get()))
+                break
+        yield fmt.DONE
+    finally:
+        await relay.aclose()
+
+
+def _stream_error(event: dict[str, Any]) -> RbeeError:
+    message = str(event.get("message") or "the worker failed")
+    if event.get("code") == RequestTimeout.code:
+        return RequestTimeout(message)
+    return InferenceFailed(message, worker_code=event.get("code"))
+
+
+routes = [
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+]

@@ -1,0 +1,117 @@
+"""OpenAI's wire shapes: responses, stream chunks, usage and errors.
+
+Pure functions over the worker's events, so the routes stay small and the
+shapes are checked in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from rbee_queen.errors import RbeeError
+
+FINISH_REASONS = {
+    "MAX_TOKENS": "length",
+    "EOS": "stop",
+    "STOP_SEQUENCE": "stop",
+    "CANCELLED": "stop",
+}
+DONE = b"data: [DONE]\n\n"
+
+
+def error_body(exc: RbeeError, correlation_id: str) -> dict[str, Any]:
+    fields = exc.details.get("fields") or []
+    kind = "invalid_request_error" if exc.status < 500 else "server_error"
+    if exc.status == 401:
+        kind = "authentication_error"
+    return {
+        "error": {
+            "message": exc.message,
+            "type": kind,
+            "param": fields[0]["field"] if fields else None,
+            "code": exc.code.lower(),
+            "correlation_id": correlation_id,
+        }
+    }
+
+
+def error_response(exc: RbeeError, correlation_id: str) -> JSONResponse:
+    headers = {"x-correlation-id": correlation_id}
+    return JSONResponse(error_body(exc, correlation_id), status_code=exc.status, headers=headers)
+
+
+def usage(end: dict[str, Any]) -> dict[str, int]:
+    worker = end.get("usage") or {}
+    prompt = int(worker.get("prompt_tokens") or 0)
+    completion = int(worker.get("completion_tokens") or end.get("tokens_out") or 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def finish_reason(end: dict[str, Any]) -> str:
+    return FINISH_REASONS.get(str(end.get("stop_reason")), "stop")
+
+
+class Shape:
+    """The fields one completion shares across its chunks."""
+
+    def __init__(self, kind: str, model: str, job_id: str) -> None:
+        self.chat = kind == "chat"
+        self.id = ("chatcmpl-" if self.chat else "cmpl-") + job_id.removeprefix("job-")
+        self.model = model
+        self.created = int(time.time())
+        self.object = "chat.completion" if self.chat else "text_completion"
+
+    def _head(self, obj: str) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+
+    def whole(self, text: str, end: dict[str, Any]) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish_reason(end)}
+        if self.chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice |= {"text": text, "logprobs": None}
+        return {**self._head(self.object), "choices": [choice], "usage": usage(end)}
+
+    def chunk(self, text: str | None, finish: str | None = None, first: bool = False) -> bytes:
+        obj = "chat.completion.chunk" if self.chat else "text_completion"
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+        if self.chat:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+            if text is not None:
+                delta["content"] = text
+            choice["delta"] = delta
+        else:
+            choice |= {"text": text or "", "logprobs": None}
+        return sse({**self._head(obj), "choices": [choice]})
+
+    def usage_chunk(self, end: dict[str, Any]) -> bytes:
+        obj = "chat.completion.chunk" if self.chat else "text_completion"
+        return sse({**self._head(obj), "choices": [], "usage": usage(end)})
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+
+
+async def worker_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """The worker's SSE byte stream as event dicts, up to (not including) [DONE]."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        while b"\n\n" in buffer:
+            frame, buffer = buffer.split(b"\n\n", 1)
+            if not frame.startswith(b"data: "):
+                continue
+            data = frame[len(b"data: ") :]
+            if data == b"[DONE]":
+                return
+            yield json.loads(data)

@@ -1,0 +1,158 @@
+"""The tamper-evident audit log: JSON lines under RBEE_HOME/audit/, hash-chained.
+
+Each entry carries `seq`, `prev_hash` (the previous entry's `hash`; 64 zeros
+for the first) and `hash`, the SHA-256 of the entry's canonical JSON without
+`hash`. Editing, deleting or reordering an entry breaks the chain at that
+point; `verify()` names the first entry that does not fit. Files rotate by
+size (`audit-000001.jsonl`, `audit-000002.jsonl`, ...) and the chain runs on
+across files and restarts: a new queen reads the last entry before writing.
+
+Only ids, names and counts go in: field names that could carry a secret or a
+prompt are refused outright, and strings are cut to one short line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+FILE_PATTERN = re.compile(r"^audit-(\d{6})\.jsonl$")
+FORBIDDEN_FIELDS = frozenset({"token", "authorization", "secret", "password", "prompt", "api_key"})
+MAX_FIELD_CHARS = 256
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+
+
+def canonical(entry: dict[str, Any]) -> bytes:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def audit_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if FILE_PATTERN.match(p.name)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def clean(value: Any) -> Any:
+    """Audit values: scalars only, strings one printable line of bounded length."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = _UNPRINTABLE.sub("?", str(value))
+    return text[:MAX_FIELD_CHARS]
+
+
+class AuditLog:
+    def __init__(self, directory: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
+        self._seq, self._last_hash, self._file = self._resume()
+
+    def _resume(self) -> tuple[int, str, Path]:
+        files = audit_files(self.directory)
+        for path in reversed(files):
+            last = _last_line(path)
+            if last is not None:
+                entry = json.loads(last)
+                return int(entry["seq"]), str(entry["hash"]), files[-1]
+        return 0, GENESIS, files[-1] if files else self.directory / "audit-000001.jsonl"
+
+    def record(self, event: str, **fields: Any) -> dict[str, Any]:
+        bad = FORBIDDEN_FIELDS.intersection(fields)
+        if bad:
+            raise ValueError(f"audit entries never carry {sorted(bad)}")
+        with self._lock:
+            entry: dict[str, Any] = {
+                "seq": self._seq + 1,
+                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "event": event,
+                **{k: clean(v) for k, v in fields.items()},
+                "prev_hash": self._last_hash,
+            }
+            entry["hash"] = entry_hash(entry)
+            line = canonical(entry) + b"\n"
+            self._append(line)
+            self._seq, self._last_hash = entry["seq"], entry["hash"]
+        return entry
+
+    def _append(self, line: bytes) -> None:
+        if self._file.exists() and self._file.stat().st_size + len(line) > self.max_bytes:
+            self._file = _next_file(self._file)
+        fd = os.open(self._file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+def _next_file(current: Path) -> Path:
+    match = FILE_PATTERN.match(current.name)
+    number = int(match.group(1)) + 1 if match else 1
+    return current.with_name(f"audit-{number:06d}.jsonl")
+
+
+def _last_line(path: Path) -> str | None:
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    entries: int
+    files: int
+    last_hash: str
+    broken_file: str | None = None
+    broken_line: int | None = None
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def verify(directory: Path) -> Verdict:
+    """Walk the chain over every file; stop at the first entry that does not fit."""
+    files = audit_files(directory)
+    prev, seq, count = GENESIS, 0, 0
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            problem = _check(line, prev, seq + 1)
+            if problem is not None:
+                return Verdict(False, count, len(files), prev, path.name, number, problem)
+            entry = json.loads(line)
+            prev, seq, count = entry["hash"], entry["seq"], count + 1
+    return Verdict(True, count, len(files), prev)
+
+
+def _check(line: str, prev: str, expected_seq: int) -> str | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(entry, dict) or "hash" not in entry:
+        return "not an audit entry"
+    if entry_hash(entry) != entry.get("hash"):
+        return "its hash does not match its content (edited)"
+    if entry.get("prev_hash") != prev:
+        return "its prev_hash is not the previous entry's hash (deleted or reordered)"
+    if entry.get("seq") != expected_seq:
+        return f"its seq is {entry.get('seq')}, expected {expected_seq}"
+    return None

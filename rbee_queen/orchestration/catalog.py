@@ -1,0 +1,50 @@
+"""The model catalog: names the OpenAI-compatible API serves, each with its model
+reference, the nodes it may run on (in order of preference) and its slots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rbee_queen.errors import ModelAlreadyExists, ModelNotFound
+from rbee_queen.orchestration.nodes import get_node
+from rbee_queen.store.models import ModelEntry
+
+
+def add_model(name: str, model_ref: str, nodes: list[str], slots: int) -> ModelEntry:
+    if ModelEntry.get_or_none(ModelEntry.name == name) is not None:
+        raise ModelAlreadyExists(f"a model named {name!r} exists; remove it first")
+    for node in nodes:
+        get_node(node)  # NODE_NOT_FOUND before anything is written
+    entry: ModelEntry = ModelEntry.create(name=name, model_ref=model_ref, nodes=nodes, slots=slots)
+    return entry
+
+
+def get_model(name: str) -> ModelEntry:
+    entry = ModelEntry.get_or_none(ModelEntry.name == name)
+    if entry is None:
+        raise ModelNotFound(f"no model named {name!r}; GET /v1/models lists them")
+    return entry
+
+
+def list_models() -> list[ModelEntry]:
+    return list(ModelEntry.select().order_by(ModelEntry.name))
+
+
+def remove_model(name: str) -> None:
+    get_model(name).delete_instance()
+
+
+def slots_for(model_ref: str) -> int:
+    """The slots configured for a model reference (1 when it is not in the catalog)."""
+    entry = ModelEntry.get_or_none(ModelEntry.model_ref == model_ref)
+    return int(entry.slots) if entry is not None else 1
+
+
+def model_json(entry: ModelEntry) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "model_ref": entry.model_ref,
+        "nodes": list(entry.nodes),
+        "slots": entry.slots,
+        "created_at": entry.created_at.isoformat(),
+    }

@@ -1,0 +1,104 @@
+"""The node health loop: every interval, a ping to every node over its session.
+
+Each node's status (`reachable`/`unreachable`), last connected time and last
+error are written to its row as soon as that node answers or fails; the
+round-trip latency is kept in memory (it changes every round and is worth
+nothing after a restart). Rounds start at a fixed rate, so a host cut off is
+marked unreachable within two intervals: the round after the cut starts at
+most one interval later and gives up after `timeout` (less than an interval).
+A node still being checked is not checked again until it is done, so a node
+stuck in a long connect never piles up attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from rbee_queen.fleet.fanout import GroupResult, NodeOutcome, fan_out
+from rbee_queen.fleet.pool import SessionPool
+from rbee_queen.fleet.session import NodeSession
+from rbee_queen.orchestration.nodes import target_of
+from rbee_queen.store.models import Node, utcnow
+
+log = logging.getLogger("rbee.queen.health")
+
+
+@dataclass
+class NodeHealth:
+    latency_ms: float | None = None
+    checked_at: datetime | None = None
+
+
+async def ping_latency(session: NodeSession) -> float:
+    """Round trip of one `ping` over the helper channel, in milliseconds."""
+    started = time.perf_counter()
+    await session.call("ping", timeout=30.0)
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+class HealthMonitor:
+    def __init__(self, pool: SessionPool, interval_s: float) -> None:
+        self.pool = pool
+        self.interval_s = interval_s
+        self.timeout_s = max(0.2, interval_s * 0.8)
+        self.board: dict[str, NodeHealth] = {}
+        self.rounds = 0  # rounds started, so tests can count intervals without clocks
+        self._in_flight: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._rounds: set[asyncio.Task[GroupResult[float]]] = set()
+
+    def start(self) -> None:
+        if self.interval_s > 0 and self._task is None:
+            self._task = asyncio.create_task(self._run(), name="node-health")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._rounds) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+
+    def health(self, name: str) -> NodeHealth:
+        return self.board.get(name) or NodeHealth()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            self.rounds += 1
+            task = asyncio.create_task(self.check_round())
+            self._rounds.add(task)
+            task.add_done_callback(self._rounds.discard)
+            next_at = max(next_at + self.interval_s, loop.time())
+            await asyncio.sleep(next_at - loop.time())
+
+    async def check_round(self) -> GroupResult[float]:
+        nodes = [n for n in Node.select() if n.name not in self._in_flight]
+        self._in_flight.update(n.name for n in nodes)
+        try:
+            return await fan_out(
+                self.pool,
+                [target_of(n) for n in nodes],
+                ping_latency,
+                timeout=self.timeout_s,
+                on_done=self.record,
+            )
+        finally:
+            self._in_flight.difference_update(n.name for n in nodes)
+
+    def record(self, outcome: NodeOutcome[float]) -> None:
+        """Write one node's outcome: status and errors to its row, latency to the board."""
+        now = utcnow()
+        self.board[outcome.node] = NodeHealth(outcome.value, now)
+        if outcome.error is None:
+            changes = {"status": "reachable", "last_error": None, "last_connected": now}
+        else:
+            changes = {"status": "unreachable", "last_error": outcome.error.message}
+        previous = Node.get_or_none(Node.name == outcome.node)
+        Node.update(**changes).where(Node.name == outcome.node).execute()  # type: ignore[arg-type]
+        if previous is not None and previous.status != changes["status"]:
+            log.info("node %s is %s: %s", outcome.node, changes["status"], outcome.error or "ok")

@@ -1,0 +1,142 @@
+"""Preflight for `add-node`: named checks, each failure with a suggestion.
+
+The checks run in order and stop at the first failure, since each needs the
+one before it: key, connect, host_key, authenticate, run (the helper starts),
+latency, python, install_path, disk. A failure keeps its own error code
+(SSH_AUTH_FAILED, ...) and gains `details.check` and `details.suggestion`,
+and its message names both, so the keeper's one line says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rbee_queen.errors import (
+    ConnectionTimeout,
+    HelperFailed,
+    HostKeyUnknown,
+    NodeError,
+    NodeUnreachable,
+    PreflightFailed,
+    RbeeError,
+    SshAuthFailed,
+)
+from rbee_queen.fleet.pool import SessionPool
+from rbee_queen.fleet.session import NodeSession, NodeTarget
+
+MIN_PYTHON = (3, 10)
+MIN_DISK_FREE_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Preflight:
+    session: NodeSession
+    probe: dict[str, Any]
+    checks: list[Check]
+
+
+def _fail(error: RbeeError, check: str, suggestion: str) -> RbeeError:
+    """The same error class, its message naming the check and what to do."""
+    details = {**error.details, "check": check, "suggestion": suggestion}
+    return type(error)(f"preflight {check}: {error.message}; try: {suggestion}", **details)
+
+
+def _connect_failure(error: RbeeError, target: NodeTarget) -> RbeeError:
+    where = f"{target.user}@{target.host}:{target.port}"
+    if isinstance(error, SshAuthFailed):
+        suggestion = (
+            f"check that {target.key_path}.pub is in ~{target.user}/.ssh/authorized_keys on the"
+            f" node, that `ssh -i {target.key_path} {where}` works, and `chmod 600` the key"
+        )
+        if _loose_mode(target.key_path):
+            suggestion = f"chmod 600 {target.key_path} (others can read it), then retry"
+        return _fail(error, "authenticate", suggestion)
+    if isinstance(error, HostKeyUnknown):
+        return _fail(error, "host_key", "verify the fingerprint, then add --accept-new-host-key")
+    if isinstance(error, NodeUnreachable | ConnectionTimeout):
+        return _fail(error, "connect", f"check that sshd listens on {where} and is reachable")
+    if isinstance(error, HelperFailed):
+        check = str(error.details.get("check", "run"))
+        if check == "install_path":
+            return _fail(error, check, "choose an --install-path the SSH user may write to")
+        return _fail(error, "run", "check that `python3` (3.10+) is on the node's PATH")
+    if isinstance(error, NodeError) and "key" in error.code.lower():
+        return _fail(error, "key", f"chmod 600 {target.key_path}")
+    return error
+
+
+def _loose_mode(path: str) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO))
+    except OSError:
+        return False
+
+
+async def run_preflight(
+    pool: SessionPool, target: NodeTarget, *, accept_new_host_key: bool
+) -> Preflight:
+    checks = [Check("key", True, target.key_path)]
+    try:
+        session = await pool.get(target, accept_new_host_key=accept_new_host_key, retry_now=True)
+    except RbeeError as error:
+        raise _connect_failure(error, target) from error
+    where = f"{target.user}@{target.host}:{target.port}"
+    checks += [Check(name, True, where) for name in ("connect", "host_key", "authenticate")]
+    checks.append(Check("run", True, f"helper in {session.helper_dir}"))
+    started = time.perf_counter()
+    await session.call("ping", timeout=15.0)
+    checks.append(Check("latency", True, f"{(time.perf_counter() - started) * 1000:.1f} ms"))
+    probe = await session.call("probe", timeout=30.0, install_path=session.install_dir)
+    checks += _node_checks(target, session, probe)
+    failed = next((c for c in checks if not c.ok), None)
+    if failed is not None:
+        suggestion = {
+            "python": "install python 3.10 or newer on the node as `python3`",
+            "install_path": "choose an --install-path the SSH user may write to",
+            "disk": f"free space under {session.install_dir} or choose another --install-path",
+        }[failed.name]
+        refused = PreflightFailed(f"{target.name}: {failed.detail}", checks=_json(checks))
+        raise _fail(refused, failed.name, suggestion)
+    return Preflight(session, probe, checks)
+
+
+def _node_checks(target: NodeTarget, session: NodeSession, probe: dict[str, Any]) -> list[Check]:
+    version = str(probe.get("python", "0"))
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    free = int(probe.get("disk_free_bytes") or 0)
+    return [
+        Check(
+            "python",
+            parts >= MIN_PYTHON,
+            f"python {version}" + ("" if parts >= MIN_PYTHON else " (3.10+ needed)"),
+        ),
+        Check(
+            "install_path",
+            bool(probe.get("install_writable", True)),
+            session.install_dir + ("" if probe.get("install_writable", True) else " not writable"),
+        ),
+        Check(
+            "disk",
+            free >= MIN_DISK_FREE_BYTES,
+            f"{free / 1024**3:.1f} GiB free"
+            + ("" if free >= MIN_DISK_FREE_BYTES else f" (needs {MIN_DISK_FREE_BYTES // 1024**3})"),
+        ),
+    ]
+
+
+def _json(checks: list[Check]) -> list[dict[str, Any]]:
+    return [c.to_json() for c in checks]

@@ -1,0 +1,83 @@
+"""Which worker serves a request: the least loaded ready worker for the model on
+the allowed nodes; when none has a free slot, a new worker on an allowed node
+that has none yet (load on demand); when every allowed node already runs one
+and all are full, ALL_SLOTS_BUSY at once rather than a round trip to a worker
+that would refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from rbee_queen import requestcontext as ctx
+from rbee_queen.errors import AllSlotsBusy, NodeNotFound, RequestTimeout
+from rbee_queen.orchestration.workers import LiveWorker, WorkerManager
+from rbee_queen.store.models import Node
+
+
+class Router:
+    def __init__(self, workers: WorkerManager) -> None:
+        self.workers = workers
+
+    async def acquire(
+        self, model_ref: str, nodes: list[str], slots: int, job_id: str
+    ) -> LiveWorker:
+        """A worker for the model on one of `nodes`, already claimed for this job."""
+        running = self._running(model_ref, nodes)
+        free = [w for w in running if w.free_slots > 0]
+        if free:
+            chosen = min(free, key=lambda w: (w.in_flight / w.slots, nodes.index(w.node)))
+            # No await between the choice and the claim: no other request can
+            # take the same slot in between.
+            self.workers.claim(chosen, job_id)
+            return chosen
+        node = self._node_to_start(nodes, {w.node for w in running})
+        if node is None:
+            raise AllSlotsBusy(
+                "every worker for this model is busy",
+                slots_total=sum(w.slots for w in running),
+                slots_busy=sum(w.in_flight for w in running),
+            )
+        live = await self.workers.ensure_worker(node, model_ref, slots)
+        self.workers.claim(live, job_id)
+        return live
+
+    def _running(self, model_ref: str, nodes: list[str]) -> list[LiveWorker]:
+        return [
+            w for w in self.workers.live.values() if w.model_ref == model_ref and w.node in nodes
+        ]
+
+    def _node_to_start(self, nodes: list[str], busy_nodes: set[str]) -> str | None:
+        """An allowed node without a worker for the model: reachable ones first,
+        then the one running the fewest workers, then the mapping's order."""
+        known = {n.name: n for n in Node.select().where(Node.name.in_(nodes))}
+        if not known:
+            raise NodeNotFound(f"none of the model's nodes exists: {', '.join(nodes)}")
+        load: dict[str, int] = {}
+        for worker in self.workers.live.values():
+            load[worker.node] = load.get(worker.node, 0) + 1
+        options = [n for n in nodes if n in known and n not in busy_nodes]
+        if not options:
+            return None
+        return min(
+            options,
+            key=lambda n: (known[n].status == "unreachable", load.get(n, 0), nodes.index(n)),
+        )
+
+
+@contextlib.asynccontextmanager
+async def before_deadline() -> AsyncIterator[None]:
+    """Run the block within the current request's deadline; REQUEST_TIMEOUT after it."""
+    left = ctx.remaining()
+    if left is None:
+        yield
+        return
+    if left <= 0:
+        raise RequestTimeout("the request deadline passed before the work could start")
+    try:
+        async with asyncio.timeout(left):
+            yield
+    except TimeoutError:
+        raise RequestTimeout("the request deadline passed before the first token") from None

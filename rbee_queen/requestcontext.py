@@ -1,0 +1,61 @@
+"""What travels with one request through the queen: its correlation id and its
+deadline. Context variables, so every layer (and every log line) sees the values
+of the request it works for without passing them through each call.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from contextvars import ContextVar
+
+CORRELATION_HEADER = "x-correlation-id"
+DEADLINE_HEADER = "x-request-deadline"
+_CORRELATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+correlation_id: ContextVar[str] = ContextVar("correlation_id", default="-")
+# Unix time in seconds after which the request's work is abandoned, or None.
+deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
+
+
+def new_correlation_id(sent: str | None) -> str:
+    """The caller's id when it is fit for a log line, else a fresh one."""
+    return sent if sent and _CORRELATION_ID.match(sent) else secrets.token_hex(8)
+
+
+def parse_deadline(value: str) -> float | None:
+    """X-Request-Deadline (Unix time in milliseconds) as Unix seconds; None if malformed."""
+    if not value.isdigit() or len(value) > 16:
+        return None
+    return int(value) / 1000
+
+
+def earliest(*deadlines: float | None) -> float | None:
+    """A child never extends its parent's deadline: the earliest one wins."""
+    known = [d for d in deadlines if d is not None]
+    return min(known) if known else None
+
+
+def remaining() -> float | None:
+    """Seconds left before the current request's deadline, or None without one."""
+    at = deadline.get()
+    return None if at is None else at - time.time()
+
+
+def outgoing_headers() -> dict[str, str]:
+    """Headers that carry this request's id and deadline to a worker."""
+    headers = {CORRELATION_HEADER: correlation_id.get()}
+    at = deadline.get()
+    if at is not None:
+        headers[DEADLINE_HEADER] = str(int(at * 1000))
+    return headers
+
+
+class CorrelationFilter(logging.Filter):
+    """Puts the current request's id on every record as `correlation_id`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.correlation_id = correlation_id.get()
+        return True
