@@ -33,6 +33,7 @@ class QueenConfig:
     # Seconds between node health rounds (0: no health loop), and the cap on the
     # backoff between reconnects to a node that keeps failing.
     health_interval_s: float = 5.0
+    gpu_interval_s: float = 15.0
     reconnect_max_s: float = 10.0
     # The owner's API token from a file (else a credential, the environment or
     # RBEE_HOME/api-token, in that order: see rbee_queen/keys.py).
@@ -57,6 +58,7 @@ class QueenConfig:
             "ssh_connect_timeout_s": _env_float("RBEE_SSH_CONNECT_TIMEOUT", 10.0),
             "worker_loading_timeout_s": _env_float("RBEE_WORKER_LOADING_TIMEOUT", 120.0),
             "health_interval_s": _env_float("RBEE_HEALTH_INTERVAL", 5.0),
+            "gpu_interval_s": _env_float("RBEE_GPU_INTERVAL", 15.0),
             "reconnect_max_s": _env_float("RBEE_RECONNECT_MAX", 10.0),
         }
         values.update(overrides)

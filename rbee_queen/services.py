@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from peewee import SqliteDatabase
 from starlette.requests import Request
@@ -41,6 +42,21 @@ class Services:
         # Metrics are a function of the events; worker transitions become events.
         self.bus.add_listener(self.metrics.observe)
         self._closers.append(on_transition(self._publish_transition))
+        self.health.listener = self._publish_node
+
+    def _publish_node(
+        self,
+        node: str,
+        status: str,
+        latency_ms: float | None,
+        last_error: str | None,
+        gpus: list[dict[str, Any]] | None,
+    ) -> None:
+        fields: dict[str, Any] = {"status": status, "latency_ms": latency_ms}
+        fields["last_error"] = last_error
+        if gpus is not None:
+            fields["gpus"] = gpus
+        self.bus.publish("node", node=node, **fields)
 
     def _publish_transition(
         self, worker: Worker, before: WorkerState | None, after: WorkerState, reason: str
@@ -70,7 +86,9 @@ class Services:
         audit = AuditLog(config.audit_dir)
         workers = WorkerManager(config, pool, inventory)
         workers.audit = audit
-        health = HealthMonitor(pool, config.health_interval_s)
+        health = HealthMonitor(
+            pool, config.health_interval_s, gpu_interval_s=config.gpu_interval_s
+        )
         return cls(config, db, pool, inventory, workers, keys, audit, health=health)
 
     async def aclose(self) -> None:

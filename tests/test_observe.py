@@ -8,10 +8,11 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rbee_queen.eventbus import EventBus
-from tests.plugins.queen import QueenProcess
+from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.sshd import SshServer
 
 
@@ -112,3 +113,33 @@ def test_metrics_parse_on_an_empty_queen(queen: QueenProcess) -> None:
     with queen.client() as c:  # /metrics needs the token like every route but /health
         r = c.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain")
+
+
+def test_node_events_carry_latency_and_gpu_readings(
+    rbee_home: Path, sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RBEE_HEALTH_INTERVAL", "0.3")
+    monkeypatch.setenv("RBEE_GPU_INTERVAL", "0.6")
+    queen = start_queen(rbee_home)
+    try:
+        body = sshd.node_body("n1", tmp_path / "inst", accept_new_host_key=True)
+        with queen.client() as c:
+            assert c.post("/v2/registry/beehives/add", json=body).status_code == 201
+            nodes: list[dict] = []
+            with c.stream("GET", "/v2/events", timeout=30) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        event = json.loads(line[6:])
+                        if event["type"] == "node":
+                            nodes.append(event)
+                    pinged = [e for e in nodes if "gpus" not in e]
+                    probed = [e for e in nodes if "gpus" in e]
+                    if pinged and probed:
+                        break
+        assert all(e["node"] == "n1" and e["status"] == "reachable" for e in nodes)
+        assert all(e["latency_ms"] > 0 for e in nodes)
+        assert probed[0]["gpus"] == []  # this machine has no GPU; the reading says so
+        metrics = _metrics(queen)
+        assert metrics["rbee_node_latency_seconds"][(("node", "n1"),)] > 0
+    finally:
+        stop_queen(queen)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from rbee_queen.fleet.fanout import GroupResult, NodeOutcome, fan_out
 from rbee_queen.fleet.pool import SessionPool
@@ -40,10 +42,32 @@ async def ping_latency(session: NodeSession) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
+async def probe_reading(session: NodeSession) -> tuple[float, list[dict[str, Any]]]:
+    """Latency of a `probe`, and the GPU readings it brings back."""
+    started = time.perf_counter()
+    probe = await session.call("probe", timeout=30.0, install_path=session.install_dir)
+    return round((time.perf_counter() - started) * 1000, 3), list(probe.get("gpus") or [])
+
+
+# Called with (node, status, latency_ms, last_error, gpus or None) after each check.
+NodeListener = Callable[[str, str, float | None, str | None, list[dict[str, Any]] | None], None]
+
+
 class HealthMonitor:
-    def __init__(self, pool: SessionPool, interval_s: float) -> None:
+    def __init__(
+        self,
+        pool: SessionPool,
+        interval_s: float,
+        *,
+        gpu_interval_s: float = 15.0,
+        listener: NodeListener | None = None,
+    ) -> None:
         self.pool = pool
         self.interval_s = interval_s
+        # GPUs are read with a probe every few rounds; the other rounds only ping.
+        self.gpu_every = max(1, round(gpu_interval_s / interval_s)) if interval_s > 0 else 1
+        self.listener = listener
+        self._gpus: dict[str, list[dict[str, Any]]] = {}
         self.timeout_s = max(0.2, interval_s * 0.8)
         self.board: dict[str, NodeHealth] = {}
         self.rounds = 0  # rounds started, so tests can count intervals without clocks
@@ -79,11 +103,20 @@ class HealthMonitor:
     async def check_round(self) -> GroupResult[float]:
         nodes = [n for n in Node.select() if n.name not in self._in_flight]
         self._in_flight.update(n.name for n in nodes)
+        read_gpus = (self.rounds - 1) % self.gpu_every == 0
+
+        async def check(session: NodeSession) -> float:
+            if not read_gpus:
+                return await ping_latency(session)
+            latency, gpus = await probe_reading(session)
+            self._gpus[session.target.name] = gpus
+            return latency
+
         try:
             return await fan_out(
                 self.pool,
                 [target_of(n) for n in nodes],
-                ping_latency,
+                check,
                 timeout=self.timeout_s,
                 on_done=self.record,
             )
@@ -94,6 +127,14 @@ class HealthMonitor:
         """Write one node's outcome: status and errors to its row, latency to the board."""
         now = utcnow()
         self.board[outcome.node] = NodeHealth(outcome.value, now)
+        if self.listener is not None:
+            self.listener(
+                outcome.node,
+                "reachable" if outcome.error is None else "unreachable",
+                outcome.value,
+                outcome.error.message if outcome.error is not None else None,
+                self._gpus.pop(outcome.node, None),
+            )
         if outcome.error is None:
             changes = {"status": "reachable", "last_error": None, "last_connected": now}
         else:
