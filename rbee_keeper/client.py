@@ -63,6 +63,9 @@ class QueenClient:
     def list_nodes(self) -> Json:
         return self._call("GET", "/v2/registry/beehives/list")
 
+    def update_node(self, changes: Json) -> Json:
+        return self._call("POST", "/v2/registry/beehives/update", json=changes)
+
     def remove_node(self, node_name: str) -> Json:
         return self._call("POST", "/v2/registry/beehives/remove", json={"node_name": node_name})
 

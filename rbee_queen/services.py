@@ -86,9 +86,7 @@ class Services:
         audit = AuditLog(config.audit_dir)
         workers = WorkerManager(config, pool, inventory)
         workers.audit = audit
-        health = HealthMonitor(
-            pool, config.health_interval_s, gpu_interval_s=config.gpu_interval_s
-        )
+        health = HealthMonitor(pool, config.health_interval_s, gpu_interval_s=config.gpu_interval_s)
         return cls(config, db, pool, inventory, workers, keys, audit, health=health)
 
     async def aclose(self) -> None:

@@ -60,3 +60,28 @@ def test_replace_swaps_one_hosts_entry_and_keeps_the_others(tmp_path: Path) -> N
     assert new.export_public_key().decode().split()[1] in text
     assert keep.export_public_key().decode().split()[1] in text
     assert store.queen_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_update_node_accepts_a_changed_host_key(
+    queen: QueenProcess, sshd: SshServer, tmp_path: Path
+) -> None:
+    body = sshd.node_body("n1", tmp_path / "inst", accept_new_host_key=True)
+    with queen.client() as c:
+        assert c.post("/v2/registry/beehives/add", json=body).status_code == 201
+    # The node is "reinstalled": the queen's record now names another key.
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHX1NqnxQHf0zJqxc3t5BC4YKv1ZnDSnm2Yb0r2ZkDsE"
+    (queen.home / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {other}\n")
+    with queen.client() as c:
+        refused = c.post("/v2/registry/beehives/update", json={"node_name": "n1"})
+        assert refused.status_code == 502
+        assert refused.json()["error"]["code"] == "HOST_KEY_CHANGED"
+        accepted = c.post(
+            "/v2/registry/beehives/update",
+            json={"node_name": "n1", "accept_new_host_key": True},
+        )
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["accepted_host_key"].startswith("SHA256:")
+    assert accepted.json()["node"]["status"] == "reachable"
+    known = (queen.home / "known_hosts").read_text()
+    assert other.split()[1] not in known
+    assert sshd.host_public_key.split()[1] in known

@@ -56,6 +56,26 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     imports.set_defaults(handler=import_nodes)
 
+    update = actions.add_parser(
+        "update-node",
+        parents=[common],
+        help="change a node's SSH settings or accept its new host key",
+    )
+    update.add_argument("--name", required=True, help="the node's name in rbee")
+    update.add_argument("--ssh-host", metavar="HOST")
+    update.add_argument("--ssh-port", type=int, metavar="PORT")
+    update.add_argument("--ssh-user", metavar="USER")
+    update.add_argument("--ssh-key", metavar="PATH", help="private key file")
+    update.add_argument("--install-path", metavar="PATH")
+    update.add_argument("--worker-python", metavar="PATH")
+    update.add_argument(
+        "--accept-new-host-key",
+        action="store_true",
+        help="replace the recorded host key with the one the node offers now "
+        "(after a reinstall; verify the fingerprint first)",
+    )
+    update.set_defaults(handler=update_node)
+
     remove = actions.add_parser("remove-node", parents=[common], help="forget a node")
     remove.add_argument("--name", required=True, help="the node's name in rbee")
     remove.set_defaults(handler=remove_node)
@@ -118,6 +138,30 @@ def import_nodes(args: argparse.Namespace) -> int:
         for name, error in (answer.get("failed") or {}).items():
             print(f"failed   {name}: [{error.get('code')}] {error.get('message')}")
     return 1 if answer.get("failed") else 0
+
+
+def update_node(args: argparse.Namespace) -> int:
+    key_path = existing_file(args.ssh_key) if args.ssh_key else None  # before any network call
+    request = {
+        "node_name": args.name,
+        "ssh_host": args.ssh_host,
+        "ssh_port": args.ssh_port,
+        "ssh_user": args.ssh_user,
+        "ssh_key_path": str(key_path) if key_path else None,
+        "install_path": args.install_path,
+        "worker_python": args.worker_python,
+        "accept_new_host_key": args.accept_new_host_key,
+    }
+    with connect(args.queen_url) as queen:
+        answer = queen.update_node({k: v for k, v in request.items() if v is not None})
+    if args.json:
+        print_json(answer)
+    else:
+        node = answer.get("node") or {}
+        print(f"updated node {args.name} ({ssh_target(node)}, {node.get('status', 'unknown')})")
+        if answer.get("accepted_host_key"):
+            print(f"accepted host key {answer['accepted_host_key']}")
+    return 0
 
 
 def remove_node(args: argparse.Namespace) -> int:

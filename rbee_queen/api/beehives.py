@@ -11,7 +11,7 @@ from rbee_queen.api.body import json_body
 from rbee_queen.orchestration.nodes import NodeSpec, get_node, node_json, parse_many
 from rbee_queen.services import services
 from rbee_queen.store.models import Node
-from rbee_queen.validation import IDENTIFIER, Fields
+from rbee_queen.validation import HOSTNAME, IDENTIFIER, SSH_USER, Fields
 
 
 async def add(request: Request) -> JSONResponse:
@@ -31,6 +31,28 @@ async def import_nodes(request: Request) -> JSONResponse:
         svc.inventory.last_preflight.pop(node["node_name"], None)
         svc.audit.record("node.added", node=node["node_name"], by=principal_of(request).name)
     return JSONResponse(answer)
+
+
+async def update(request: Request) -> JSONResponse:
+    f = Fields(await json_body(request))
+    name = f.string("node_name", pattern=IDENTIFIER, max_len=64)
+    changes = {
+        "ssh_host": f.string("ssh_host", pattern=HOSTNAME, max_len=253, required=False),
+        "ssh_port": f.integer("ssh_port", lo=1, hi=65535),
+        "ssh_user": f.string("ssh_user", pattern=SSH_USER, max_len=64, required=False),
+        "ssh_key_path": f.string("ssh_key_path", max_len=4096, required=False),
+        "install_path": f.string("install_path", max_len=4096, required=False),
+        "worker_python": f.string("worker_python", max_len=4096, required=False),
+    }
+    accept = f.boolean("accept_new_host_key")
+    f.raise_if_any()
+    assert name is not None
+    svc = services(request)
+    node, fingerprint = await svc.inventory.update(name, changes, accept_new_host_key=accept)
+    svc.audit.record(
+        "node.updated", node=name, by=principal_of(request).name, host_key_replaced=accept
+    )
+    return JSONResponse({"node": node_json(node), "accepted_host_key": fingerprint})
 
 
 async def list_nodes(request: Request) -> JSONResponse:
@@ -59,4 +81,5 @@ routes = [
     Route("/v2/registry/beehives/import", import_nodes, methods=["POST"]),
     Route("/v2/registry/beehives/list", list_nodes, methods=["GET"]),
     Route("/v2/registry/beehives/remove", remove, methods=["POST"]),
+    Route("/v2/registry/beehives/update", update, methods=["POST"]),
 ]

@@ -218,6 +218,17 @@ async def _connect(
         raise NodeUnreachable(f"SSH to {where} failed: {exc.reason}") from exc
 
 
+async def accept_changed_host_key(
+    target: NodeTarget, host_keys: HostKeyStore, timeout: float
+) -> str:
+    """Replace the queen's recorded key for the node with the one it offers now;
+    the user asked for it after verifying the new key. Returns its fingerprint."""
+    where = f"{target.user}@{target.host}:{target.port}"
+    key = await _fetch_host_key(target, timeout, where)
+    host_keys.replace(target.host, target.port, key)
+    return str(key.get_fingerprint())
+
+
 async def _fetch_host_key(target: NodeTarget, timeout: float, where: str) -> asyncssh.SSHKey:
     try:
         key = await asyncio.wait_for(

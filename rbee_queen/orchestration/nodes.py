@@ -16,7 +16,7 @@ from rbee_queen.errors import (
 )
 from rbee_queen.fleet import ssh_config
 from rbee_queen.fleet.pool import SessionPool
-from rbee_queen.fleet.session import NodeTarget
+from rbee_queen.fleet.session import NodeTarget, accept_changed_host_key
 from rbee_queen.orchestration.preflight import run_preflight
 from rbee_queen.store.models import Node, utcnow
 from rbee_queen.validation import HOSTNAME, IDENTIFIER, SSH_USER, Fields
@@ -185,6 +185,36 @@ class NodeInventory:
             else:
                 added.append(node_json(result))
         return {"added": added, "existing": existing, "failed": failed}
+
+    async def update(
+        self, name: str, changes: dict[str, Any], *, accept_new_host_key: bool
+    ) -> tuple[Node, str | None]:
+        """Change a node's connection settings and/or accept its new host key,
+        then connect and probe again; nothing is saved unless that succeeds."""
+        node = get_node(name)
+        target = NodeTarget(
+            name,
+            changes.get("ssh_host") or node.ssh_host,
+            changes.get("ssh_port") or node.ssh_port,
+            changes.get("ssh_user") or node.ssh_user,
+            os.path.expanduser(changes.get("ssh_key_path") or node.ssh_key_path),
+            changes.get("install_path") or node.install_path,
+        )
+        await self.pool.drop(name)
+        fingerprint = None
+        if accept_new_host_key:
+            fingerprint = await accept_changed_host_key(
+                target, self.pool.host_keys, self.pool.connect_timeout
+            )
+        checked = await run_preflight(self.pool, target, accept_new_host_key=False)
+        node.ssh_host, node.ssh_port, node.ssh_user = target.host, target.port, target.user
+        node.ssh_key_path, node.install_path = target.key_path, target.install_path
+        if changes.get("worker_python"):
+            node.worker_python = changes["worker_python"]
+        node.backends = checked.probe["backends"]
+        node.devices = checked.probe["devices"]
+        self.mark(node, error=None)
+        return node, fingerprint
 
     def mark(self, node: Node, *, error: RbeeError | None) -> None:
         node.status = "unreachable" if error else "reachable"
