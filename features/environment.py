@@ -12,10 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from behave.model import Scenario
+from behave.model import Feature, Scenario
 from behave.runner import Context
 
 from rbee_worker.tinymodel import write_tiny_model
+from tests.plugins import testbed as testbeds
 from tests.plugins.procs import worker_pids
 from tests.plugins.sshd import free_port, start_sshd
 
@@ -30,6 +31,20 @@ def after_all(context: Context) -> None:
     context.sshd_proc.terminate()
     context.sshd_proc.wait(timeout=10)
     shutil.rmtree(context.run_root, ignore_errors=True)
+
+
+def before_feature(context: Context, feature: Feature) -> None:
+    # @testbed features need test hosts (network namespaces): root only.
+    reason = testbeds.unavailable_reason() if "testbed" in feature.tags else None
+    if reason is not None:
+        feature.skip(f"skipped: {reason}")
+    # Filled by "Given N test hosts" and shared by the feature's scenarios.
+    context.testbeds = []
+
+
+def after_feature(context: Context, feature: Feature) -> None:
+    for bed, fd in context.testbeds:
+        testbeds.take_down(bed, fd)
 
 
 def before_scenario(context: Context, scenario: Scenario) -> None:

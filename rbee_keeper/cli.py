@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import httpx
 
-from rbee_keeper.commands import audit, dashboard, infer, keys, logs, nodes, setup, workers
+from rbee_keeper.commands import audit, dashboard, infer, keys, logs, models, nodes, setup, workers
 from rbee_keeper.output import note
 from rbee_keeper.token import TOKEN_FILE_ENV
 from rbee_queen.errors import RbeeError
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = global_options(with_defaults=False)
-    for group in (setup, nodes, infer, workers, logs, dashboard, keys, audit):
+    for group in (setup, nodes, infer, workers, models, logs, dashboard, keys, audit):
         group.register(commands, common)
     return parser
 

@@ -23,6 +23,8 @@ HEALTH_TIMEOUT = httpx.Timeout(5.0)
 # A cold start loads a model before the first token arrives; the queen's own
 # loading timeout should end a stuck load well before this read timeout does.
 STREAM_TIMEOUT = httpx.Timeout(30.0, read=600.0)
+# `setup install` may wait on pip downloading torch; the queen's own limit is an hour.
+INSTALL_TIMEOUT = httpx.Timeout(30.0, read=3700.0)
 # The event stream may be quiet for as long as nothing changes in the fleet.
 EVENTS_TIMEOUT = httpx.Timeout(10.0, read=None)
 
@@ -72,6 +74,11 @@ class QueenClient:
     def import_nodes(self, nodes: list[Json]) -> Json:
         return self._call("POST", "/v2/registry/beehives/import", json={"nodes": nodes})
 
+    def install_node(self, request: Json) -> Json:
+        return self._call(
+            "POST", "/v2/registry/beehives/install", json=request, timeout=INSTALL_TIMEOUT
+        )
+
     def node_status(self, node: str | None = None) -> Json:
         params = {"node": node} if node else {}
         return self._call("GET", "/v2/nodes/status", params=params)
@@ -114,6 +121,26 @@ class QueenClient:
 
     def revoke_key(self, name: str) -> Json:
         return self._call("POST", "/v2/keys/revoke", json={"name": name})
+
+    def list_node_models(self, node: str | None = None) -> Json:
+        return self._call("GET", "/v2/models", params={"node": node} if node else {})
+
+    def remove_node_model(self, node: str, model: str) -> Json:
+        return self._call("POST", "/v2/models/remove", json={"node": node, "model": model})
+
+    def model_transfer(self, action: str, body: Json) -> TaskStream:
+        """`POST /v2/models/download` or `/v2/models/copy`: progress events, then done."""
+        path = f"/v2/models/{action}"
+        request = self._http.build_request("POST", path, json=body, timeout=STREAM_TIMEOUT)
+        with translated_errors(self.base_url):
+            response = self._http.send(request, stream=True)
+            if response.is_error:
+                try:
+                    response.read()
+                finally:
+                    response.close()
+                raise error_from_response(response)
+        return TaskStream(response, self.base_url)
 
     def start_task(self, task: Json) -> TaskStream:
         """Submit an inference task; errors before the stream starts are raised here."""

@@ -38,6 +38,8 @@ class QueenConfig:
     # The owner's API token from a file (else a credential, the environment or
     # RBEE_HOME/api-token, in that order: see rbee_queen/keys.py).
     token_file: Path | None = None
+    # A Hugging Face token for gated or private repos (a 0600 file, one line).
+    hf_token_file: Path | None = None
 
     @property
     def db_path(self) -> Path:
@@ -51,6 +53,11 @@ class QueenConfig:
     def audit_dir(self) -> Path:
         return self.home / "audit"
 
+    @property
+    def hf_cache_dir(self) -> Path:
+        """Where hub downloads land on the queen before they go to a node."""
+        return self.home / "hf-cache"
+
     @classmethod
     def from_env(cls, **overrides: object) -> QueenConfig:
         values: dict[str, object] = {
@@ -60,6 +67,7 @@ class QueenConfig:
             "health_interval_s": _env_float("RBEE_HEALTH_INTERVAL", 5.0),
             "gpu_interval_s": _env_float("RBEE_GPU_INTERVAL", 15.0),
             "reconnect_max_s": _env_float("RBEE_RECONNECT_MAX", 10.0),
+            "hf_token_file": Path(os.environ.get("RBEE_HF_TOKEN_FILE") or rbee_home() / "hf-token"),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

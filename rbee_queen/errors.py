@@ -180,6 +180,23 @@ class PreflightFailed(NodeError):
     code = "PREFLIGHT_FAILED"
 
 
+class InstallFailed(NodeError):
+    """`setup install` could not build the node's venv; the node is left as it was."""
+
+    code = "INSTALL_FAILED"
+
+
+class DependenciesMissing(InstallFailed):
+    """The new venv cannot import the worker's packages (--no-deps on a bare python)."""
+
+    code = "DEPENDENCIES_MISSING"
+    status = 400
+
+
+class InstallInProgress(Conflict):
+    code = "INSTALL_IN_PROGRESS"
+
+
 # --- workers and inference ---------------------------------------------------
 
 
@@ -208,6 +225,48 @@ class AllSlotsBusy(WorkerError):
 
 class InferenceFailed(WorkerError):
     code = "INFERENCE_FAILED"
+
+
+# --- models on nodes -----------------------------------------------------------
+
+
+class ModelInUse(Conflict):
+    code = "MODEL_IN_USE"
+
+
+class DownloadInProgress(Conflict):
+    code = "DOWNLOAD_IN_PROGRESS"
+
+
+class HubTokenRequired(RbeeError):
+    """The hub refused the repository without (or with this) token: gated or private."""
+
+    code = "HF_TOKEN_REQUIRED"
+    status = 403
+
+
+class DownloadFailed(RbeeError):
+    code = "DOWNLOAD_FAILED"
+    status = 502
+
+
+class InsufficientResources(RbeeError):
+    """The node has too little of something; details carry required and available bytes."""
+
+    code = "INSUFFICIENT_RESOURCES"
+    status = 507
+
+
+class InsufficientRam(InsufficientResources):
+    code = "INSUFFICIENT_RAM"
+
+
+class InsufficientVram(InsufficientResources):
+    code = "INSUFFICIENT_VRAM"
+
+
+class InsufficientDisk(InsufficientResources):
+    code = "INSUFFICIENT_DISK"
 
 
 class RequestTimeout(RbeeError):

@@ -16,6 +16,8 @@ from rbee_queen.fleet.known_hosts import HostKeyStore
 from rbee_queen.fleet.pool import PoolLimits, SessionPool
 from rbee_queen.keys import KeyRing
 from rbee_queen.metrics import QueenMetrics
+from rbee_queen.orchestration.install import Installer
+from rbee_queen.orchestration.model_ops import ModelManager
 from rbee_queen.orchestration.node_health import HealthMonitor
 from rbee_queen.orchestration.nodes import NodeInventory
 from rbee_queen.orchestration.states import WorkerState, on_transition
@@ -34,6 +36,8 @@ class Services:
     keys: KeyRing
     audit: AuditLog
     health: HealthMonitor = field(kw_only=True)
+    installer: Installer = field(kw_only=True)
+    models: ModelManager = field(kw_only=True)
     bus: EventBus = field(default_factory=EventBus)
     metrics: QueenMetrics = field(default_factory=QueenMetrics)
     _closers: list[Callable[[], None]] = field(default_factory=list)
@@ -87,7 +91,20 @@ class Services:
         workers = WorkerManager(config, pool, inventory)
         workers.audit = audit
         health = HealthMonitor(pool, config.health_interval_s, gpu_interval_s=config.gpu_interval_s)
-        return cls(config, db, pool, inventory, workers, keys, audit, health=health)
+        installer = Installer(pool, config.home)
+        models = ModelManager(config, workers)
+        return cls(
+            config,
+            db,
+            pool,
+            inventory,
+            workers,
+            keys,
+            audit,
+            health=health,
+            installer=installer,
+            models=models,
+        )
 
     async def aclose(self) -> None:
         await self.health.stop()

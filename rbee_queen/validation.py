@@ -15,7 +15,8 @@ IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 WORKER_ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 HOSTNAME = re.compile(r"^[A-Za-z0-9._:-]{1,253}$")
 SSH_USER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-MODEL_REF = re.compile(r"^[A-Za-z0-9\-_/:.]{1,512}$")
+# "@" separates a hub revision (hf:Org/Repo@rev).
+MODEL_REF = re.compile(r"^[A-Za-z0-9\-_/:.@]{1,512}$")
 # Control characters other than tab, newline and CR, and Unicode bidi overrides.
 _BAD_PROMPT_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 

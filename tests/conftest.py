@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.plugins.sshd",
     "tests.plugins.queen",
     "tests.plugins.testbed",
+    "tests.plugins.fakehub",
 ]

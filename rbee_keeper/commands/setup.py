@@ -76,6 +76,33 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     update.set_defaults(handler=update_node)
 
+    inst = actions.add_parser(
+        "install",
+        parents=[common],
+        help="build the node's worker venv (<install-path>/venv) and use it for its workers",
+    )
+    inst.add_argument("--node", required=True, metavar="NAME", help="the node's name in rbee")
+    inst.add_argument(
+        "--python",
+        metavar="PATH",
+        help="the node's interpreter to build the venv from (default: its python3)",
+    )
+    inst.add_argument(
+        "--system-site-packages",
+        action="store_true",
+        help="let the venv see --python's packages (reuse a torch already installed there)",
+    )
+    inst.add_argument(
+        "--no-deps",
+        "--offline",
+        dest="no_deps",
+        action="store_true",
+        help="install only rbee, no packages from an index; --python must already have torch"
+        " and the rest (implies --system-site-packages)",
+    )
+    inst.add_argument("--index-url", metavar="URL", help="the package index pip uses on the node")
+    inst.set_defaults(handler=install_node)
+
     remove = actions.add_parser("remove-node", parents=[common], help="forget a node")
     remove.add_argument("--name", required=True, help="the node's name in rbee")
     remove.set_defaults(handler=remove_node)
@@ -161,6 +188,31 @@ def update_node(args: argparse.Namespace) -> int:
         print(f"updated node {args.name} ({ssh_target(node)}, {node.get('status', 'unknown')})")
         if answer.get("accepted_host_key"):
             print(f"accepted host key {answer['accepted_host_key']}")
+    return 0
+
+
+def install_node(args: argparse.Namespace) -> int:
+    request = {
+        "node_name": args.node,
+        "python": args.python,
+        # Without an index the worker's packages can only come from --python's own.
+        "system_site_packages": args.system_site_packages or args.no_deps,
+        "no_deps": args.no_deps,
+        "index_url": args.index_url,
+    }
+    note(f"installing on {args.node} (building the wheel, then pip on the node)...")
+    with connect(args.queen_url) as queen:
+        answer = queen.install_node({k: v for k, v in request.items() if v is not None})
+    if args.json:
+        print_json(answer)
+        return 0
+    for step in answer.get("steps") or []:
+        seconds = f" ({step['seconds']:.1f}s)" if "seconds" in step else ""
+        print(f"  {step['step']:<8} {step.get('detail', '')}{seconds}")
+    if answer.get("changed"):
+        print(f"installed on {args.node}: workers now run {answer['worker_python']}")
+    else:
+        print(f"{args.node} is up to date: workers run {answer['worker_python']}")
     return 0
 
 

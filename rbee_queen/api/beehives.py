@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from rbee_queen.api.auth import principal_of
 from rbee_queen.api.body import json_body
+from rbee_queen.orchestration.install import InstallOptions
 from rbee_queen.orchestration.nodes import NodeSpec, get_node, node_json, parse_many
 from rbee_queen.services import services
 from rbee_queen.store.models import Node
@@ -55,6 +56,32 @@ async def update(request: Request) -> JSONResponse:
     return JSONResponse({"node": node_json(node), "accepted_host_key": fingerprint})
 
 
+async def install(request: Request) -> JSONResponse:
+    """Build the node's worker venv; long (pip), so the keeper waits with a long timeout."""
+    f = Fields(await json_body(request))
+    name = f.string("node_name", pattern=IDENTIFIER, max_len=64)
+    python = f.string("python", max_len=4096, required=False)
+    index_url = f.string("index_url", max_len=4096, required=False)
+    options = InstallOptions(
+        python=python or "",
+        system_site_packages=bool(f.boolean("system_site_packages")),
+        no_deps=bool(f.boolean("no_deps")),
+        index_url=index_url or "",
+    )
+    f.raise_if_any()
+    assert name is not None
+    svc = services(request)
+    answer = await svc.installer.install(name, options)
+    if answer["changed"]:
+        svc.audit.record(
+            "node.installed",
+            node=name,
+            by=principal_of(request).name,
+            worker_python=answer["worker_python"],
+        )
+    return JSONResponse(answer)
+
+
 async def list_nodes(request: Request) -> JSONResponse:
     nodes = Node.select().order_by(Node.name)
     health = services(request).health
@@ -79,6 +106,7 @@ async def remove(request: Request) -> JSONResponse:
 routes = [
     Route("/v2/registry/beehives/add", add, methods=["POST"]),
     Route("/v2/registry/beehives/import", import_nodes, methods=["POST"]),
+    Route("/v2/registry/beehives/install", install, methods=["POST"]),
     Route("/v2/registry/beehives/list", list_nodes, methods=["GET"]),
     Route("/v2/registry/beehives/remove", remove, methods=["POST"]),
     Route("/v2/registry/beehives/update", update, methods=["POST"]),

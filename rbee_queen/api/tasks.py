@@ -45,7 +45,7 @@ async def create_task(request: Request) -> StreamingResponse:
 
 def _placement(model: str, node: str | None) -> tuple[str, list[str], int]:
     """(model reference, allowed nodes, slots) for a reference or a catalog name."""
-    if model.startswith("file:"):
+    if model.startswith(("file:", "hf:")):  # a reference, not a catalog name
         if node is None:
             raise InvalidRequest(
                 "node is required with a file: model reference",

@@ -84,6 +84,27 @@ class NodeSession:
                 f"helper did not start on {self.target.name}: {stderr or exc}"
             ) from exc
 
+    async def upload(self, remote_path: str, content: bytes) -> bool:
+        """Put `content` at `remote_path` (content-addressed by the caller) unless it
+        is already there; written under a temporary name and renamed, so a cut-off
+        upload is never taken for a whole file. Returns whether it uploaded."""
+        part = f"{remote_path}.part"
+        try:
+            async with self.conn.start_sftp_client() as sftp:
+                if await sftp.exists(remote_path):
+                    return False
+                await sftp.makedirs(posixpath.dirname(remote_path), exist_ok=True)
+                async with sftp.open(part, "wb") as fh:
+                    await fh.write(content)
+                await sftp.posix_rename(part, remote_path)
+        except asyncssh.SFTPError as exc:
+            raise HelperFailed(
+                f"cannot write {remote_path} on {self.target.name}: {exc.reason}"
+            ) from exc
+        except asyncssh.Error as exc:
+            raise NodeUnreachable(f"upload to {self.target.name} failed: {exc.reason}") from exc
+        return True
+
     async def forward(self, remote_port: int) -> int:
         """Local port that reaches 127.0.0.1:remote_port on the node."""
         listener = self._forwards.get(remote_port)

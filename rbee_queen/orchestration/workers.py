@@ -34,7 +34,9 @@ from rbee_queen.errors import (
 )
 from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession
+from rbee_queen.orchestration.models import local_path_for_worker
 from rbee_queen.orchestration.nodes import NodeInventory, get_node, target_of
+from rbee_queen.orchestration.resources import preflight_worker
 from rbee_queen.orchestration.states import LIVE, WorkerState, record_new, transition
 from rbee_queen.orchestration.worker_auth import TOKEN_ENV, WorkerTokens
 from rbee_queen.store.models import Node, Worker
@@ -106,7 +108,8 @@ class WorkerManager:
             return await self._start(node, model_ref, slots)
 
     async def _start(self, node: Node, model_ref: str, slots: int = 1) -> LiveWorker:
-        path = model_path(model_ref)
+        # hf: references resolve through the node's model catalog (never a download).
+        path = model_path(model_ref) or local_path_for_worker(node.name, model_ref)
         if path is None:
             raise InvalidRequest(
                 f"model reference {model_ref!r} is not supported: use file:/absolute/path",
@@ -116,6 +119,7 @@ class WorkerManager:
         info = await session.call("path_info", path=path)
         if not info["is_dir"]:
             raise ModelNotFound(f"model not found on {node.name}: {path}")
+        await preflight_worker(session, node.name, path, "cpu")  # RAM/VRAM before spawning
         worker_id = f"w-{secrets.token_hex(4)}"
         row = Worker.create(
             worker_id=worker_id, node=node, model_ref=model_ref, state=S.SPAWNING.value

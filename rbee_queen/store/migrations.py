@@ -23,9 +23,16 @@ def m002_models(db: SqliteDatabase) -> None:
     db.create_tables([ModelEntry])
 
 
+def m003_node_models(db: SqliteDatabase) -> None:
+    from rbee_queen.store.models import NodeModel
+
+    db.create_tables([NodeModel])
+
+
 MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_models", m002_models),
+    ("m003_node_models", m003_node_models),
 ]
 
 

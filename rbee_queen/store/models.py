@@ -96,4 +96,27 @@ class ModelEntry(BaseModel):
         table_name = "models"
 
 
-ALL_MODELS = [Node, Worker, WorkerEvent, ModelEntry]
+class NodeModel(BaseModel):
+    """A model folder on one node, as the queen last wrote or verified it.
+
+    A row exists only for a folder that was renamed into place complete, every
+    file checked by size and SHA-256; `status` turns to `missing` or `modified`
+    when a check against the node's disk disagrees.
+    """
+
+    node = ForeignKeyField(Node, backref="models", on_delete="CASCADE", column_name="node")
+    ref = CharField(max_length=512)
+    provider = CharField(max_length=16)
+    local_path = TextField()
+    size_bytes = IntegerField(default=0)
+    files = JsonField(default=list)  # [{"name", "size", "sha256"}]
+    status = CharField(default="complete")
+    downloaded_at = DateTimeField(default=utcnow)
+    last_used = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "node_models"
+        indexes = ((("node", "ref"), True),)
+
+
+ALL_MODELS = [Node, Worker, WorkerEvent, ModelEntry, NodeModel]

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from rbee_hive import ops
+from rbee_hive import install, models, ops
 
 Handler = Callable[..., Any]
 
@@ -32,6 +32,14 @@ HANDLERS: dict[str, Handler] = {
     "stop_worker": ops.stop_worker,
     "list_workers": ops.list_workers,
     "log_tail": ops.log_tail,
+    "install_status": install.install_status,
+    "install_venv": install.install_venv,
+    "model_store": models.model_store,
+    "model_scan": models.model_scan,
+    "model_prepare": models.model_prepare,
+    "model_commit": models.model_commit,
+    "model_remove": models.model_remove,
+    "model_size": models.model_size,
 }
 
 

@@ -306,22 +306,36 @@ def _del_user(user: str) -> None:
 # --- pytest --------------------------------------------------------------------
 
 
+def bring_up(count: int) -> tuple[Testbed, int]:
+    """`count` hosts in a freshly claimed slot, and the fd holding the slot's lock."""
+    slot, fd = claim_slot()
+    try:
+        return build(slot, count), fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def take_down(bed: Testbed, fd: int) -> None:
+    """Remove everything of the testbed and free its slot."""
+    try:
+        teardown(bed.slot)
+        _reap(bed)
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
     """Four test hosts for the session. A test that cuts a link restores it."""
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    slot, fd = claim_slot()
-    bed: Testbed | None = None
+    bed, fd = bring_up(4)
     try:
-        bed = build(slot, 4)
         yield bed
     finally:
-        teardown(slot)
-        if bed is not None:
-            _reap(bed)
-        os.close(fd)
+        take_down(bed, fd)
 
 
 def _reap(bed: Testbed) -> None:

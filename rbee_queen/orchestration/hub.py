@@ -1,0 +1,164 @@
+"""Hugging Face downloads on the queen side, through `huggingface_hub`.
+
+Only the files a backend loads are fetched; pickled `.bin` weights only when the
+user allows them (unpickling runs code). The hub's answers become rbee errors
+here: 404 is MODEL_NOT_FOUND, 401/403 HF_TOKEN_REQUIRED; nothing ever falls back
+to another model. `HF_ENDPOINT` points `huggingface_hub` at a mirror. Every
+call blocks, so callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rbee_queen.errors import DownloadFailed, HubTokenRequired, ModelNotFound, RbeeError
+from rbee_queen.orchestration.models import HubRef
+
+NEEDED = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+PICKLED = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
+
+
+@dataclass(frozen=True)
+class HubFile:
+    name: str
+    size: int
+    sha256: str | None  # known up front for LFS files; else computed after download
+
+
+@dataclass(frozen=True)
+class Listing:
+    commit: str
+    files: tuple[HubFile, ...]
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def wanted(name: str, allow_bin: bool) -> bool:
+    if "/" in name:  # the backend loads a flat folder
+        return False
+    patterns = NEEDED + (PICKLED if allow_bin else ())
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def list_files(ref: HubRef, token: str | None, allow_bin: bool) -> Listing:
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi().model_info(
+            ref.repo_id, revision=ref.revision, files_metadata=True, token=token or False
+        )
+    except Exception as exc:
+        raise hub_error(exc, ref) from exc
+    names = [s.rfilename for s in info.siblings or []]
+    files = tuple(
+        HubFile(s.rfilename, int(s.size or 0), s.lfs.sha256 if s.lfs else None)
+        for s in sorted(info.siblings or [], key=lambda s: s.rfilename)
+        if wanted(s.rfilename, allow_bin)
+    )
+    if not any(f.name.endswith((".safetensors", ".bin")) for f in files):
+        pickled = any(fnmatch.fnmatchcase(n, PICKLED[0]) for n in names)
+        hint = " (it has only pickled .bin weights: allow them with --allow-bin)" if pickled else ""
+        raise ModelNotFound(f"{ref.ref} has no weights rbee can load{hint}")
+    if "config.json" not in {f.name for f in files}:
+        raise ModelNotFound(f"{ref.ref} has no config.json")
+    assert info.sha is not None
+    return Listing(info.sha, files)
+
+
+def fetch(
+    ref: HubRef, listing: Listing, item: HubFile, token: str | None, cache: Path
+) -> tuple[str, str]:
+    """Download one file into the queen's cache (resumed from a partial one there);
+    return its path and SHA-256, checked against the hub's size and hash."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(
+            ref.repo_id,
+            item.name,
+            revision=listing.commit,
+            cache_dir=cache,
+            token=token or False,
+        )
+    except Exception as exc:
+        raise hub_error(exc, ref) from exc
+    size = os.path.getsize(path)
+    digest = sha256_file(path)
+    if size != item.size or (item.sha256 is not None and digest != item.sha256):
+        forget(path)  # or a retry would take the bad copy from the cache
+        raise DownloadFailed(f"{item.name} from {ref.ref} failed its size or SHA-256 check")
+    return path, digest
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def forget(path: str) -> None:
+    blob = os.path.realpath(path)
+    for victim in {path, blob}:
+        try:
+            os.unlink(victim)
+        except OSError:
+            pass
+
+
+def hub_error(exc: Exception, ref: HubRef) -> RbeeError:
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    status = _status(exc)
+    token_hint = (
+        f"the hub refused {ref.ref} (HTTP {status}): it is gated or private; put a token "
+        "that has access in a 0600 file and point RBEE_HF_TOKEN_FILE at it "
+        "(default: $RBEE_HOME/hf-token)"
+    )
+    if isinstance(exc, GatedRepoError) or status == 403:
+        return HubTokenRequired(token_hint)
+    if isinstance(exc, RepositoryNotFoundError):
+        # The hub answers 401 for a private repo and a missing one alike.
+        if status == 401:
+            return HubTokenRequired(token_hint)
+        return ModelNotFound(f"no model {ref.repo_id} on the hub")
+    if isinstance(exc, RevisionNotFoundError):
+        return ModelNotFound(f"no revision {ref.revision} of {ref.repo_id} on the hub")
+    if status == 401:
+        return HubTokenRequired(token_hint)
+    if status == 404:
+        return ModelNotFound(f"{ref.ref}: the hub has no such file")
+    what = f"HTTP {status}" if isinstance(exc, HfHubHTTPError) else type(exc).__name__
+    return DownloadFailed(f"download of {ref.ref} failed: {what}: {_first_line(exc)}")
+
+
+def _status(exc: Exception) -> int | None:
+    response: Any = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""

@@ -1,0 +1,286 @@
+"""Getting models onto nodes: hub downloads, copies between nodes, removal.
+
+Each operation checks what it can before it starts (the reference, the hub's
+file list, free disk on the node), so those failures are plain errors; then it
+streams progress events. A download runs file by file: fetched into the queen's
+cache, uploaded into the node's partial folder, and skipped where the node
+already has the file with the right size and SHA-256 (an earlier run that was
+cut off resumes). The folder is renamed into place, and the catalog row
+written, only after the helper has checked every file on the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from rbee_queen.config import QueenConfig
+from rbee_queen.errors import (
+    DownloadInProgress,
+    InsufficientDisk,
+    ModelInUse,
+    ModelNotFound,
+)
+from rbee_queen.fleet.session import NodeSession
+from rbee_queen.orchestration import hub
+from rbee_queen.orchestration import models as catalog
+from rbee_queen.orchestration.nodes import get_node
+from rbee_queen.orchestration.states import LIVE
+from rbee_queen.orchestration.transfer import Event, Progress, relay_file, upload_file
+from rbee_queen.orchestration.workers import WorkerManager
+from rbee_queen.secrets import load_secret_file
+from rbee_queen.store.models import Node, NodeModel, Worker
+
+COMMIT_TIMEOUT_S = 3600.0  # the helper hashes every file: minutes for a large model
+
+
+@dataclass
+class Plan:
+    """What a download or copy will do, worked out before anything is written."""
+
+    node: Node
+    session: NodeSession
+    ref: catalog.HubRef
+    folder: str  # the partial folder on the node
+    present: dict[str, tuple[int, str]]  # name -> (size, sha256) already in it
+    bytes_needed: int
+    existing: NodeModel | None = None  # already complete on the node: nothing to do
+
+
+class ModelManager:
+    def __init__(self, config: QueenConfig, workers: WorkerManager) -> None:
+        self.config = config
+        self.workers = workers
+        self._busy: set[tuple[str, str]] = set()
+
+    # --- listing ---------------------------------------------------------------
+
+    async def list_models(self, node_name: str | None) -> list[dict[str, Any]]:
+        """Catalog rows, each first checked against its node's disk where the node answers."""
+        rows = catalog.entries(node_name)
+        by_node: dict[str, list[NodeModel]] = {}
+        for row in rows:
+            by_node.setdefault(row.node_id, []).append(row)  # type: ignore[attr-defined]
+        for name, node_rows in by_node.items():
+            try:
+                session = await self.workers.session_for(get_node(name))
+                await catalog.check(session, node_rows)
+            except Exception:  # an unreachable node keeps its last known status
+                continue
+        return [catalog.entry_json(row) for row in catalog.entries(node_name)]
+
+    # --- downloads -------------------------------------------------------------
+
+    def hf_token(self) -> str | None:
+        path = self.config.hf_token_file
+        if path is None:
+            return None
+        if not path.exists() and path == self.config.home / "hf-token":
+            return None  # the default file is optional; a file named by the user is not
+        return load_secret_file(path)
+
+    async def plan_download(
+        self, node_name: str, ref_text: str, allow_bin: bool
+    ) -> tuple[Plan, hub.Listing]:
+        ref = catalog.parse_ref(ref_text)
+        node = get_node(node_name)
+        listing = await asyncio.to_thread(hub.list_files, ref, self.hf_token(), allow_bin)
+        session = await self.workers.session_for(node)
+        row = catalog.find(node.name, ref.ref)
+        if row is not None:
+            await catalog.check(session, [row])
+            if row.status == "complete" and _same_files(row, listing):
+                return Plan(node, session, ref, "", {}, 0, existing=row), listing
+        wanted = [(f.name, f.size, f.sha256) for f in listing.files]
+        plan = await self._plan(node, session, ref, wanted)
+        cache = self.config.hf_cache_dir
+        cache.mkdir(parents=True, exist_ok=True)
+        queen_free = shutil.disk_usage(cache).free
+        if listing.size_bytes > queen_free:
+            raise InsufficientDisk(
+                f"the queen's download cache {cache} has {queen_free} bytes free; "
+                f"{ref.ref} needs {listing.size_bytes}",
+                required_bytes=listing.size_bytes,
+                available_bytes=queen_free,
+                where="queen",
+            )
+        return plan, listing
+
+    async def download(self, plan: Plan, listing: hub.Listing) -> AsyncIterator[Event]:
+        if plan.existing is not None:
+            yield {"type": "done", "model": catalog.entry_json(plan.existing), "already": True}
+            return
+        with self._claim(plan):
+            progress = Progress(listing.size_bytes)
+            token = self.hf_token()
+            yield {
+                "type": "start",
+                "model": plan.ref.ref,
+                "node": plan.node.name,
+                "commit": listing.commit,
+                "bytes_total": listing.size_bytes,
+                "files": len(listing.files),
+            }
+            done: list[dict[str, Any]] = []
+            for item in listing.files:
+                have = plan.present.get(item.name)
+                if item.sha256 is not None and have == (item.size, item.sha256):
+                    done.append({"name": item.name, "size": item.size, "sha256": item.sha256})
+                    progress.add(item.size)
+                    yield {"type": "skip", "file": item.name, "bytes": item.size}
+                    continue
+                path, digest = await asyncio.to_thread(
+                    hub.fetch, plan.ref, listing, item, token, self.config.hf_cache_dir
+                )
+                done.append({"name": item.name, "size": item.size, "sha256": digest})
+                if have == (item.size, digest):
+                    progress.add(item.size)
+                    yield {"type": "skip", "file": item.name, "bytes": item.size}
+                    continue
+                upload = upload_file(plan.session, path, plan.folder, item.name, progress)
+                async for event in upload:
+                    yield event
+            yield await self._commit(plan, "hf", done)
+
+    # --- copies ----------------------------------------------------------------
+
+    async def plan_copy(
+        self, source_name: str, dest_name: str, ref_text: str
+    ) -> tuple[Plan, NodeModel, NodeSession]:
+        ref = catalog.parse_ref(ref_text)
+        source_node, dest_node = get_node(source_name), get_node(dest_name)
+        row = catalog.find(source_node.name, ref.ref)
+        if row is None:
+            raise ModelNotFound(f"{ref.ref} is not on node {source_name}")
+        source = await self.workers.session_for(source_node)
+        await catalog.check(source, [row])
+        if row.status != "complete":
+            raise ModelNotFound(
+                f"{ref.ref} on node {source_name} is {row.status}; download it again"
+            )
+        dest = await self.workers.session_for(dest_node)
+        files = [(f["name"], f["size"], f["sha256"]) for f in row.files]
+        return await self._plan(dest_node, dest, ref, files), row, source
+
+    async def copy(self, plan: Plan, row: NodeModel, source: NodeSession) -> AsyncIterator[Event]:
+        with self._claim(plan):
+            progress = Progress(int(row.size_bytes))
+            yield {
+                "type": "start",
+                "model": plan.ref.ref,
+                "node": plan.node.name,
+                "from": row.node_id,  # type: ignore[attr-defined]
+                "bytes_total": row.size_bytes,
+                "files": len(row.files),
+            }
+            for item in row.files:
+                name, size, sha = item["name"], int(item["size"]), item["sha256"]
+                if plan.present.get(name) == (size, sha):
+                    progress.add(size)
+                    yield {"type": "skip", "file": name, "bytes": size}
+                    continue
+                src = f"{row.local_path}/{name}"
+                relay = relay_file(source, src, plan.session, plan.folder, name, progress)
+                async for event in relay:
+                    yield event
+            yield await self._commit(plan, str(row.provider), list(row.files))
+
+    # --- removal ---------------------------------------------------------------
+
+    async def remove(self, node_name: str, ref_text: str) -> dict[str, Any]:
+        ref = catalog.parse_ref(ref_text)
+        node = get_node(node_name)
+        row = catalog.find(node.name, ref.ref)
+        if row is None:
+            raise ModelNotFound(f"{ref.ref} is not on node {node_name}")
+        users = Worker.select().where(
+            (Worker.node == node.name)
+            & (Worker.model_ref == ref.ref)
+            & (Worker.state.in_([s.value for s in LIVE]))
+        )
+        ids = [w.worker_id for w in users]
+        if ids:
+            raise ModelInUse(
+                f"{ref.ref} on {node_name} is used by worker(s) {', '.join(ids)}; stop them first",
+                workers=ids,
+            )
+        if (node.name, ref.ref) in self._busy:
+            raise DownloadInProgress(f"{ref.ref} is being written to {node_name}")
+        session = await self.workers.session_for(node)
+        await session.call("model_remove", install_path=session.install_dir, rel=ref.rel_path)
+        row.delete_instance()
+        return {"removed": ref.ref, "node": node.name}
+
+    # --- shared steps -------------------------------------------------------------
+
+    async def _plan(
+        self,
+        node: Node,
+        session: NodeSession,
+        ref: catalog.HubRef,
+        files: list[tuple[str, int, str | None]],
+    ) -> Plan:
+        if (node.name, ref.ref) in self._busy:
+            raise DownloadInProgress(f"{ref.ref} is already being written to {node.name}")
+        store = await session.call("model_store", install_path=session.install_dir)
+        prepared = await session.call(
+            "model_prepare",
+            install_path=session.install_dir,
+            rel=ref.rel_path,
+            timeout=COMMIT_TIMEOUT_S,
+        )
+        present = {f["name"]: (int(f["size"]), str(f["sha256"])) for f in prepared["files"]}
+        needed = sum(
+            size for name, size, sha in files if sha is None or present.get(name) != (size, sha)
+        )
+        if needed > store["free_bytes"]:
+            raise InsufficientDisk(
+                f"node {node.name} has {store['free_bytes']} bytes free under {store['root']}; "
+                f"{ref.ref} needs {needed} more",
+                required_bytes=needed,
+                available_bytes=store["free_bytes"],
+                where=node.name,
+            )
+        return Plan(node, session, ref, prepared["path"], present, needed)
+
+    async def _commit(self, plan: Plan, provider: str, files: list[dict[str, Any]]) -> Event:
+        committed = await plan.session.call(
+            "model_commit",
+            install_path=plan.session.install_dir,
+            rel=plan.ref.rel_path,
+            files=files,
+            timeout=COMMIT_TIMEOUT_S,
+        )
+        row = catalog.record(plan.node, plan.ref, provider, committed["path"], files)
+        return {"type": "done", "model": catalog.entry_json(row)}
+
+    def _claim(self, plan: Plan) -> _Claim:
+        return _Claim(self._busy, (plan.node.name, plan.ref.ref))
+
+
+class _Claim:
+    """Marks a (node, model) as being written, so a second writer is refused."""
+
+    def __init__(self, busy: set[tuple[str, str]], key: tuple[str, str]) -> None:
+        self.busy, self.key = busy, key
+
+    def __enter__(self) -> None:
+        if self.key in self.busy:
+            raise DownloadInProgress(f"{self.key[1]} is already being written to {self.key[0]}")
+        self.busy.add(self.key)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.busy.discard(self.key)
+
+
+def _same_files(row: NodeModel, listing: hub.Listing) -> bool:
+    recorded = {f["name"]: (f["size"], f["sha256"]) for f in row.files}
+    if set(recorded) != {f.name for f in listing.files}:
+        return False
+    return all(
+        recorded[f.name][0] == f.size and f.sha256 in (None, recorded[f.name][1])
+        for f in listing.files
+    )

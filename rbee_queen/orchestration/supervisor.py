@@ -1,0 +1,128 @@
+"""The supervisor: looks after every running worker, every interval.
+
+For each ready worker it asks the node's helper whether the process lives and
+calls the worker's `/health` through the tunnel:
+
+- process gone                      -> failed at once
+- health failed 3 times in a row    -> failed
+- health call timed out while busy  -> hung
+- a request in flight, no token for `hung_after_s` -> hung (a long generation
+  that keeps producing tokens is busy, never hung)
+- idle longer than `idle_stop_s`    -> stopped (not a failure)
+
+A failed or hung worker is killed (SIGTERM, wait, SIGKILL of its group; its
+open streams end with an `error` event) and started again under the restart
+policy; when the policy says no, it stays `failed` with the reason, which
+`workers list` shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import httpx
+
+from rbee_queen.errors import RbeeError
+from rbee_queen.orchestration.states import WorkerState
+from rbee_queen.store.models import Worker
+
+if TYPE_CHECKING:
+    from rbee_queen.orchestration.workers import LiveWorker, WorkerManager
+
+log = logging.getLogger("rbee.queen.supervisor")
+S = WorkerState
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    interval_s: float = 30.0
+    health_timeout_s: float = 5.0
+    failures_to_dead: int = 3
+    hung_after_s: float = 60.0
+    idle_stop_s: float = 300.0
+
+
+class Supervisor:
+    def __init__(self, manager: WorkerManager, settings: SupervisorSettings) -> None:
+        self.manager = manager
+        self.settings = settings
+        self.failures: dict[str, int] = {}
+        self.rounds = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.settings.interval_s > 0 and self._task is None:
+            self._task = asyncio.create_task(self._run(), name="worker-supervisor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.interval_s)
+            try:
+                await self.check_all()
+            except Exception:  # one bad round must not end supervision
+                log.exception("supervisor round failed")
+
+    async def check_all(self) -> None:
+        self.rounds += 1
+        live = list(self.manager.live.values())
+        await asyncio.gather(*(self.check(w) for w in live), return_exceptions=True)
+
+    async def check(self, live: LiveWorker) -> None:
+        row = Worker.get_or_none(Worker.worker_id == live.worker_id)
+        if row is None or row.state not in (S.IDLE, S.BUSY):
+            return
+        stalled = self.manager.stalled_for(live.worker_id)
+        if stalled is not None and stalled > self.settings.hung_after_s:
+            await self.manager.recover(
+                live.worker_id, S.HUNG, f"no token for {stalled:.0f}s with a request in flight"
+            )
+            return
+        verdict = await self._health(live)
+        if verdict == "ok":
+            self.failures.pop(live.worker_id, None)
+            idle = self.manager.idle_for(live.worker_id)
+            if row.state == S.IDLE and idle is not None and idle > self.settings.idle_stop_s:
+                await self.manager.stop_idle(live.worker_id, idle)
+            return
+        self.manager.note_health_failure(live.worker_id, verdict)
+        if verdict == "process gone":
+            await self.manager.recover(live.worker_id, S.FAILED, "worker process died")
+        elif verdict == "timeout" and row.state == S.BUSY:
+            await self.manager.recover(live.worker_id, S.HUNG, "health call timed out while busy")
+        else:
+            count = self.failures[live.worker_id] = self.failures.get(live.worker_id, 0) + 1
+            if count >= self.settings.failures_to_dead:
+                self.failures.pop(live.worker_id, None)
+                await self.manager.recover(
+                    live.worker_id, S.FAILED, f"{count} failed health checks in a row ({verdict})"
+                )
+
+    async def _health(self, live: LiveWorker) -> str:
+        """'ok', 'process gone', 'timeout' or a short reason."""
+        try:
+            alive = await self.manager.process_alive(live)
+        except RbeeError as exc:
+            return f"node: {exc.code}"
+        if not alive:
+            return "process gone"
+        started = time.monotonic()
+        try:
+            response = await self.manager.http.get(
+                f"{live.url}/health", timeout=self.settings.health_timeout_s
+            )
+        except httpx.TimeoutException:
+            return "timeout"
+        except httpx.HTTPError as exc:
+            return f"health call failed: {type(exc).__name__}"
+        log.debug("health %s %.1f ms", live.worker_id, (time.monotonic() - started) * 1000)
+        return "ok" if response.status_code == 200 else f"health answered {response.status_code}"

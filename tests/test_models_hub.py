@@ -1,0 +1,226 @@
+"""Models on nodes, end to end: queen -> huggingface_hub -> fake hub; SFTP -> node.
+
+The real Hugging Face hub cannot be reached from where these tests run, so
+`huggingface_hub` (unmodified) talks to a real HTTP server on loopback that
+serves the hub's URL layout (tests/plugins/fakehub.py), through HF_ENDPOINT
+set in the queen's environment. The node is the loopback sshd.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.plugins.fakehub import FakeHub
+from tests.plugins.queen import QueenProcess, start_queen, stop_queen
+from tests.plugins.sshd import SshServer
+from tests.test_infer_e2e import add_node, stream_task, workers
+
+
+@pytest.fixture
+def hub_queen(
+    rbee_home: Path, fakehub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[QueenProcess]:
+    monkeypatch.setenv("HF_ENDPOINT", fakehub.url)
+    monkeypatch.setenv("HF_HOME", str(rbee_home / "hf-home"))  # no user token, no user cache
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    q = start_queen(rbee_home)
+    try:
+        yield q
+    finally:
+        stop_queen(q)
+
+
+def download(queen: QueenProcess, node: str, model: str) -> tuple[int, list[dict]]:
+    """(HTTP status, events): the events of the stream, or the error envelope."""
+    with queen.client() as c:
+        with c.stream("POST", "/v2/models/download", json={"node": node, "model": model}) as r:
+            if r.status_code != 200:
+                return r.status_code, [json.loads(r.read())]
+            events = []
+            for line in r.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    events.append(json.loads(line[len("data: ") :]))
+            return 200, events
+
+
+def listed(queen: QueenProcess, node: str | None = None) -> list[dict]:
+    with queen.client() as c:
+        r = c.get("/v2/models", params={"node": node} if node else {})
+    assert r.status_code == 200, r.text
+    models: list[dict] = r.json()["models"]
+    return models
+
+
+def keeper(queen: QueenProcess, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RBEE_HOME": str(queen.home)}
+    command = [sys.executable, "-m", "rbee_keeper", "--queen-url", queen.url, *argv]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_download_verify_infer_and_remove(
+    hub_queen: QueenProcess, fakehub: FakeHub, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    fakehub.add_folder("Org/Tiny", tiny_model_dir, {"pytorch_model.bin": b"pickled decoy" * 100})
+    add_node(hub_queen, sshd, tmp_path)
+
+    status, events = download(hub_queen, "n1", "hf:Org/Tiny")
+    assert status == 200, events
+    assert events[0]["type"] == "start" and events[-1]["type"] == "done", events
+    assert any(e["type"] == "progress" for e in events)
+    assert not any(name.endswith(".bin") for name in fakehub.fetched)  # the decoy stayed away
+
+    model = events[-1]["model"]
+    folder = tmp_path / "install" / "models" / "hf" / "Org" / "Tiny"
+    assert Path(model["local_path"]) == folder.resolve()
+    expected = {p.name: sha(p) for p in tiny_model_dir.iterdir() if p.is_file()}
+    assert {f["name"]: f["sha256"] for f in model["files"]} == expected
+    assert {p.name: sha(p) for p in folder.iterdir()} == expected
+    assert model["size_bytes"] == sum(p.stat().st_size for p in tiny_model_dir.iterdir())
+    assert not (tmp_path / "install" / "models" / ".partial" / "hf" / "Org" / "Tiny").exists()
+    (entry,) = listed(hub_queen, "n1")
+    assert entry["ref"] == "hf:Org/Tiny" and entry["status"] == "complete"
+
+    # Asking again finds it complete: nothing more is fetched.
+    before = len(fakehub.fetched)
+    status, events = download(hub_queen, "n1", "hf:Org/Tiny")
+    assert events[-1].get("already") is True and len(fakehub.fetched) == before
+
+    # The worker loads the downloaded folder: the reference resolves through the catalog.
+    task = {"node": "n1", "model": "hf:Org/Tiny", "prompt": "hi", "max_tokens": 4}
+    events, _ = stream_task(hub_queen, **task, temperature=0.0)
+    assert [e["type"] for e in events][-2:] == ["end", "DONE"], events
+    (worker,) = workers(hub_queen)
+    assert worker["model_ref"] == "hf:Org/Tiny"
+    assert listed(hub_queen, "n1")[0]["last_used"] is not None
+
+    with hub_queen.client() as c:
+        body = {"node": "n1", "model": "hf:Org/Tiny"}
+        refused = c.post("/v2/models/remove", json=body)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "MODEL_IN_USE"
+        assert folder.is_dir()
+        c.post("/v2/workers/shutdown", json={"worker_id": worker["worker_id"]})
+        removed = c.post("/v2/models/remove", json=body)
+    assert removed.status_code == 200, removed.text
+    assert not folder.exists() and listed(hub_queen) == []
+
+    # Through the keeper: download (progress on stderr), then list.
+    done = keeper(hub_queen, "models", "download", "--node", "n1", "hf:Org/Tiny")
+    assert done.returncode == 0, done.stderr
+    assert "hf:Org/Tiny downloaded on n1" in done.stdout
+    shown = keeper(hub_queen, "--json", "models", "list", "--node", "n1")
+    assert [m["status"] for m in json.loads(shown.stdout)["models"]] == ["complete"]
+
+    # A folder deleted by hand is noticed.
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
+    assert listed(hub_queen, "n1")[0]["status"] == "missing"
+    with hub_queen.client() as c:
+        r = c.post("/v2/tasks", json=task)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "MODEL_NOT_FOUND"
+
+
+def test_hub_errors_corruption_resume_and_copy(
+    hub_queen: QueenProcess, fakehub: FakeHub, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    fakehub.add_folder("Org/Tiny", tiny_model_dir)
+    fakehub.add_folder("Org/Private", tiny_model_dir)
+    fakehub.private["Org/Private"] = "hf_secret"
+    fakehub.add_folder("Org/Huge", tiny_model_dir)
+    fakehub.sizes[("Org/Huge", "model.safetensors")] = 1 << 60
+    add_node(hub_queen, sshd, tmp_path)
+
+    status, (body,) = download(hub_queen, "n1", "hf:Org/Missing")
+    assert (status, body["error"]["code"]) == (404, "MODEL_NOT_FOUND")
+    status, (body,) = download(hub_queen, "n1", "hf:Org/Private")
+    assert (status, body["error"]["code"]) == (403, "HF_TOKEN_REQUIRED")
+    assert "token" in body["error"]["message"] and "hf_secret" not in body["error"]["message"]
+    status, (body,) = download(hub_queen, "n1", "hf:Org/Huge")
+    assert (status, body["error"]["code"]) == (507, "INSUFFICIENT_DISK")
+    assert body["error"]["details"]["required_bytes"] >= 1 << 60
+
+    # A corrupted weights file is caught by its hash: no catalog entry, no model folder.
+    fakehub.corrupt.add("model.safetensors")
+    status, events = download(hub_queen, "n1", "hf:Org/Tiny")
+    assert events[-1]["type"] == "error" and events[-1]["code"] == "DOWNLOAD_FAILED", events
+    assert listed(hub_queen) == []
+    assert not (tmp_path / "install" / "models" / "hf" / "Org" / "Tiny").exists()
+
+    # Fixed at the source: the retry keeps what already reached the node.
+    fakehub.corrupt.clear()
+    status, events = download(hub_queen, "n1", "hf:Org/Tiny")
+    assert events[-1]["type"] == "done", events
+    assert {e["file"] for e in events if e["type"] == "skip"} >= {"config.json"}
+
+    # A token file opens the private repo (a fresh queen reads RBEE_HF_TOKEN_FILE).
+    token = tmp_path / "hf-token"
+    token.write_text("hf_secret\n")
+    token.chmod(0o600)
+    stop_queen(hub_queen)
+    os.environ["RBEE_HF_TOKEN_FILE"] = str(token)
+    try:
+        queen = start_queen(hub_queen.home)
+    finally:
+        del os.environ["RBEE_HF_TOKEN_FILE"]
+    try:
+        status, events = download(queen, "n1", "hf:Org/Private")
+        assert events[-1]["type"] == "done", events
+
+        # Copy to a second node (same host, another install path) through the queen.
+        add_node(queen, sshd, tmp_path / "second", name="n2")
+        with queen.client() as c:
+            body = {"from": "n1", "to": "n2", "model": "hf:Org/Tiny"}
+            with c.stream("POST", "/v2/models/copy", json=body) as r:
+                assert r.status_code == 200, r.read()
+                lines = [x for x in r.iter_lines() if x.startswith("data: {")]
+        done = json.loads(lines[-1][len("data: ") :])
+        assert done["type"] == "done", done
+        copied = tmp_path / "second" / "install" / "models" / "hf" / "Org" / "Tiny"
+        expected = {p.name: sha(p) for p in tiny_model_dir.iterdir() if p.is_file()}
+        assert {p.name: sha(p) for p in copied.iterdir()} == expected
+        assert {m["node"] for m in listed(queen) if m["ref"] == "hf:Org/Tiny"} == {"n1", "n2"}
+    finally:
+        stop_queen(queen)
+
+
+def test_insufficient_ram_refused_before_spawn(
+    queen: QueenProcess, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A model whose weights cannot fit in RAM is refused with the numbers; no worker starts.
+    (The weights file is sparse: it claims a terabyte and uses no disk.)"""
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    (huge / "config.json").write_bytes((tiny_model_dir / "config.json").read_bytes())
+    with open(huge / "model.safetensors", "wb") as fh:
+        fh.truncate(1 << 40)
+    add_node(queen, sshd, tmp_path)
+    with queen.client() as c:
+        r = c.post("/v2/tasks", json={"node": "n1", "model": f"file:{huge}", "prompt": "x"})
+    error = r.json()["error"]
+    assert (r.status_code, error["code"]) == (507, "INSUFFICIENT_RAM"), r.text
+    assert error["details"]["required_bytes"] == int((1 << 40) * 1.2)
+    assert error["details"]["available_bytes"] > 0
+    assert workers(queen) == []
+
+
+def test_model_reference_is_checked_before_anything_else(queen: QueenProcess) -> None:
+    with queen.client() as c:
+        for model in ("hf:Org", "hf:../x/y", "hf:Org/Repo/extra", "hf:.x/y", "file:/tmp/x"):
+            r = c.post("/v2/models/download", json={"node": "nowhere", "model": model})
+            assert r.status_code == 400, (model, r.text)
+            assert r.json()["error"]["code"] == "INVALID_REQUEST"
