@@ -39,7 +39,7 @@ def create_app(config: QueenConfig) -> Starlette:
         svc = Services.build(config)
         app.state.services = svc
         uninstall_auth = auth.install(svc)
-        svc.health.start()
+        await svc.start_background()
         log.info("queen ready: home=%s", config.home)
         try:
             yield

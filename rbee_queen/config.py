@@ -40,6 +40,22 @@ class QueenConfig:
     token_file: Path | None = None
     # A Hugging Face token for gated or private repos (a 0600 file, one line).
     hf_token_file: Path | None = None
+    # Worker supervision (0: no supervisor): a health check every interval, a
+    # worker with a request in flight and no token for `hung_after_s` is hung,
+    # an idle worker is stopped after `idle_stop_s` (0: never).
+    supervisor_interval_s: float = 30.0
+    worker_health_timeout_s: float = 5.0
+    hung_after_s: float = 60.0
+    idle_stop_s: float = 300.0
+    # Restarts: 1, 2, 4 ... s (capped) at most `restart_max_attempts` in a row; the
+    # circuit opens after `breaker_failures` in `breaker_window_s`; stable uptime
+    # of `restart_reset_after_s` resets the counts.
+    restart_max_attempts: int = 3
+    restart_base_delay_s: float = 1.0
+    restart_max_delay_s: float = 60.0
+    breaker_failures: int = 5
+    breaker_window_s: float = 300.0
+    restart_reset_after_s: float = 300.0
 
     @property
     def db_path(self) -> Path:
@@ -67,6 +83,13 @@ class QueenConfig:
             "health_interval_s": _env_float("RBEE_HEALTH_INTERVAL", 5.0),
             "gpu_interval_s": _env_float("RBEE_GPU_INTERVAL", 15.0),
             "reconnect_max_s": _env_float("RBEE_RECONNECT_MAX", 10.0),
+            "supervisor_interval_s": _env_float("RBEE_SUPERVISOR_INTERVAL", 30.0),
+            "worker_health_timeout_s": _env_float("RBEE_WORKER_HEALTH_TIMEOUT", 5.0),
+            "hung_after_s": _env_float("RBEE_HUNG_AFTER", 60.0),
+            "idle_stop_s": _env_float("RBEE_IDLE_STOP", 300.0),
+            "restart_max_attempts": int(_env_float("RBEE_RESTART_MAX_ATTEMPTS", 3)),
+            "restart_base_delay_s": _env_float("RBEE_RESTART_BASE_DELAY", 1.0),
+            "breaker_failures": int(_env_float("RBEE_BREAKER_FAILURES", 5)),
             "hf_token_file": Path(os.environ.get("RBEE_HF_TOKEN_FILE") or rbee_home() / "hf-token"),
         }
         values.update(overrides)

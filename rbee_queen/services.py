@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,9 +23,12 @@ from rbee_queen.orchestration.model_ops import ModelManager
 from rbee_queen.orchestration.node_health import HealthMonitor
 from rbee_queen.orchestration.nodes import NodeInventory
 from rbee_queen.orchestration.states import WorkerState, on_transition
+from rbee_queen.orchestration.supervisor import Supervisor, SupervisorSettings
 from rbee_queen.orchestration.workers import WorkerManager
 from rbee_queen.store.db import open_database
 from rbee_queen.store.models import Worker
+
+log = logging.getLogger("rbee.queen")
 
 
 @dataclass
@@ -41,12 +46,33 @@ class Services:
     bus: EventBus = field(default_factory=EventBus)
     metrics: QueenMetrics = field(default_factory=QueenMetrics)
     _closers: list[Callable[[], None]] = field(default_factory=list)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         # Metrics are a function of the events; worker transitions become events.
         self.bus.add_listener(self.metrics.observe)
         self._closers.append(on_transition(self._publish_transition))
         self.health.listener = self._publish_node
+        self.workers.publish = self.bus.publish
+        self.supervisor = Supervisor(
+            self.workers,
+            SupervisorSettings(
+                interval_s=self.config.supervisor_interval_s,
+                health_timeout_s=self.config.worker_health_timeout_s,
+                hung_after_s=self.config.hung_after_s,
+                idle_stop_s=self.config.idle_stop_s or float("inf"),
+            ),
+        )
+
+    async def start_background(self) -> None:
+        """Loops that run for the queen's life, and re-adoption of the workers a
+        previous queen left running (in the background: a node that does not
+        answer must not hold up the start)."""
+        self.health.start()
+        self.supervisor.start()
+        adoption = asyncio.create_task(self.workers.adopt_all(), name="re-adoption")
+        self._tasks.add(adoption)
+        adoption.add_done_callback(self._tasks.discard)
 
     def _publish_node(
         self,
@@ -107,9 +133,18 @@ class Services:
         )
 
     async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.supervisor.stop()
         await self.health.stop()
         if self.config.stop_workers_on_exit:
-            await self.workers.stop_all()
+            counts = await self.workers.stop_all()
+            log.info(
+                "stopped workers: %d graceful, %d forced, %d failed",
+                counts["graceful"],
+                counts["forced"],
+                counts["failed"],
+            )
         await self.workers.aclose()
         await self.pool.close_all()
         for close in self._closers:

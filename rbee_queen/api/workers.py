@@ -7,7 +7,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from rbee_queen.api.body import json_body
-from rbee_queen.orchestration.states import LIVE
+from rbee_queen.orchestration.states import LISTED
 from rbee_queen.orchestration.workers import worker_json
 from rbee_queen.services import services
 from rbee_queen.store.models import Worker
@@ -19,7 +19,7 @@ async def list_workers(request: Request) -> JSONResponse:
     include_stopped = request.query_params.get("all") == "1"
     query = Worker.select().order_by(Worker.started_at)
     if not include_stopped:
-        query = query.where(Worker.state.in_([s.value for s in LIVE]))
+        query = query.where(Worker.state.in_([s.value for s in LISTED]))
     return JSONResponse({"workers": [worker_json(w, live.get(w.worker_id)) for w in query]})
 
 

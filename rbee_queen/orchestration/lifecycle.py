@@ -21,12 +21,16 @@ import httpx
 
 from rbee_queen.errors import RbeeError, WorkerStartFailed
 from rbee_queen.orchestration.restart_policy import RestartPolicy
-from rbee_queen.orchestration.states import LIVE, WorkerState, transition
+from rbee_queen.orchestration.states import ALLOWED, LIVE, RECOVERING, WorkerState, transition
 from rbee_queen.store.models import Worker
 from rbee_queen.validation import model_path
 
 if TYPE_CHECKING:
-    from rbee_queen.orchestration.workers import WorkerManager
+    from rbee_queen.audit import AuditLog
+    from rbee_queen.fleet.session import NodeSession
+    from rbee_queen.orchestration.worker_auth import WorkerTokens
+    from rbee_queen.orchestration.workers import LiveWorker
+    from rbee_queen.store.models import Node
 
 log = logging.getLogger("rbee.queen.lifecycle")
 S = WorkerState
@@ -74,6 +78,23 @@ class LifecycleMixin:
     _idle_since: dict[str, float]
     _recovering: set[str]
 
+    if TYPE_CHECKING:  # what the mixin uses of WorkerManager
+        _live: dict[str, LiveWorker]
+        tokens: WorkerTokens
+        http: httpx.AsyncClient
+        audit: AuditLog | None
+
+        @property
+        def live(self) -> dict[str, LiveWorker]: ...
+
+        async def session_for(self, node: Node) -> NodeSession: ...
+
+        async def _spawn_and_wait(
+            self, session: NodeSession, node: Node, row: Worker, path: str, slots: int
+        ) -> LiveWorker: ...
+
+        async def shutdown(self, worker_id: str) -> dict[str, Any]: ...
+
     def init_lifecycle(self, policy: RestartPolicy, token_file: TokenFile) -> None:
         self.policy = policy
         self.publish = lambda *args, **kwargs: None  # the queen's event bus, once wired
@@ -91,20 +112,20 @@ class LifecycleMixin:
         self._idle_since[worker_id] = time.monotonic()
         self._progress.pop(worker_id, None)
 
-    def stalled_for(self: WorkerManager, worker_id: str) -> float | None:
+    def stalled_for(self, worker_id: str) -> float | None:
         """Seconds since the last token of a worker with a request in flight."""
         live = self.live.get(worker_id)
         if live is None or live.in_flight == 0 or worker_id not in self._progress:
             return None
         return time.monotonic() - self._progress[worker_id]
 
-    def idle_for(self: WorkerManager, worker_id: str) -> float | None:
+    def idle_for(self, worker_id: str) -> float | None:
         live = self.live.get(worker_id)
         if live is None or live.in_flight > 0:
             return None
         return time.monotonic() - self._idle_since.setdefault(worker_id, time.monotonic())
 
-    async def process_alive(self: WorkerManager, live: Any) -> bool:
+    async def process_alive(self, live: Any) -> bool:
         row = Worker.get_by_id(live.worker_id)
         session = await self.session_for(row.node)
         status = await session.call(
@@ -117,7 +138,7 @@ class LifecycleMixin:
 
     # --- recovery ---------------------------------------------------------------------
 
-    async def recover(self: WorkerManager, worker_id: str, state: WorkerState, reason: str) -> None:
+    async def recover(self, worker_id: str, state: WorkerState, reason: str) -> None:
         """Kill a failed or hung worker and start it again while the policy allows."""
         if worker_id in self._recovering:
             return
@@ -127,9 +148,7 @@ class LifecycleMixin:
         finally:
             self._recovering.discard(worker_id)
 
-    async def _recover(
-        self: WorkerManager, worker_id: str, state: WorkerState, reason: str
-    ) -> None:
+    async def _recover(self, worker_id: str, state: WorkerState, reason: str) -> None:
         row = Worker.get_by_id(worker_id)
         log.warning("worker %s is %s: %s", worker_id, state.value, reason)
         transition(row, state, reason)
@@ -153,7 +172,7 @@ class LifecycleMixin:
             except RbeeError as exc:
                 transition(row, S.FAILED, exc.message)
 
-    async def _kill(self: WorkerManager, row: Worker) -> None:
+    async def _kill(self, row: Worker) -> None:
         transition(row, S.KILLING, "stopping the process group")
         try:
             session = await self.session_for(row.node)
@@ -176,7 +195,7 @@ class LifecycleMixin:
         if self.audit is not None:
             self.audit.record("worker.killed", worker_id=row.worker_id, forced=forced)
 
-    async def _respawn(self: WorkerManager, row: Worker) -> None:
+    async def _respawn(self, row: Worker) -> None:
         path = model_path(row.model_ref) or row.model_ref
         session = await self.session_for(row.node)
         transition(row, S.SPAWNING, "restart")
@@ -187,7 +206,7 @@ class LifecycleMixin:
         except Exception as exc:
             raise WorkerStartFailed(f"restart failed: {type(exc).__name__}") from exc
 
-    async def stop_idle(self: WorkerManager, worker_id: str, idle_s: float) -> None:
+    async def stop_idle(self, worker_id: str, idle_s: float) -> None:
         log.info("worker %s idle for %.0fs: stopping it", worker_id, idle_s)
         try:
             await self.shutdown(worker_id)
@@ -196,10 +215,11 @@ class LifecycleMixin:
 
     # --- after a queen restart ----------------------------------------------------------
 
-    async def adopt_all(self: WorkerManager) -> dict[str, int]:
+    async def adopt_all(self) -> dict[str, int]:
         """Find the workers a previous queen left running: adopt the healthy ones,
         clean up the dead ones. Never starts a duplicate, never kills a healthy one."""
-        rows = list(Worker.select().where(Worker.state.in_([s.value for s in LIVE])))
+        states = [s.value for s in LIVE | RECOVERING]
+        rows = list(Worker.select().where(Worker.state.in_(states)))
         results = await asyncio.gather(*(self._adopt(r) for r in rows), return_exceptions=True)
         counts = {"adopted": 0, "cleaned": 0, "unreachable": 0}
         for result in results:
@@ -209,13 +229,14 @@ class LifecycleMixin:
             log.info("re-adoption: %s", counts)
         return counts
 
-    async def _adopt(self: WorkerManager, row: Worker) -> str:
+    async def _adopt(self, row: Worker) -> str:
         session = await self.session_for(row.node)
         status = await session.call(
             "worker_status", worker_id=row.worker_id, run_dir=session.run_dir
         )
         token = self.token_file.load().get(row.worker_id)
-        if status["alive"] and status["port"] and token and row.state != S.DRAINING:
+        adoptable = row.state in LIVE and row.state != S.DRAINING
+        if status["alive"] and status["port"] and token and adoptable:
             local_port = await session.forward(int(status["port"]))
             self.tokens.bind(local_port, token)
             try:
@@ -223,7 +244,7 @@ class LifecycleMixin:
             except httpx.HTTPError:
                 health = None
             if health is not None and health.status_code == 200:
-                from rbee_queen.orchestration.workers import LiveWorker
+                from rbee_queen.orchestration.workers import LiveWorker  # a cycle otherwise
 
                 self._live[row.worker_id] = LiveWorker(
                     row.worker_id,
@@ -242,7 +263,8 @@ class LifecycleMixin:
         await session.call(
             "stop_worker", worker_id=row.worker_id, run_dir=session.run_dir, grace_s=KILL_GRACE_S
         )
-        transition(row, S.KILLING, "found dead, unhealthy or draining after a queen restart")
+        if S.KILLING in ALLOWED[WorkerState(row.state)]:
+            transition(row, S.KILLING, "found dead, unhealthy or stopping after a queen restart")
         transition(row, S.STOPPED, "cleaned up after a queen restart")
         self.token_file.drop(row.worker_id)
         return "cleaned"

@@ -39,11 +39,16 @@ ALLOWED: dict[WorkerState, frozenset[WorkerState]] = {
     S.DRAINING: frozenset({S.STOPPED, S.KILLING, S.FAILED}),
     S.FAILED: frozenset({S.KILLING, S.RESTARTING, S.STOPPED}),
     S.HUNG: frozenset({S.KILLING}),
-    S.KILLING: frozenset({S.STOPPED, S.RESTARTING}),
+    S.KILLING: frozenset({S.STOPPED, S.RESTARTING, S.FAILED}),  # FAILED: not restarted
     S.RESTARTING: frozenset({S.SPAWNING, S.STOPPED, S.FAILED}),
     S.STOPPED: frozenset(),
 }
 LIVE = frozenset({S.SPAWNING, S.LOADING, S.IDLE, S.BUSY, S.DRAINING})
+# In the middle of recovery: the process may or may not exist.
+RECOVERING = frozenset({S.HUNG, S.KILLING, S.RESTARTING})
+# What `workers list` shows: all but the stopped (a worker that failed for good
+# stays listed with its reason until it is started again or removed).
+LISTED = LIVE | RECOVERING | {S.FAILED}
 
 
 class IllegalTransition(RuntimeError):

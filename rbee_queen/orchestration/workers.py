@@ -9,6 +9,7 @@ pid files the helper keeps.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -34,9 +35,11 @@ from rbee_queen.errors import (
 )
 from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession
+from rbee_queen.orchestration.lifecycle import LifecycleMixin, TokenFile
 from rbee_queen.orchestration.models import local_path_for_worker
 from rbee_queen.orchestration.nodes import NodeInventory, get_node, target_of
 from rbee_queen.orchestration.resources import preflight_worker
+from rbee_queen.orchestration.restart_policy import RestartPolicy, RestartSettings
 from rbee_queen.orchestration.states import LIVE, WorkerState, record_new, transition
 from rbee_queen.orchestration.worker_auth import TOKEN_ENV, WorkerTokens
 from rbee_queen.store.models import Node, Worker
@@ -67,7 +70,7 @@ class LiveWorker:
         return f"http://127.0.0.1:{self.local_port}"
 
 
-class WorkerManager:
+class WorkerManager(LifecycleMixin):
     def __init__(self, config: QueenConfig, pool: SessionPool, inventory: NodeInventory) -> None:
         self.config = config
         self.pool = pool
@@ -77,6 +80,15 @@ class WorkerManager:
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), auth=self.tokens)
         self._live: dict[str, LiveWorker] = {}
         self._start_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        restart = RestartSettings(
+            base_delay_s=config.restart_base_delay_s,
+            max_delay_s=config.restart_max_delay_s,
+            max_attempts=config.restart_max_attempts,
+            breaker_failures=config.breaker_failures,
+            breaker_window_s=config.breaker_window_s,
+            stable_after_s=config.restart_reset_after_s,
+        )
+        self.init_lifecycle(RestartPolicy(restart), TokenFile(config.home / "worker-tokens.json"))
 
     @property
     def live(self) -> dict[str, LiveWorker]:
@@ -108,6 +120,22 @@ class WorkerManager:
             return await self._start(node, model_ref, slots)
 
     async def _start(self, node: Node, model_ref: str, slots: int = 1) -> LiveWorker:
+        key = (node.name, model_ref)
+        if self.policy.circuit_open(key):
+            raise WorkerStartFailed(
+                f"not starting {model_ref} on {node.name}: it failed "
+                f"{self.policy.settings.breaker_failures} times in "
+                f"{self.policy.settings.breaker_window_s:g}s (circuit open); see its log"
+            )
+        try:
+            live = await self._start_new(node, model_ref, slots)
+        except (WorkerStartFailed, LoadingTimeout):
+            self.policy.failed(key)  # counts towards the circuit breaker
+            raise
+        self.policy.started(key)
+        return live
+
+    async def _start_new(self, node: Node, model_ref: str, slots: int) -> LiveWorker:
         # hf: references resolve through the node's model catalog (never a download).
         path = model_path(model_ref) or local_path_for_worker(node.name, model_ref)
         if path is None:
@@ -154,6 +182,7 @@ class WorkerManager:
             str(slots),
         ]
         token = self.tokens.new()  # in the spawn environment, never argv
+        self.token_file.put(row.worker_id, token)  # a restarted queen re-adopts with it
         spawned = await session.call(
             "spawn_worker",
             worker_id=row.worker_id,
@@ -175,6 +204,7 @@ class WorkerManager:
         )
         await self._wait_until_ready(session, row, live, deadline)
         self._live[row.worker_id] = live
+        self.mark_idle(row.worker_id)
         transition(row, S.IDLE, "model loaded")
         return live
 
@@ -248,6 +278,14 @@ class WorkerManager:
         """Count a stream against the worker's slots. Synchronous, so a router's
         choice and its claim happen with no other request in between."""
         live.in_flight += 1
+        self.mark_progress(live.worker_id)  # the watchdog's clock starts with the request
+        self.publish(
+            "request_started",
+            job_id=job_id,
+            worker_id=live.worker_id,
+            node=live.node,
+            model=live.model_ref,
+        )
         if live.in_flight == 1:
             row = Worker.get_or_none(Worker.worker_id == live.worker_id)
             if row is not None and row.state == S.IDLE:
@@ -256,6 +294,7 @@ class WorkerManager:
     def release(self, live: LiveWorker) -> None:
         live.in_flight = max(0, live.in_flight - 1)
         if live.in_flight == 0:
+            self.mark_idle(live.worker_id)
             row = Worker.get_or_none(Worker.worker_id == live.worker_id)
             if row is not None and row.state == S.BUSY:
                 transition(row, S.IDLE, "job finished")
@@ -295,15 +334,52 @@ class WorkerManager:
         self, live: LiveWorker, response: httpx.Response
     ) -> AsyncGenerator[bytes, None]:
         sent = 0
+        started = time.monotonic()
+        first_token_s: float | None = None
+        tail = b""  # the end of the stream, where the worker's `end` event is
+        outcome = "CANCELLED"  # the client went away, unless the stream says otherwise
         try:
-            async for chunk in response.aiter_raw():
-                sent += len(chunk)
-                yield chunk
+            try:
+                async for chunk in response.aiter_raw():
+                    sent += len(chunk)
+                    self.mark_progress(live.worker_id)
+                    if first_token_s is None and b'"token"' in chunk:
+                        first_token_s = time.monotonic() - started
+                    tail = (tail + chunk)[-4096:]
+                    yield chunk
+            except httpx.HTTPError as exc:
+                # The worker died or was killed mid-stream: end the stream with an
+                # error event the client can act on, instead of a silent cut.
+                outcome = "WORKER_DIED"
+                yield _error_event(
+                    "WORKER_DIED", f"worker {live.worker_id} stopped mid-stream ({exc})"
+                )
+            else:
+                outcome = "INCOMPLETE"
         finally:
             await response.aclose()
             if self.audit is not None:
                 self.audit.record("inference.completed", worker_id=live.worker_id, bytes=sent)
             self.release(live)
+            end = _last_event(tail, "end") or {}
+            error = _last_event(tail, "error")
+            if end:
+                outcome = str(end.get("stop_reason", outcome))
+            elif error:
+                outcome = str(error.get("code", outcome))
+            tokens = int(end.get("tokens_out") or 0)
+            decode_ms = end.get("decode_time_ms") or 0
+            self.publish(
+                "request_finished",
+                job_id=end.get("job_id"),
+                worker_id=live.worker_id,
+                node=live.node,
+                outcome=outcome,
+                tokens_out=tokens,
+                ttft_ms=round(first_token_s * 1000, 2) if first_token_s is not None else None,
+                decode_time_ms=decode_ms,
+                tokens_per_s=round(tokens / (decode_ms / 1000), 1) if decode_ms else None,
+            )
 
     # --- stopping ----------------------------------------------------------------
 
@@ -323,6 +399,7 @@ class WorkerManager:
         if live is not None:
             self.tokens.forget(live.local_port)
             session.close_forward(live.remote_port)
+        self.token_file.drop(row.worker_id)
         return dict(
             await session.call(
                 "stop_worker",
@@ -368,6 +445,23 @@ def worker_json(row: Worker, live: LiveWorker | None) -> dict[str, Any]:
         "started_at": row.started_at.isoformat() if row.started_at else None,
         "last_error": row.last_error,
     }
+
+
+def _error_event(code: str, message: str) -> bytes:
+    event = json.dumps({"type": "error", "code": code, "message": message})
+    return f"data: {event}\n\ndata: [DONE]\n\n".encode()
+
+
+def _last_event(tail: bytes, kind: str) -> dict[str, Any] | None:
+    """The last event of `kind` in the end of a stream, if it is there whole."""
+    for line in reversed(tail.split(b"\n")):
+        if line.startswith(b"data: {") and f'"type": "{kind}"'.encode() in line:
+            try:
+                event = json.loads(line[len(b"data: ") :])
+            except ValueError:
+                return None
+            return event if isinstance(event, dict) else None
+    return None
 
 
 def _json_or_empty(response: httpx.Response) -> dict[str, Any]:

@@ -1,0 +1,65 @@
+"""Walk every pair of worker states: each allowed move works and is recorded,
+every other one is refused and changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rbee_queen.orchestration.states import (
+    ALLOWED,
+    IllegalTransition,
+    WorkerState,
+    on_transition,
+    transition,
+)
+from rbee_queen.store.db import open_database
+from rbee_queen.store.models import Node, Worker, WorkerEvent
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Worker:
+    db = open_database(tmp_path / "queen.db")
+    node = Node.create(name="n1", ssh_host="h", ssh_user="u", ssh_key_path="/k", install_path="/i")
+    yield Worker.create(worker_id="w-1", node=node, model_ref="file:/m", state="spawning")
+    db.close()
+
+
+def test_every_pair_of_states(worker: Worker) -> None:
+    heard: list[tuple[str | None, str]] = []
+    remove = on_transition(lambda w, a, b, r: heard.append((a and a.value, b.value)))
+    try:
+        for start in WorkerState:
+            for target in WorkerState:
+                if target == start:
+                    continue
+                worker.state = start.value
+                worker.save()
+                events_before = WorkerEvent.select().count()
+                if target in ALLOWED[start]:
+                    transition(worker, target, "walk")
+                    assert Worker.get_by_id("w-1").state == target.value
+                    last = WorkerEvent.select().order_by(WorkerEvent.id.desc()).get()
+                    assert (last.from_state, last.to_state) == (start.value, target.value)
+                    assert heard[-1] == (start.value, target.value)
+                else:
+                    with pytest.raises(IllegalTransition):
+                        transition(worker, target, "walk")
+                    assert Worker.get_by_id("w-1").state == start.value
+                    assert WorkerEvent.select().count() == events_before
+    finally:
+        remove()
+
+
+def test_stopped_is_final_and_every_state_can_end() -> None:
+    assert ALLOWED[WorkerState.STOPPED] == frozenset()
+    # From every state there is a path to stopped.
+    for start in WorkerState:
+        seen, frontier = {start}, [start]
+        while frontier:
+            for nxt in ALLOWED[frontier.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    frontier.append(nxt)
+        assert WorkerState.STOPPED in seen, start
