@@ -7,10 +7,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from rbee_queen.api.body import json_body
+from rbee_queen.errors import WorkerNotFound
 from rbee_queen.orchestration.states import LISTED
 from rbee_queen.orchestration.workers import worker_json
 from rbee_queen.services import services
-from rbee_queen.store.models import Worker
+from rbee_queen.store.models import Worker, WorkerEvent
 from rbee_queen.validation import WORKER_ID, Fields
 
 
@@ -31,7 +32,30 @@ async def shutdown(request: Request) -> JSONResponse:
     return JSONResponse(await services(request).workers.shutdown(worker_id))
 
 
+async def worker_events(request: Request) -> JSONResponse:
+    """A worker's history: every state it went through, when, and why."""
+    worker_id = request.path_params["worker_id"]
+    if not WORKER_ID.match(worker_id) or Worker.get_or_none(Worker.worker_id == worker_id) is None:
+        raise WorkerNotFound(f"no worker {worker_id!r}")
+    rows = WorkerEvent.select().where(WorkerEvent.worker_id == worker_id).order_by(WorkerEvent.at)
+    return JSONResponse(
+        {
+            "worker_id": worker_id,
+            "events": [
+                {
+                    "at": e.at.isoformat(),
+                    "from_state": e.from_state,
+                    "to_state": e.to_state,
+                    "reason": e.reason,
+                }
+                for e in rows
+            ],
+        }
+    )
+
+
 routes = [
+    Route("/v2/workers/{worker_id}/events", worker_events, methods=["GET"]),
     Route("/v2/workers/list", list_workers, methods=["GET"]),
     Route("/v2/workers/shutdown", shutdown, methods=["POST"]),
 ]

@@ -77,6 +77,7 @@ class LifecycleMixin:
     _progress: dict[str, float]
     _idle_since: dict[str, float]
     _recovering: set[str]
+    adoption_done: asyncio.Event
 
     if TYPE_CHECKING:  # what the mixin uses of WorkerManager
         _live: dict[str, LiveWorker]
@@ -102,6 +103,9 @@ class LifecycleMixin:
         self._progress = {}
         self._idle_since = {}
         self._recovering = set()
+        # Set once the workers of a previous queen are adopted or cleaned up;
+        # until then no new worker starts, so none is started twice.
+        self.adoption_done = asyncio.Event()
 
     # --- clocks the supervisor reads ------------------------------------------------
 
@@ -220,7 +224,10 @@ class LifecycleMixin:
         clean up the dead ones. Never starts a duplicate, never kills a healthy one."""
         states = [s.value for s in LIVE | RECOVERING]
         rows = list(Worker.select().where(Worker.state.in_(states)))
-        results = await asyncio.gather(*(self._adopt(r) for r in rows), return_exceptions=True)
+        try:
+            results = await asyncio.gather(*(self._adopt(r) for r in rows), return_exceptions=True)
+        finally:
+            self.adoption_done.set()
         counts = {"adopted": 0, "cleaned": 0, "unreachable": 0}
         for result in results:
             key = result if isinstance(result, str) else "unreachable"

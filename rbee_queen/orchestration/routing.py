@@ -25,6 +25,7 @@ class Router:
         self, model_ref: str, nodes: list[str], slots: int, job_id: str
     ) -> LiveWorker:
         """A worker for the model on one of `nodes`, already claimed for this job."""
+        await self.workers.adoption_done.wait()  # a previous queen's workers count too
         running = self._running(model_ref, nodes)
         free = [w for w in running if w.free_slots > 0]
         if free:

@@ -110,6 +110,7 @@ class WorkerManager(LifecycleMixin):
 
     async def ensure_worker(self, node_name: str, model_ref: str, slots: int = 1) -> LiveWorker:
         node = get_node(node_name)
+        await self.adoption_done.wait()
         lock = self._start_locks.setdefault((node_name, model_ref), asyncio.Lock())
         async with lock:  # two cold requests for one model start one worker
             for live in self._live.values():
