@@ -20,6 +20,7 @@ from rbee_queen.api import (
     nodes,
     observe,
     openai,
+    openapi,
     tasks,
     workers,
 )
@@ -61,6 +62,7 @@ def create_app(config: QueenConfig) -> Starlette:
             *observe.routes,
             *logs.routes,
             *keys.routes,
+            *openapi.routes,
         ],
         middleware=[
             # Outermost, so even a refused request has a correlation id.

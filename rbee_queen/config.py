@@ -80,6 +80,7 @@ class QueenConfig:
             "home": rbee_home(),
             "ssh_connect_timeout_s": _env_float("RBEE_SSH_CONNECT_TIMEOUT", 10.0),
             "worker_loading_timeout_s": _env_float("RBEE_WORKER_LOADING_TIMEOUT", 120.0),
+            "worker_stop_grace_s": _env_float("RBEE_WORKER_STOP_GRACE", 10.0),
             "health_interval_s": _env_float("RBEE_HEALTH_INTERVAL", 5.0),
             "gpu_interval_s": _env_float("RBEE_GPU_INTERVAL", 15.0),
             "reconnect_max_s": _env_float("RBEE_RECONNECT_MAX", 10.0),

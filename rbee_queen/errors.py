@@ -223,6 +223,13 @@ class AllSlotsBusy(WorkerError):
     status = 503
 
 
+class WorkerDraining(WorkerError):
+    """The only worker that could serve the request is being shut down."""
+
+    code = "WORKER_DRAINING"
+    status = 503
+
+
 class InferenceFailed(WorkerError):
     code = "INFERENCE_FAILED"
 

@@ -9,12 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import Checkbox, Input, Label
 
 from rbee_keeper.tui.app import DashboardApp, create_app
 from rbee_keeper.tui.fleet import Fleet
-from rbee_keeper.tui.screens import Confirm, FleetView, NodeView, WorkerView
+from rbee_keeper.tui.screens import (
+    AddNodeForm,
+    Confirm,
+    FleetView,
+    NodeView,
+    StartWorkerForm,
+    WorkerView,
+)
 from rbee_keeper.tui.source import QueenActions, QueenSource
 from rbee_keeper.tui.widgets import NodesTable, Totals, WorkersTable
+from rbee_queen import errors
 from tests.plugins.procs import worker_pids
 from tests.plugins.queen import QueenProcess
 from tests.plugins.sshd import SshServer
@@ -68,15 +77,31 @@ class Recorded:
 
 
 class RecordingActions:
-    def __init__(self) -> None:
+    """Records every call in order; `fail` names calls that raise `errors[name]`."""
+
+    def __init__(self, fail: dict[str, Exception] | None = None) -> None:
         self.stopped: list[str] = []
+        self.calls: list[tuple[Any, ...]] = []
+        self.fail = fail or {}
+
+    def _record(self, *call: Any) -> None:
+        self.calls.append(call)
+        if call[0] in self.fail:
+            raise self.fail[call[0]]
 
     def stop_worker(self, worker_id: str) -> dict[str, Any]:
+        self._record("stop", worker_id)
         self.stopped.append(worker_id)
         return {"worker_id": worker_id, "stopped": True, "forced": False}
 
     def start_worker(self, node: str, model_ref: str) -> dict[str, Any]:
-        return {}
+        self._record("start", node, model_ref)
+        return {"events": [{"type": "done"}]}
+
+    def add_node(self, node: dict[str, Any]) -> dict[str, Any]:
+        self._record("add_node", node)
+        checks = [{"name": "connect", "ok": True, "detail": "10.0.0.9:2222"}]
+        return {"node": {**node, "status": "reachable"}, "preflight": checks}
 
     def log_tail(self, node: str, worker_id: str) -> list[str]:
         return [f"log of {worker_id} on {node}"]
@@ -160,7 +185,265 @@ async def test_stop_asks_first_and_read_only_hides_it() -> None:
         await pilot.press("s")
         await pilot.pause(0.2)
         assert not isinstance(read_only.screen, Confirm)
-        assert "Stop" not in str(read_only.screen.query_one("Footer").render())
+        assert "Stop" not in footer_text(read_only) and "Help" in footer_text(read_only)
+
+
+def record_notes(app: DashboardApp) -> list[tuple[str, str]]:
+    """Every notification the app shows, with its severity."""
+    notes: list[tuple[str, str]] = []
+    notify = app.notify
+
+    def recording(message: str, **kwargs: Any) -> None:
+        notes.append((message, kwargs.get("severity", "information")))
+        notify(message, **kwargs)
+
+    app.notify = recording  # type: ignore[method-assign]
+    return notes
+
+
+def footer_text(app: DashboardApp) -> str:
+    footer = app.screen.query_one("Footer")
+    return " ".join(str(key.render()) for key in footer.query("FooterKey"))
+
+
+async def fleet_ready(pilot: Any, app: DashboardApp) -> WorkersTable:
+    workers = app.screen.query_one(WorkersTable)
+    await settle(pilot, app, lambda: workers.row_count == 2)
+    workers.focus()
+    return workers
+
+
+async def test_restart_asks_first_then_stops_and_starts_the_same_model_on_the_same_node() -> None:
+    actions = RecordingActions()
+    app = app_with([SNAPSHOT], actions=actions)
+    notes = record_notes(app)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await fleet_ready(pilot, app)
+        assert "Stop (drain)" in footer_text(app) and "Restart" in footer_text(app)
+        await pilot.press("r")
+        assert isinstance(app.screen, Confirm)
+        assert "file:/m/tiny" in app.screen.question and "gpu1" in app.screen.question
+        await pilot.press("n")
+        await pilot.pause()
+        assert actions.calls == []
+        await pilot.press("r", "y")
+        await settle(pilot, app, lambda: len(actions.calls) == 2)
+        assert actions.calls == [("stop", "w-1"), ("start", "gpu1", "file:/m/tiny")]
+        await settle(pilot, app, lambda: any("started on gpu1" in m for m, _ in notes))
+        assert any("drained and stopped gracefully" in m for m, _ in notes)
+
+
+async def test_stop_says_it_drains_and_a_failed_stop_is_shown_and_no_start_follows() -> None:
+    gone = errors.WorkerNotFound("no running worker 'w-1'")
+    actions = RecordingActions(fail={"stop": gone})
+    app = app_with([SNAPSHOT], actions=actions)
+    notes = record_notes(app)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await fleet_ready(pilot, app)
+        await pilot.press("s")
+        assert isinstance(app.screen, Confirm) and "drains" in app.screen.question
+        await pilot.press("y")
+        await settle(pilot, app, lambda: any(sev == "error" for _, sev in notes))
+        await pilot.press("r", "y")
+        await settle(pilot, app, lambda: len([n for n in notes if n[1] == "error"]) == 2)
+        assert actions.calls == [("stop", "w-1"), ("stop", "w-1")]
+        assert notes[0] == ("stop failed: WORKER_NOT_FOUND: no running worker 'w-1'", "error")
+        assert isinstance(app.screen, FleetView)
+
+
+async def open_node(pilot: Any, app: DashboardApp) -> NodeView:
+    nodes = app.screen.query_one(NodesTable)
+    await settle(pilot, app, lambda: nodes.row_count == 2)
+    nodes.focus()
+    await pilot.press("enter")
+    await settle(pilot, app, lambda: isinstance(app.screen, NodeView))
+    assert isinstance(app.screen, NodeView)
+    return app.screen
+
+
+async def test_start_worker_form_validates_the_model_and_asks_first() -> None:
+    actions = RecordingActions()
+    app = app_with([SNAPSHOT], actions=actions)
+    notes = record_notes(app)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await open_node(pilot, app)
+        assert "Start worker" in footer_text(app)
+        await pilot.press("w")
+        assert isinstance(app.screen, StartWorkerForm)
+        model = app.screen.query_one("#model", Input)
+        model.value = "bad ref; rm -rf /"
+        await pilot.press("enter")
+        assert isinstance(app.screen, StartWorkerForm)
+        assert "model:" in str(app.screen.query_one("#form-error", Label).render())
+        await pilot.press("escape")
+        assert isinstance(app.screen, NodeView) and actions.calls == []
+
+        for answer in ("n", "y"):
+            await pilot.press("w")
+            app.screen.query_one("#model", Input).value = "hf:Org/Repo@main"
+            await pilot.press("enter")
+            assert isinstance(app.screen, Confirm)
+            assert app.screen.question == "Start a worker for hf:Org/Repo@main on gpu1?"
+            await pilot.press(answer)
+            if answer == "n":
+                await pilot.pause()
+                assert actions.calls == [] and isinstance(app.screen, NodeView)
+        await settle(pilot, app, lambda: actions.calls == [("start", "gpu1", "hf:Org/Repo@main")])
+        await settle(
+            pilot,
+            app,
+            lambda: ("worker for hf:Org/Repo@main started on gpu1", "information") in notes,
+        )
+
+
+class FailingStart(RecordingActions):
+    def start_worker(self, node: str, model_ref: str) -> dict[str, Any]:
+        self._record("start", node, model_ref)
+        return {
+            "events": [{"type": "error", "code": "MODEL_NOT_FOUND", "message": "no such model"}]
+        }
+
+
+async def test_a_start_that_fails_in_the_stream_is_shown() -> None:
+    actions = FailingStart()
+    app = app_with([SNAPSHOT], actions=actions)
+    notes = record_notes(app)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await open_node(pilot, app)
+        await pilot.press("w")
+        app.screen.query_one("#model", Input).value = "hf:Org/Missing"
+        await pilot.press("enter", "y")
+        await settle(pilot, app, lambda: bool(notes))
+        assert notes == [("start on gpu1 failed: MODEL_NOT_FOUND: no such model", "error")]
+        assert isinstance(app.screen, NodeView)
+
+
+def fill_add_node(form: AddNodeForm, **values: str) -> None:
+    for input_id, value in values.items():
+        form.query_one(f"#{input_id}", Input).value = value
+
+
+async def test_add_node_form_validates_asks_and_shows_the_preflight() -> None:
+    actions = RecordingActions()
+    app = app_with([SNAPSHOT], actions=actions)
+    notes = record_notes(app)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await fleet_ready(pilot, app)
+        assert "Add node" in footer_text(app)
+        await pilot.press("a")
+        form = app.screen
+        assert isinstance(form, AddNodeForm)
+        form.query_one("#name", Input).focus()
+        await pilot.press("enter")
+        error = str(form.query_one("#form-error", Label).render())
+        assert "name:" in error and "host:" in error and "user:" in error
+        assert isinstance(app.screen, AddNodeForm)
+        fill_add_node(form, name="gpu3", host="10.0.0.9", port="2222", user="bob")
+        fill_add_node(form, key="/keys/id_ed25519", install="/srv/rbee")
+        form.query_one("#accept", Checkbox).value = True
+        await pilot.press("enter")
+        assert isinstance(app.screen, Confirm)
+        assert "gpu3 (bob@10.0.0.9:2222)" in app.screen.question
+        await pilot.press("y")
+        await settle(pilot, app, lambda: bool(notes))
+        assert actions.calls == [
+            (
+                "add_node",
+                {
+                    "node_name": "gpu3",
+                    "ssh_host": "10.0.0.9",
+                    "ssh_port": 2222,
+                    "ssh_user": "bob",
+                    "ssh_key_path": "/keys/id_ed25519",
+                    "install_path": "/srv/rbee",
+                    "accept_new_host_key": True,
+                },
+            )
+        ]
+        assert notes == [
+            ("added node gpu3 (reachable); preflight: connect ok (10.0.0.9:2222)", "information")
+        ]
+
+
+async def test_add_node_error_is_one_line_and_a_cancelled_form_calls_nothing() -> None:
+    refused = errors.SshAuthFailed(
+        "bob@10.0.0.9 refused the key", check="authenticate", suggestion="add the public key"
+    )
+    actions = RecordingActions(fail={"add_node": refused})
+    app = app_with([SNAPSHOT], actions=actions)
+    notes = record_notes(app)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await fleet_ready(pilot, app)
+        await pilot.press("a")
+        await pilot.press("escape")
+        assert isinstance(app.screen, FleetView)
+        await pilot.press("a")
+        fill_add_node(app.screen, name="gpu3", host="10.0.0.9", user="bob")  # type: ignore[arg-type]
+        app.screen.query_one("#user", Input).focus()
+        await pilot.press("enter", "n")
+        await pilot.pause()
+        assert actions.calls == [] and isinstance(app.screen, FleetView)
+        await pilot.press("a")
+        fill_add_node(app.screen, name="gpu3", host="10.0.0.9", user="bob")  # type: ignore[arg-type]
+        await pilot.press("enter", "y")
+        await settle(pilot, app, lambda: bool(notes))
+        assert actions.calls[0][1]["ssh_port"] == 22 and actions.calls[0][1]["ssh_key_path"] is None
+        assert notes == [
+            (
+                "add node failed: SSH_AUTH_FAILED: bob@10.0.0.9 refused the key "
+                "(add the public key)",
+                "error",
+            )
+        ]
+        assert isinstance(app.screen, FleetView)
+
+
+async def test_palette_offers_the_actions_and_read_only_hides_them_all() -> None:
+    actions = RecordingActions()
+    app = app_with([SNAPSHOT], actions=actions)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await fleet_ready(pilot, app)
+        texts = [text for text, _ in app.commands()]
+        for wanted in (
+            "Add node",
+            "Start worker on node gpu2",
+            "Stop (drain) worker w-2",
+            "Restart worker w-1",
+        ):
+            assert wanted in texts
+        await pilot.press("ctrl+p")
+        await pilot.press(*"restart", "space", *"worker", "space", "w", "minus", "2")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await settle(pilot, app, lambda: isinstance(app.screen, Confirm))
+        assert "Restart worker w-2?" in app.screen.question  # type: ignore[attr-defined]
+
+    read_only = app_with([SNAPSHOT], actions=RecordingActions(), read_only=True)
+    async with read_only.run_test(size=(140, 40)) as pilot:
+        await fleet_ready(pilot, read_only)
+        texts = [text for text, _ in read_only.commands()]
+        assert "Open worker w-1" in texts
+        assert not [t for t in texts if t.split()[0] in ("Add", "Start", "Stop", "Restart")]
+        footer = footer_text(read_only)
+        assert "Help" in footer
+        for hidden in ("Stop", "Restart", "Add node"):
+            assert hidden not in footer
+        for key in ("s", "r", "a"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(read_only.screen, FleetView)
+        read_only.screen.query_one(NodesTable).focus()
+        await pilot.press("enter")
+        await settle(pilot, read_only, lambda: isinstance(read_only.screen, NodeView))
+        assert "Start worker" not in footer_text(read_only)
+        await pilot.press("w")
+        await pilot.pause()
+        assert isinstance(read_only.screen, NodeView)
+        read_only.open_add_node_form()
+        read_only.open_start_form("gpu1")
+        read_only.confirm_restart("w-1")
+        await pilot.pause()
+        assert isinstance(read_only.screen, NodeView)
 
 
 async def test_queen_going_away_is_shown_and_the_dashboard_reconnects() -> None:
@@ -242,7 +525,7 @@ async def test_against_a_real_queen_and_worker(
     assert worker_pids(worker_id) == []
 
 
-@pytest.mark.parametrize("screen", ["fleet", "node"])
+@pytest.mark.parametrize("screen", ["fleet", "node", "add-node"])
 def test_snapshots(snap_compare: Any, screen: str) -> None:
     events = [SNAPSHOT]
 
@@ -253,6 +536,13 @@ def test_snapshots(snap_compare: Any, screen: str) -> None:
             app.screen.query_one(NodesTable).focus()
             await pilot.press("enter")
             await settle(pilot, app, lambda: isinstance(app.screen, NodeView))
+            await pilot.pause(0.4)
+        if screen == "add-node":
+            app.screen.query_one(WorkersTable).focus()
+            await pilot.press("a")
+            await settle(pilot, app, lambda: isinstance(app.screen, AddNodeForm))
+            for field in app.screen.query(Input):
+                field.cursor_blink = False  # the same picture every run
             await pilot.pause(0.4)
 
     app = app_with(events, actions=RecordingActions(), queen_url="http://127.0.0.1:8080")

@@ -13,7 +13,9 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
         "dashboard", parents=[common], help="watch the fleet live (Textual)"
     )
     dashboard.add_argument(
-        "--read-only", action="store_true", help="hide the actions (stop, start, drain)"
+        "--read-only",
+        action="store_true",
+        help="hide the actions (stop, restart, start a worker, add a node)",
     )
     dashboard.set_defaults(handler=run_dashboard)
 

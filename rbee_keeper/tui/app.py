@@ -16,35 +16,35 @@ from textual import work
 from textual.app import App
 from textual.command import Hit, Hits, Provider
 
+from rbee_keeper.client import error_from_event
 from rbee_keeper.tui.fleet import Fleet
-from rbee_keeper.tui.screens import Confirm, FleetView, Help, NodeView, WorkerView
+from rbee_keeper.tui.screens import (
+    AddNodeForm,
+    Confirm,
+    FleetView,
+    Help,
+    NodeView,
+    StartWorkerForm,
+    WorkerView,
+)
 from rbee_keeper.tui.source import EventSource, FleetActions
+from rbee_queen.errors import RbeeError
 
 REDRAW_INTERVAL_S = 0.25
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
 
 
 class FleetCommands(Provider):
-    """Command palette: open any node or worker, stop a worker."""
+    """Command palette: open any node or worker; unless read-only, stop (drain) or
+    restart a worker, start a worker on a node, add a node."""
 
     async def search(self, query: str) -> Hits:
         app = self.app
         assert isinstance(app, DashboardApp)
         matcher = self.matcher(query)
-        for name in sorted(app.fleet.nodes):
-            text = f"Open node {name}"
+        for text, run in app.commands():
             if (score := matcher.match(text)) > 0:
-                yield Hit(score, matcher.highlight(text), partial(app.push_screen, NodeView(name)))
-        for worker_id in sorted(app.fleet.workers):
-            text = f"Open worker {worker_id}"
-            if (score := matcher.match(text)) > 0:
-                yield Hit(
-                    score, matcher.highlight(text), partial(app.push_screen, WorkerView(worker_id))
-                )
-            if not app.read_only:
-                text = f"Stop worker {worker_id}"
-                if (score := matcher.match(text)) > 0:
-                    yield Hit(score, matcher.highlight(text), partial(app.confirm_stop, worker_id))
+                yield Hit(score, matcher.highlight(text), run)
 
 
 class DashboardApp(App[None]):
@@ -113,27 +113,150 @@ class DashboardApp(App[None]):
             refresh()
 
     # --- actions -----------------------------------------------------------------
+    # Each asks first (Confirm) and does nothing in read-only mode; the calls run
+    # on a thread and report by notification, errors included.
 
-    def confirm_stop(self, worker_id: str) -> None:
-        if self.read_only or self.actions is None:
-            return
+    def commands(self) -> list[tuple[str, Callable[[], Any]]]:
+        """The command palette's entries."""
+        found: list[tuple[str, Callable[[], Any]]] = []
+        if not self.read_only:
+            found.append(("Add node", self.open_add_node_form))
+        for name in sorted(self.fleet.nodes):
+            found.append((f"Open node {name}", partial(self.push_screen, NodeView(name))))
+            if not self.read_only:
+                found.append((f"Start worker on node {name}", partial(self.open_start_form, name)))
+        for worker_id in sorted(self.fleet.workers):
+            found.append(
+                (f"Open worker {worker_id}", partial(self.push_screen, WorkerView(worker_id)))
+            )
+            if not self.read_only:
+                found.append(
+                    (f"Stop (drain) worker {worker_id}", partial(self.confirm_stop, worker_id))
+                )
+                found.append(
+                    (f"Restart worker {worker_id}", partial(self.confirm_restart, worker_id))
+                )
+        return found
 
+    @property
+    def can_act(self) -> bool:
+        return not self.read_only and self.actions is not None
+
+    def ask(self, question: str, then: Callable[[], object]) -> None:
         def answered(yes: bool | None) -> None:
             if yes:
-                self.stop_worker(worker_id)
+                then()
 
-        self.push_screen(Confirm(f"Stop worker {worker_id}?"), answered)
+        self.push_screen(Confirm(question), answered)
 
-    @work(thread=True, group="actions")
-    def stop_worker(self, worker_id: str) -> None:
+    def confirm_stop(self, worker_id: str) -> None:
+        if self.can_act:
+            self.ask(
+                f"Stop worker {worker_id}? It drains: no new requests, SIGTERM, "
+                "killed only if it outlives the grace period.",
+                partial(self.stop_worker, worker_id),
+            )
+
+    def confirm_restart(self, worker_id: str) -> None:
+        if not self.can_act:
+            return
+        view = self.fleet.workers.get(worker_id)
+        node = str(view.data.get("node") or "") if view else ""
+        model_ref = str(view.data.get("model_ref") or "") if view else ""
+        if not node or not model_ref:
+            self.notify(f"worker {worker_id}: node or model unknown", severity="error")
+            return
+        self.ask(
+            f"Restart worker {worker_id}? It drains and stops, then a worker for "
+            f"{model_ref} starts on {node}.",
+            partial(self.restart_worker, worker_id, node, model_ref),
+        )
+
+    def open_start_form(self, node: str) -> None:
+        if not self.can_act:
+            return
+
+        def filled(model_ref: str | None) -> None:
+            if model_ref:
+                self.ask(
+                    f"Start a worker for {model_ref} on {node}?",
+                    partial(self.start_worker, node, model_ref),
+                )
+
+        self.push_screen(StartWorkerForm(node), filled)
+
+    def open_add_node_form(self) -> None:
+        if not self.can_act:
+            return
+
+        def filled(body: dict[str, Any] | None) -> None:
+            if body:
+                target = f"{body['ssh_user']}@{body['ssh_host']}:{body['ssh_port']}"
+                self.ask(
+                    f"Add node {body['node_name']} ({target})? The queen connects and "
+                    "runs the preflight checks first.",
+                    partial(self.add_node, body),
+                )
+
+        self.push_screen(AddNodeForm(), filled)
+
+    def report(self, message: str, *, error: bool = False) -> None:
+        """Notify from an action's thread."""
+        self.call_from_thread(self.notify, message, severity="error" if error else "information")
+
+    def _stop(self, worker_id: str) -> bool:
         assert self.actions is not None
         try:
             answer = self.actions.stop_worker(worker_id)
         except Exception as exc:
-            self.call_from_thread(self.notify, f"stop failed: {exc}", severity="error")
+            self.report(f"stop failed: {one_line(exc)}", error=True)
+            return False
+        how = "forced after the grace period" if answer.get("forced") else "gracefully"
+        self.report(f"worker {worker_id} drained and stopped {how}")
+        return True
+
+    def _start(self, node: str, model_ref: str) -> None:
+        assert self.actions is not None
+        try:
+            answer = self.actions.start_worker(node, model_ref)
+            for event in answer.get("events") or []:
+                if isinstance(event, dict) and event.get("type") == "error":
+                    raise error_from_event(event)
+        except Exception as exc:
+            self.report(f"start on {node} failed: {one_line(exc)}", error=True)
             return
-        how = "forced" if answer.get("forced") else "gracefully"
-        self.call_from_thread(self.notify, f"worker {worker_id} stopped {how}")
+        self.report(f"worker for {model_ref} started on {node}")
+
+    @work(thread=True, group="actions")
+    def stop_worker(self, worker_id: str) -> None:
+        self._stop(worker_id)
+
+    @work(thread=True, group="actions")
+    def restart_worker(self, worker_id: str, node: str, model_ref: str) -> None:
+        if self._stop(worker_id):
+            self._start(node, model_ref)
+
+    @work(thread=True, group="actions")
+    def start_worker(self, node: str, model_ref: str) -> None:
+        self._start(node, model_ref)
+
+    @work(thread=True, group="actions")
+    def add_node(self, body: dict[str, Any]) -> None:
+        assert self.actions is not None
+        try:
+            answer = self.actions.add_node(body)
+        except Exception as exc:
+            self.report(f"add node failed: {one_line(exc)}", error=True)
+            return
+        node = answer.get("node") or {}
+        checks = ", ".join(
+            f"{c.get('name')} {'ok' if c.get('ok') else 'FAILED'} ({c.get('detail')})"
+            for c in answer.get("preflight") or []
+        )
+        self.report(
+            f"added node {body['node_name']} ({node.get('status', 'unknown')})"
+            + (f"; preflight: {checks}" if checks else "")
+        )
 
     @work(thread=True, group="logs")
     def load_log(self, screen: WorkerView, node: str) -> None:
@@ -144,6 +267,16 @@ class DashboardApp(App[None]):
         except Exception as exc:
             lines = [f"(log unavailable: {exc})"]
         self.call_from_thread(screen.show_log, lines)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: the queen's code and message, and its suggestion if any."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, RbeeError):
+        text = f"{exc.code}: {exc.message}"
+        if suggestion := exc.details.get("suggestion"):
+            text += f" ({suggestion})"
+    return " ".join(text.split())
 
 
 def create_app(

@@ -1,16 +1,31 @@
-"""Screens: the fleet, one node, one worker, help, and a yes/no confirmation."""
+"""Screens: the fleet, one node, one worker, help, a yes/no confirmation, and the
+two forms (start a worker, add a node)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Header, Label, Log, Sparkline, Static
+from textual.validation import Integer, Regex, Validator
+from textual.widgets import (
+    Button,
+    Checkbox,
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Label,
+    Log,
+    Sparkline,
+    Static,
+)
 
 from rbee_keeper.tui.widgets import GpusTable, NodesTable, Totals, WorkersTable
+from rbee_queen.validation import HOSTNAME, IDENTIFIER, MODEL_REF, SSH_USER
 
 if TYPE_CHECKING:
     from rbee_keeper.tui.app import DashboardApp
@@ -20,10 +35,13 @@ class FleetView(Screen[None]):
     """Every node and every worker; Enter drills into the selected row."""
 
     BINDINGS = [
-        Binding("s", "stop_worker", "Stop worker"),
+        Binding("s", "stop_worker", "Stop (drain)"),
+        Binding("r", "restart_worker", "Restart"),
+        Binding("a", "add_node", "Add node"),
         Binding("question_mark", "app.push_screen('help')", "Help"),
         Binding("q", "app.quit", "Quit"),
     ]
+    ACTIONS = frozenset({"stop_worker", "restart_worker", "add_node"})
 
     @property
     def dash(self) -> DashboardApp:
@@ -56,17 +74,25 @@ class FleetView(Screen[None]):
         elif isinstance(event.data_table, WorkersTable) and key:
             self.app.push_screen(WorkerView(key))
 
-    def action_stop_worker(self) -> None:
+    def selected_worker(self) -> str | None:
         table = self.query_one(WorkersTable)
         if self.focused is table and table.row_count:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-            if key:
-                self.dash.confirm_stop(key)
+            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return None
+
+    def action_stop_worker(self) -> None:
+        if key := self.selected_worker():
+            self.dash.confirm_stop(key)
+
+    def action_restart_worker(self) -> None:
+        if key := self.selected_worker():
+            self.dash.confirm_restart(key)
+
+    def action_add_node(self) -> None:
+        self.dash.open_add_node_form()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "stop_worker" and self.dash.read_only:
-            return False
-        return True
+        return not (action in self.ACTIONS and self.dash.read_only)
 
 
 class NodeView(Screen[None]):
@@ -74,6 +100,7 @@ class NodeView(Screen[None]):
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
+        Binding("w", "start_worker", "Start worker"),
         Binding("question_mark", "app.push_screen('help')", "Help"),
     ]
 
@@ -112,13 +139,20 @@ class NodeView(Screen[None]):
         if isinstance(event.data_table, WorkersTable) and event.row_key.value:
             self.app.push_screen(WorkerView(event.row_key.value))
 
+    def action_start_worker(self) -> None:
+        self.dash.open_start_form(self.node)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action == "start_worker" and self.dash.read_only)
+
 
 class WorkerView(Screen[None]):
     """One worker: state, live requests, a tokens-per-second sparkline, its log."""
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("s", "stop", "Stop"),
+        Binding("s", "stop", "Stop (drain)"),
+        Binding("r", "restart", "Restart"),
         Binding("l", "load_log", "Reload log"),
         Binding("question_mark", "app.push_screen('help')", "Help"),
     ]
@@ -174,10 +208,11 @@ class WorkerView(Screen[None]):
     def action_stop(self) -> None:
         self.dash.confirm_stop(self.worker_id)
 
+    def action_restart(self) -> None:
+        self.dash.confirm_restart(self.worker_id)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "stop" and self.dash.read_only:
-            return False
-        return True
+        return not (action in ("stop", "restart") and self.dash.read_only)
 
 
 class Confirm(ModalScreen[bool]):
@@ -203,17 +238,167 @@ class Confirm(ModalScreen[bool]):
         self.dismiss(answer)
 
 
+def field(label: str, widget: Input) -> Horizontal:
+    return Horizontal(Label(label), widget, classes="field")
+
+
+class Form(ModalScreen[Any]):
+    """A small form: Enter (in any field) or the submit button checks every field,
+    shows what is wrong, or closes with the answer; escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def buttons(self, submit: str) -> ComposeResult:
+        yield Label("", id="form-error")
+        with Horizontal():
+            yield Button(submit, variant="primary", id="submit")
+            yield Button("Cancel", id="cancel")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "submit":
+            self.submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def problems(self) -> list[str]:
+        """Every field's validation failures, one line each."""
+        found = []
+        for widget in self.query(Input):
+            result = widget.validate(widget.value.strip())
+            if result is not None and not result.is_valid:
+                found.append(f"{widget.name}: {'; '.join(result.failure_descriptions)}")
+        return found
+
+    def submit(self) -> None:
+        if problems := self.problems():
+            self.query_one("#form-error", Label).update("\n".join(problems))
+            return
+        self.dismiss(self.answer())
+
+    def value(self, input_id: str) -> str:
+        return self.query_one(f"#{input_id}", Input).value.strip()
+
+    def answer(self) -> Any:
+        raise NotImplementedError
+
+
+def pattern(regex: Any, what: str) -> list[Validator]:
+    return [Regex(regex, failure_description=what)]
+
+
+class StartWorkerForm(Form):
+    """Which model to start a worker for on one node."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self.node = node
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(f"Start a worker on {self.node}", classes="title")
+            yield field(
+                "model",
+                Input(
+                    placeholder="hf:Org/Repo, file:/path/to/model",
+                    id="model",
+                    name="model",
+                    validators=pattern(MODEL_REF, "1 to 512 of A-Z a-z 0-9 - _ / : . @"),
+                ),
+            )
+            yield from self.buttons("Start")
+
+    def answer(self) -> str:
+        return self.value("model")
+
+
+class AddNodeForm(Form):
+    """The fields of `rbee-keeper setup add-node`."""
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label("Add a node (the queen runs the preflight first)", classes="title")
+            yield field(
+                "name",
+                Input(
+                    id="name",
+                    name="name",
+                    validators=pattern(IDENTIFIER, "1 to 64 of A-Z a-z 0-9 - _"),
+                ),
+            )
+            yield field(
+                "host",
+                Input(
+                    placeholder="address or ~/.ssh/config alias",
+                    id="host",
+                    name="host",
+                    validators=pattern(HOSTNAME, "a host name or address"),
+                ),
+            )
+            yield field(
+                "port",
+                Input(
+                    "22",
+                    id="port",
+                    name="port",
+                    type="integer",
+                    validators=[Integer(1, 65535, failure_description="1 to 65535")],
+                ),
+            )
+            yield field(
+                "user",
+                Input(id="user", name="user", validators=pattern(SSH_USER, "a user name")),
+            )
+            yield field("key path", Input(placeholder="optional", id="key", name="key path"))
+            yield field(
+                "install path",
+                Input("~/.rbee", id="install", name="install path", validators=[NonEmpty()]),
+            )
+            yield Checkbox("accept a new host key (trust on first use)", id="accept")
+            yield from self.buttons("Add")
+
+    def answer(self) -> dict[str, Any]:
+        key = self.value("key")
+        return {
+            "node_name": self.value("name"),
+            "ssh_host": self.value("host"),
+            "ssh_port": int(self.value("port")),
+            "ssh_user": self.value("user"),
+            # As the CLI sends it: absolute, on this machine's terms.
+            "ssh_key_path": str(Path(key).expanduser().absolute()) if key else None,
+            "install_path": self.value("install"),
+            "accept_new_host_key": self.query_one("#accept", Checkbox).value,
+        }
+
+
+class NonEmpty(Validator):
+    def validate(self, value: str) -> Any:
+        return self.success() if value.strip() else self.failure("required")
+
+
 HELP = """\
 rbee dashboard
 
   Fleet     arrows/tab  move between nodes and workers
             enter       open the selected node or worker
-            s           stop the selected worker (asks first)
+            s           stop the selected worker: it drains, then stops (asks first)
+            r           restart the selected worker (same model, same node; asks first)
+            a           add a node (a form; the queen runs the preflight)
   Node      enter       open the selected worker
-  Worker    s           stop it (asks first)   l  reload its log
+            w           start a worker for a model on this node (a form; asks first)
+  Worker    s  stop it (drains)    r  restart it    l  reload its log
   Anywhere  escape      back     ?  this help     ctrl+p  command palette     q  quit
 
-With --read-only the actions are hidden. When the queen goes away the top line
+The queen's stop drains: the worker takes no new requests, gets SIGTERM, and is
+killed only if it outlives the grace period. Every action asks first; with
+--read-only the actions are hidden. When the queen goes away the top line
 says so and the dashboard reconnects by itself.
 """
 

@@ -31,6 +31,8 @@ class FleetActions(Protocol):
 
     def start_worker(self, node: str, model_ref: str) -> Json: ...
 
+    def add_node(self, node: Json) -> Json: ...
+
     def log_tail(self, node: str, worker_id: str) -> list[str]: ...
 
 
@@ -67,6 +69,11 @@ class QueenActions:
         task = {"node": node, "model": model_ref, "prompt": "warm up", "max_tokens": 1}
         with QueenClient(self.queen_url) as queen, queen.start_task(task) as stream:
             return {"events": list(stream.events())}
+
+    def add_node(self, node: Json) -> Json:
+        # The route `rbee-keeper setup add-node` calls: the same preflight runs.
+        with QueenClient(self.queen_url) as queen:
+            return queen.add_node(node)
 
     def log_tail(self, node: str, worker_id: str) -> list[str]:
         with QueenClient(self.queen_url) as queen:

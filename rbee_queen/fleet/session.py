@@ -28,6 +28,13 @@ from rbee_queen.fleet.hive_client import HiveClient
 from rbee_queen.fleet.key_files import check_private_key
 from rbee_queen.fleet.known_hosts import HostKeyStore
 
+# A link that goes dead mid-stream sends nothing, not even a reset: the node is
+# given up on after KEEPALIVE_COUNT_MAX keepalives in a row go unanswered, so
+# within about 6 to 8 s; the connection closes, and with it every forward and
+# the streams through them.
+KEEPALIVE_INTERVAL_S = 2.0
+KEEPALIVE_COUNT_MAX = 3
+
 
 @dataclass(frozen=True)
 class NodeTarget:
@@ -220,7 +227,8 @@ async def _connect(
             agent_path=None,
             config=[],
             connect_timeout=timeout,
-            keepalive_interval=15,
+            keepalive_interval=KEEPALIVE_INTERVAL_S,
+            keepalive_count_max=KEEPALIVE_COUNT_MAX,
         )
     except asyncssh.HostKeyNotVerifiable as exc:
         raise HostKeyChanged(

@@ -94,7 +94,9 @@ class LifecycleMixin:
             self, session: NodeSession, node: Node, row: Worker, path: str, slots: int
         ) -> LiveWorker: ...
 
-        async def shutdown(self, worker_id: str) -> dict[str, Any]: ...
+        async def shutdown(
+            self, worker_id: str, reason: str = "shutdown requested"
+        ) -> dict[str, Any]: ...
 
     def init_lifecycle(self, policy: RestartPolicy, token_file: TokenFile) -> None:
         self.policy = policy
@@ -213,7 +215,7 @@ class LifecycleMixin:
     async def stop_idle(self, worker_id: str, idle_s: float) -> None:
         log.info("worker %s idle for %.0fs: stopping it", worker_id, idle_s)
         try:
-            await self.shutdown(worker_id)
+            await self.shutdown(worker_id, f"idle for {idle_s:.0f}s")
         except RbeeError as exc:
             log.warning("stopping idle worker %s failed: %s", worker_id, exc.message)
 
@@ -259,6 +261,7 @@ class LifecycleMixin:
                     row.model_ref,
                     int(status["port"]),
                     local_port,
+                    session=session,
                 )
                 if row.state == S.SPAWNING:
                     transition(row, S.LOADING, "re-adopted after a queen restart")

@@ -2,7 +2,8 @@
 the allowed nodes; when none has a free slot, a new worker on an allowed node
 that has none yet (load on demand); when every allowed node already runs one
 and all are full, ALL_SLOTS_BUSY at once rather than a round trip to a worker
-that would refuse.
+that would refuse. A draining worker (being shut down) takes no new request and
+no second worker starts beside it; when it was the only choice: WORKER_DRAINING.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from rbee_queen import requestcontext as ctx
 from rbee_queen.errors import AllSlotsBusy, NodeNotFound, RequestTimeout
-from rbee_queen.orchestration.workers import LiveWorker, WorkerManager
+from rbee_queen.orchestration.workers import LiveWorker, WorkerManager, draining_error
 from rbee_queen.store.models import Node
 
 
@@ -26,7 +27,9 @@ class Router:
     ) -> LiveWorker:
         """A worker for the model on one of `nodes`, already claimed for this job."""
         await self.workers.adoption_done.wait()  # a previous queen's workers count too
-        running = self._running(model_ref, nodes)
+        candidates = self._running(model_ref, nodes)
+        running = [w for w in candidates if not w.draining]
+        draining = [w for w in candidates if w.draining]
         free = [w for w in running if w.free_slots > 0]
         if free:
             chosen = min(free, key=lambda w: (w.in_flight / w.slots, nodes.index(w.node)))
@@ -34,8 +37,11 @@ class Router:
             # take the same slot in between.
             self.workers.claim(chosen, job_id)
             return chosen
-        node = self._node_to_start(nodes, {w.node for w in running})
+        # A node whose worker for the model is draining gets no second one meanwhile.
+        node = self._node_to_start(nodes, {w.node for w in candidates})
         if node is None:
+            if draining and not running:
+                raise draining_error(draining[0])
             raise AllSlotsBusy(
                 "every worker for this model is busy",
                 slots_total=sum(w.slots for w in running),

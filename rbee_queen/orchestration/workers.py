@@ -9,12 +9,13 @@ pid files the helper keeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -30,6 +31,7 @@ from rbee_queen.errors import (
     ModelNotFound,
     RbeeError,
     RequestTimeout,
+    WorkerDraining,
     WorkerNotFound,
     WorkerStartFailed,
 )
@@ -60,6 +62,12 @@ class LiveWorker:
     local_port: int
     slots: int = 1
     in_flight: int = 0  # streams the queen has open to it; routing reads this
+    draining: bool = False  # being shut down: routing skips it
+    # Set while no stream is open; a drain waits on it.
+    no_streams: asyncio.Event = field(default_factory=asyncio.Event)
+    # The node connection that holds the forward; once it is closed (the link
+    # went down), the next request forwards again on a new connection.
+    session: NodeSession | None = None
 
     @property
     def free_slots(self) -> int:
@@ -80,6 +88,7 @@ class WorkerManager(LifecycleMixin):
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), auth=self.tokens)
         self._live: dict[str, LiveWorker] = {}
         self._start_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._shutdowns: dict[str, asyncio.Future[dict[str, Any]]] = {}
         restart = RestartSettings(
             base_delay_s=config.restart_base_delay_s,
             max_delay_s=config.restart_max_delay_s,
@@ -115,6 +124,8 @@ class WorkerManager(LifecycleMixin):
         async with lock:  # two cold requests for one model start one worker
             for live in self._live.values():
                 if live.node == node_name and live.model_ref == model_ref:
+                    if live.draining:
+                        raise draining_error(live)
                     row = Worker.get_or_none(Worker.worker_id == live.worker_id)
                     if row is not None and row.state in (S.IDLE, S.BUSY):
                         return live
@@ -201,7 +212,13 @@ class WorkerManager(LifecycleMixin):
         local_port = await session.forward(remote_port)
         self.tokens.bind(local_port, token)
         live = LiveWorker(
-            row.worker_id, node.name, row.model_ref, remote_port, local_port, slots=slots
+            row.worker_id,
+            node.name,
+            row.model_ref,
+            remote_port,
+            local_port,
+            slots=slots,
+            session=session,
         )
         await self._wait_until_ready(session, row, live, deadline)
         self._live[row.worker_id] = live
@@ -279,6 +296,7 @@ class WorkerManager(LifecycleMixin):
         """Count a stream against the worker's slots. Synchronous, so a router's
         choice and its claim happen with no other request in between."""
         live.in_flight += 1
+        live.no_streams.clear()
         self.mark_progress(live.worker_id)  # the watchdog's clock starts with the request
         self.publish(
             "request_started",
@@ -295,6 +313,7 @@ class WorkerManager(LifecycleMixin):
     def release(self, live: LiveWorker) -> None:
         live.in_flight = max(0, live.in_flight - 1)
         if live.in_flight == 0:
+            live.no_streams.set()
             self.mark_idle(live.worker_id)
             row = Worker.get_or_none(Worker.worker_id == live.worker_id)
             if row is not None and row.state == S.BUSY:
@@ -304,10 +323,11 @@ class WorkerManager(LifecycleMixin):
         """Start an inference on a worker already claimed; errors before the first
         byte release the claim and raise. The request's correlation id and
         deadline go along as headers."""
-        request = self.http.build_request(
-            "POST", f"{live.url}/v1/inference", json=payload, headers=ctx.outgoing_headers()
-        )
         try:
+            await self._reattach(live)
+            request = self.http.build_request(
+                "POST", f"{live.url}/v1/inference", json=payload, headers=ctx.outgoing_headers()
+            )
             response = await self.http.send(request, stream=True)
         except httpx.HTTPError as exc:
             self.release(live)
@@ -349,12 +369,16 @@ class WorkerManager(LifecycleMixin):
                     tail = (tail + chunk)[-4096:]
                     yield chunk
             except httpx.HTTPError as exc:
-                # The worker died or was killed mid-stream: end the stream with an
-                # error event the client can act on, instead of a silent cut.
-                outcome = "WORKER_DIED"
-                yield _error_event(
-                    "WORKER_DIED", f"worker {live.worker_id} stopped mid-stream ({exc})"
-                )
+                # The worker died, was killed, or its node's link went down
+                # mid-stream: end the stream with an error event the client can
+                # act on, instead of a silent cut.
+                if await self._connection_lost(live):
+                    outcome = "NODE_UNREACHABLE"
+                    message = f"lost the connection to node {live.node} mid-stream"
+                else:
+                    outcome = "WORKER_DIED"
+                    message = f"worker {live.worker_id} stopped mid-stream ({exc})"
+                yield _error_event(outcome, message)
             else:
                 outcome = "INCOMPLETE"
         finally:
@@ -382,18 +406,75 @@ class WorkerManager(LifecycleMixin):
                 tokens_per_s=round(tokens / (decode_ms / 1000), 1) if decode_ms else None,
             )
 
+    async def _connection_lost(self, live: LiveWorker) -> bool:
+        """Whether a stream broke because the node's connection closed (it closes
+        its forwards first, itself a moment later)."""
+        if live.session is None:
+            return False
+        for _ in range(10):
+            if not live.session.alive:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _reattach(self, live: LiveWorker) -> None:
+        """Forward to a worker again once its node's connection was lost and made
+        anew: the worker kept running on the node, so it keeps its id and slots."""
+        if live.session is None or live.session.alive:
+            return
+        session = await self.session_for(get_node(live.node))  # NODE_UNREACHABLE if still cut
+        if live.session is session:
+            return
+        status = await session.call(
+            "worker_status", worker_id=live.worker_id, run_dir=session.run_dir
+        )
+        token = self.token_file.load().get(live.worker_id)
+        if not status["alive"] or token is None:
+            raise InferenceFailed(f"worker {live.worker_id} is gone from {live.node}")
+        local_port = await session.forward(live.remote_port)
+        self.tokens.forget(live.local_port)
+        self.tokens.bind(local_port, token)
+        live.local_port, live.session = local_port, session
+        log.info("worker %s: forwarded again after its node reconnected", live.worker_id)
+
     # --- stopping ----------------------------------------------------------------
 
-    async def shutdown(self, worker_id: str) -> dict[str, Any]:
-        row = Worker.get_or_none(Worker.worker_id == worker_id)
-        if row is None or row.state not in LIVE:
-            raise WorkerNotFound(f"no running worker {worker_id!r}")
-        if row.state != S.DRAINING:
-            transition(row, S.DRAINING, "shutdown requested")
+    async def shutdown(self, worker_id: str, reason: str = "shutdown requested") -> dict[str, Any]:
+        """Drain, then stop. New requests skip the worker (503 WORKER_DRAINING when
+        it was the only one that could serve them); the streams in flight get
+        `worker_stop_grace_s` to finish; then SIGTERM, and SIGKILL of its group after
+        the same grace. `forced`: a stream was still running or SIGKILL was needed.
+        A second call for the same worker waits for the first one's answer."""
+        pending = self._shutdowns.get(worker_id)
+        if pending is None:
+            row = Worker.get_or_none(Worker.worker_id == worker_id)
+            if row is None or row.state not in LIVE:
+                raise WorkerNotFound(f"no running worker {worker_id!r}")
+            pending = asyncio.ensure_future(self._drain_and_stop(row, reason))
+            self._shutdowns[worker_id] = pending
+            pending.add_done_callback(lambda _: self._shutdowns.pop(worker_id, None))
+        return await asyncio.shield(pending)
+
+    async def _drain_and_stop(self, row: Worker, reason: str) -> dict[str, Any]:
+        if row.state in (S.IDLE, S.BUSY):
+            transition(row, S.DRAINING, reason)
+        live = self._live.get(row.worker_id)
+        cut = 0
+        if live is not None:
+            live.draining = True
+            if live.in_flight > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(live.no_streams.wait(), self.config.worker_stop_grace_s)
+            cut = live.in_flight
         session = await self.session_for(row.node)
         result = await self._stop_on_node(session, row)
-        transition(row, S.STOPPED, "forced kill" if result["forced"] else "stopped")
-        return {"worker_id": worker_id, "stopped": result["stopped"], "forced": result["forced"]}
+        forced = bool(result["forced"]) or cut > 0
+        if cut:
+            why = f"forced: {cut} stream(s) still running after the grace period"
+        else:
+            why = "forced kill" if result["forced"] else "stopped"
+        transition(row, S.STOPPED, why)
+        return {"worker_id": row.worker_id, "stopped": result["stopped"], "forced": forced}
 
     async def _stop_on_node(self, session: NodeSession, row: Worker) -> dict[str, Any]:
         live = self._live.pop(row.worker_id, None)
@@ -430,6 +511,14 @@ class WorkerManager(LifecycleMixin):
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def draining_error(live: LiveWorker) -> WorkerDraining:
+    return WorkerDraining(
+        f"worker {live.worker_id} ({live.model_ref} on {live.node}) is shutting down; "
+        "retry once it has stopped",
+        worker_id=live.worker_id,
+    )
 
 
 def worker_json(row: Worker, live: LiveWorker | None) -> dict[str, Any]:

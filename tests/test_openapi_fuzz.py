@@ -1,0 +1,113 @@
+"""Schemathesis fuzzes a live queen from its own OpenAPI description.
+
+Only routes that cannot start workers or reach a real node are fuzzed (no
+inference, no node add/import/install/update, no model download/copy, and not
+the endless /v2/events stream); the queen has no nodes, so every route that
+names one answers from its own state. Bounded: a fixed number of examples per
+operation, positive and negative. Checks: no 5xx, every response matches the
+description (so every error is the envelope, and 401s carry
+`WWW-Authenticate: Bearer`), and no request hangs (each has a time limit).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from rbee_queen.api.openapi import DOCUMENT
+from tests.plugins.queen import QueenProcess, start_queen, stop_queen
+
+EXAMPLES_PER_OPERATION = 25
+REQUEST_LIMIT_S = 10.0  # a bound against hangs, far above any answer here
+UNSAFE = [
+    "/v2/tasks",  # starts workers
+    "/v2/events",  # a stream that never ends
+    "/v2/registry/beehives/add",
+    "/v2/registry/beehives/import",
+    "/v2/registry/beehives/install",
+    "/v2/registry/beehives/update",
+    "/v2/models/download",
+    "/v2/models/copy",
+]
+MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
+
+
+@pytest.fixture(scope="module")
+def fuzz_queen() -> Iterator[QueenProcess]:
+    with tempfile.TemporaryDirectory(prefix="rbee-openapi-fuzz-") as home:
+        queen = start_queen(Path(home))
+        try:
+            yield queen
+        finally:
+            stop_queen(queen)
+
+
+def fuzzed_operations(mode: schemathesis.GenerationMode | None = None) -> list[Any]:
+    """The safe operations; for negative data, those that take any input to break."""
+    schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(path=UNSAFE)
+    ops = []
+    for result in schema.exclude(path_regex=r"^/v1/").get_all_operations():
+        assert isinstance(result, Ok), result  # the description loads without errors
+        ops.append(result.ok())
+    if mode is schemathesis.GenerationMode.NEGATIVE:
+        ops = [op for op in ops if set(_described(op)) & {"parameters", "requestBody"}]
+    return ops
+
+
+def _described(op: Any) -> dict[str, Any]:
+    described: dict[str, Any] = DOCUMENT["paths"][op.path][op.method.lower()]
+    return described
+
+
+def envelope(ctx: Any, response: Any, case: Any) -> bool | None:
+    """Spelled out as well as checked against the schema: every error is the envelope."""
+    if response.status_code >= 400:
+        error = response.json()["error"]
+        assert set(error) == {"code", "message", "details", "correlation_id"}, error
+        assert error["correlation_id"] == response.headers["x-correlation-id"][0]
+    return None
+
+
+def test_the_fuzzed_set_excludes_every_unsafe_route() -> None:
+    paths = {op.path for op in fuzzed_operations()}
+    assert paths.isdisjoint(UNSAFE)
+    assert not any(p.startswith("/v1/") for p in paths)
+    assert {"/v2/keys/add", "/v2/workers/{worker_id}/events", "/v2/logs"} <= paths
+
+
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_fuzz_the_queen_from_its_description(
+    fuzz_queen: QueenProcess, mode: schemathesis.GenerationMode
+) -> None:
+    headers = {"Authorization": f"Bearer {fuzz_queen.token}"}
+    checks = [not_a_server_error, response_schema_conformance, envelope]
+    calls = 0
+    operations = fuzzed_operations(mode)
+    assert len(operations) >= 10
+    for operation in operations:
+
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def run(case: Any) -> None:
+            nonlocal calls
+            response = case.call(base_url=fuzz_queen.url, headers=headers, timeout=REQUEST_LIMIT_S)
+            calls += 1
+            case.validate_response(response, checks=checks)
+
+        run()
+    assert calls >= len(operations)
+    assert fuzz_queen.proc.poll() is None, fuzz_queen.log
