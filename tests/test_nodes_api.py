@@ -146,7 +146,8 @@ def test_validation_lists_every_bad_field(queen: QueenProcess) -> None:
     assert status == 400
     assert err["error"]["code"] == "INVALID_REQUEST"
     fields = {f["field"] for f in err["error"]["details"]["fields"]}
-    assert fields == {"node_name", "ssh_host", "ssh_port", "ssh_user", "ssh_key_path"}
+    # No ssh_key_path is fine: the queen then uses its ssh-agent.
+    assert fields == {"node_name", "ssh_host", "ssh_port", "ssh_user"}
 
 
 def test_remove_unknown_node(queen: QueenProcess) -> None:

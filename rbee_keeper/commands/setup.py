@@ -25,7 +25,9 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     add.add_argument("--ssh-user", metavar="USER", help="default: the alias's User")
     add.add_argument(
-        "--ssh-key", metavar="PATH", help="private key file (default: the alias's IdentityFile)"
+        "--ssh-key",
+        metavar="PATH",
+        help="private key file (default: the alias's IdentityFile, else the queen's ssh-agent)",
     )
     add.add_argument(
         "--install-path", required=True, metavar="PATH", help="rbee's folder on the node"

@@ -8,6 +8,7 @@ the helper start, assembled with `shlex.quote`/`shlex.join`.
 from __future__ import annotations
 
 import asyncio
+import os
 import posixpath
 import shlex
 from dataclasses import dataclass
@@ -205,7 +206,15 @@ async def _connect(
     target: NodeTarget, host_keys: HostKeyStore, timeout: float, accept_new: bool
 ) -> asyncssh.SSHClientConnection:
     where = f"{target.user}@{target.host}:{target.port}"
-    check_private_key(target.key_path)
+    if target.key_path:
+        check_private_key(target.key_path)
+    # A key file named for the node, and nothing else; without one, the queen's
+    # ssh-agent (SSH_AUTH_SOCK) and only it.
+    keys: dict[str, Any] = (
+        {"client_keys": [target.key_path], "agent_path": None}
+        if target.key_path
+        else {"client_keys": []}
+    )
     known = host_keys.load()
     if known is None or not host_keys.has_entry(target.host, target.port):
         key = await _fetch_host_key(target, timeout, where)
@@ -222,9 +231,8 @@ async def _connect(
             target.host,
             target.port,
             username=target.user,
-            client_keys=[target.key_path],
             known_hosts=known,
-            agent_path=None,
+            **keys,
             config=[],
             connect_timeout=timeout,
             keepalive_interval=KEEPALIVE_INTERVAL_S,
@@ -238,7 +246,13 @@ async def _connect(
             "--accept-new-host-key`"
         ) from exc
     except asyncssh.PermissionDenied as exc:
-        raise SshAuthFailed(f"SSH authentication refused by {where}") from exc
+        how = f"key {target.key_path}" if target.key_path else "the ssh-agent's keys"
+        hint = (
+            ""
+            if target.key_path or os.environ.get("SSH_AUTH_SOCK")
+            else " (no ssh-agent: SSH_AUTH_SOCK is not set for the queen)"
+        )
+        raise SshAuthFailed(f"SSH authentication with {how} refused by {where}{hint}") from exc
     except (asyncssh.KeyImportError, OSError) as exc:
         raise _network_error(exc, where) from exc
     except TimeoutError as exc:

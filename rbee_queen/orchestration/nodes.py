@@ -55,12 +55,12 @@ class NodeSpec:
             port = port or alias.port
             user = user or (alias.user if alias.user and SSH_USER.match(alias.user) else None)
             key = key or alias.identity_file
-        for field, value in (("ssh_user", user), ("ssh_key_path", key)):
-            if value is None and field not in {p["field"] for p in f.problems}:
-                f.fail(field, "required", f"{field} is required (or set in ~/.ssh/config)")
+        if user is None and "ssh_user" not in {p["field"] for p in f.problems}:
+            f.fail("ssh_user", "required", "ssh_user is required (or set in ~/.ssh/config)")
         f.raise_if_any()
-        assert name and host and user and key and install
-        key = os.path.expanduser(key)
+        assert name and host and user and install
+        # No key file (and none in ~/.ssh/config): authenticate with the ssh-agent.
+        key = os.path.expanduser(key) if key else ""
         return cls(name, host, port or 22, user, key, install, python, accept)
 
 
@@ -131,7 +131,7 @@ class NodeInventory:
         self.last_preflight: dict[str, list[dict[str, Any]]] = {}
 
     async def add(self, spec: NodeSpec) -> Node:
-        if not os.path.isfile(spec.key_path):
+        if spec.key_path and not os.path.isfile(spec.key_path):
             raise SshKeyNotFound(f"SSH key not found: {spec.key_path}")
         if Node.get_or_none(Node.name == spec.name) is not None:
             raise NodeAlreadyExists(

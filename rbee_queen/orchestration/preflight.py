@@ -89,7 +89,7 @@ def _loose_mode(path: str) -> bool:
 async def run_preflight(
     pool: SessionPool, target: NodeTarget, *, accept_new_host_key: bool
 ) -> Preflight:
-    checks = [Check("key", True, target.key_path)]
+    checks = [Check("key", True, target.key_path or "ssh-agent")]
     try:
         session = await pool.get(target, accept_new_host_key=accept_new_host_key, retry_now=True)
     except RbeeError as error:
