@@ -102,15 +102,7 @@ class QueenClient:
     def watch_events(self) -> TaskStream:
         """The fleet's live event stream (`GET /v2/events`): a snapshot, then changes."""
         request = self._http.build_request("GET", "/v2/events", timeout=EVENTS_TIMEOUT)
-        with translated_errors(self.base_url):
-            response = self._http.send(request, stream=True)
-            if response.is_error:
-                try:
-                    response.read()
-                finally:
-                    response.close()
-                raise error_from_response(response)
-        return TaskStream(response, self.base_url)
+        return self._open_stream(request)
 
     def list_keys(self) -> Json:
         return self._call("GET", "/v2/keys/list")
@@ -132,19 +124,16 @@ class QueenClient:
         """`POST /v2/models/download` or `/v2/models/copy`: progress events, then done."""
         path = f"/v2/models/{action}"
         request = self._http.build_request("POST", path, json=body, timeout=STREAM_TIMEOUT)
-        with translated_errors(self.base_url):
-            response = self._http.send(request, stream=True)
-            if response.is_error:
-                try:
-                    response.read()
-                finally:
-                    response.close()
-                raise error_from_response(response)
-        return TaskStream(response, self.base_url)
+        return self._open_stream(request)
 
     def start_task(self, task: Json) -> TaskStream:
         """Submit an inference task; errors before the stream starts are raised here."""
         request = self._http.build_request("POST", "/v2/tasks", json=task, timeout=STREAM_TIMEOUT)
+        return self._open_stream(request)
+
+    def _open_stream(self, request: httpx.Request) -> TaskStream:
+        """Send a request whose answer is an event stream; an error answer (before
+        the stream starts) is raised as the rbee error it carries."""
         with translated_errors(self.base_url):
             response = self._http.send(request, stream=True)
             if response.is_error:

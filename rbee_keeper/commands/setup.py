@@ -111,17 +111,7 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
 
 
 def add_node(args: argparse.Namespace) -> int:
-    key_path = existing_file(args.ssh_key) if args.ssh_key else None  # before any network call
-    request = {
-        "node_name": args.name,
-        "ssh_host": args.ssh_host,
-        "ssh_port": args.ssh_port,
-        "ssh_user": args.ssh_user,
-        "ssh_key_path": str(key_path) if key_path else None,
-        "install_path": args.install_path,
-        "worker_python": args.worker_python,
-        "accept_new_host_key": args.accept_new_host_key,
-    }
+    request = node_request(args)
     with connect(args.queen_url) as queen:
         answer = queen.add_node(request)
     if args.json:
@@ -170,17 +160,7 @@ def import_nodes(args: argparse.Namespace) -> int:
 
 
 def update_node(args: argparse.Namespace) -> int:
-    key_path = existing_file(args.ssh_key) if args.ssh_key else None  # before any network call
-    request = {
-        "node_name": args.name,
-        "ssh_host": args.ssh_host,
-        "ssh_port": args.ssh_port,
-        "ssh_user": args.ssh_user,
-        "ssh_key_path": str(key_path) if key_path else None,
-        "install_path": args.install_path,
-        "worker_python": args.worker_python,
-        "accept_new_host_key": args.accept_new_host_key,
-    }
+    request = node_request(args)
     with connect(args.queen_url) as queen:
         answer = queen.update_node({k: v for k, v in request.items() if v is not None})
     if args.json:
@@ -226,6 +206,22 @@ def remove_node(args: argparse.Namespace) -> int:
     else:
         print(f"removed node {answer.get('removed', args.name)}")
     return 0
+
+
+def node_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The add/update body from the command's flags; the key file is checked
+    here, before any network call."""
+    key_path = existing_file(args.ssh_key) if args.ssh_key else None
+    return {
+        "node_name": args.name,
+        "ssh_host": args.ssh_host,
+        "ssh_port": args.ssh_port,
+        "ssh_user": args.ssh_user,
+        "ssh_key_path": str(key_path) if key_path else None,
+        "install_path": args.install_path,
+        "worker_python": args.worker_python,
+        "accept_new_host_key": args.accept_new_host_key,
+    }
 
 
 def existing_file(path_text: str) -> Path:
