@@ -66,7 +66,7 @@ def test_events_and_metrics_agree_with_workers_list(
     connected = threading.Event()
 
     def listen() -> None:
-        # Until the worker is back to idle after serving the request.
+        # Until the request's figures are in (published after the worker is idle).
         with queen.client() as c, c.stream("GET", "/v2/events", timeout=60) as r:
             connected.set()
             for line in r.iter_lines():
@@ -74,7 +74,7 @@ def test_events_and_metrics_agree_with_workers_list(
                     continue
                 event = json.loads(line[6:])
                 events.append(event)
-                if event.get("from_state") == "busy" and event.get("state") == "idle":
+                if event.get("type") == "request_finished":
                     return
 
     listener = threading.Thread(target=listen, daemon=True)
@@ -83,7 +83,13 @@ def test_events_and_metrics_agree_with_workers_list(
     body = sshd.node_body("n1", tmp_path / "inst", accept_new_host_key=True)
     with queen.client() as c:
         assert c.post("/v2/registry/beehives/add", json=body).status_code == 201
-        task = {"node": "n1", "model": f"file:{tiny_model_dir}", "prompt": "hi", "max_tokens": 4}
+        task = {
+            "node": "n1",
+            "model": f"file:{tiny_model_dir}",
+            "prompt": "hi",
+            "max_tokens": 4,
+            "temperature": 0,
+        }
         with c.stream("POST", "/v2/tasks", json=task) as r:
             assert r.status_code == 200
             r.read()
@@ -98,12 +104,20 @@ def test_events_and_metrics_agree_with_workers_list(
     assert states[:3] == ["spawning", "loading", "idle"]
     assert states[-1] == "idle" and "busy" in states
     assert {e["worker_id"] for e in events if e["type"] == "worker"} == {worker["worker_id"]}
+    (started,) = [e for e in events if e["type"] == "request_started"]
+    finished = events[-1]
+    assert started["worker_id"] == finished["worker_id"] == worker["worker_id"]
+    assert finished["outcome"] == "MAX_TOKENS" and finished["tokens_out"] == 4
+    assert finished["ttft_ms"] > 0 and finished["tokens_per_s"] > 0
 
     metrics = _metrics(queen)
     by_state = {dict(k)["state"]: v for k, v in metrics["rbee_workers"].items()}
     assert by_state["idle"] == 1
     assert sum(by_state.values()) == 1
     assert metrics["rbee_node_up"][(("node", "n1"),)] == 1
+    assert metrics["rbee_requests_total"][(("outcome", "MAX_TOKENS"),)] == 1
+    assert metrics["rbee_tokens_generated_total"][()] == 4
+    assert metrics["rbee_requests_in_flight"][()] == 0
 
 
 def test_metrics_parse_on_an_empty_queen(queen: QueenProcess) -> None:
