@@ -23,7 +23,6 @@ from rbee_queen.errors import RbeeError, WorkerStartFailed
 from rbee_queen.orchestration.restart_policy import RestartPolicy
 from rbee_queen.orchestration.states import ALLOWED, LIVE, RECOVERING, WorkerState, transition
 from rbee_queen.store.models import Worker
-from rbee_queen.validation import model_path
 
 if TYPE_CHECKING:
     from rbee_queen.audit import AuditLog
@@ -98,6 +97,9 @@ class LifecycleMixin:
             self, worker_id: str, reason: str = "shutdown requested"
         ) -> dict[str, Any]: ...
 
+        @staticmethod
+        def model_dir(node_name: str, model_ref: str) -> str | None: ...
+
     def init_lifecycle(self, policy: RestartPolicy, token_file: TokenFile) -> None:
         self.policy = policy
         self.publish = lambda *args, **kwargs: None  # the queen's event bus, once wired
@@ -159,6 +161,8 @@ class LifecycleMixin:
         log.warning("worker %s is %s: %s", worker_id, state.value, reason)
         transition(row, state, reason)
         key = (str(row.node_id), row.model_ref)  # type: ignore[attr-defined]
+        live = self._live.get(worker_id)
+        slots = live.slots if live is not None else 1  # a restart keeps the slot count
         while True:
             await self._kill(row)
             decision = self.policy.failed(key)
@@ -172,7 +176,7 @@ class LifecycleMixin:
                 self.audit.record("worker.restarted", worker_id=worker_id, reason=decision.reason)
             await asyncio.sleep(decision.delay_s)
             try:
-                await self._respawn(row)
+                await self._respawn(row, slots)
                 self.policy.started(key)
                 return
             except RbeeError as exc:
@@ -201,14 +205,17 @@ class LifecycleMixin:
         if self.audit is not None:
             self.audit.record("worker.killed", worker_id=row.worker_id, forced=forced)
 
-    async def _respawn(self, row: Worker) -> None:
-        path = model_path(row.model_ref) or row.model_ref
-        session = await self.session_for(row.node)
+    async def _respawn(self, row: Worker, slots: int) -> None:
+        node = row.node
+        path = self.model_dir(node.name, row.model_ref)
+        if path is None:
+            raise WorkerStartFailed(f"{row.model_ref} is no longer on {node.name}")
+        session = await self.session_for(node)
         transition(row, S.SPAWNING, "restart")
         try:
-            await self._spawn_and_wait(session, row.node, row, path, 1)
+            await self._spawn_and_wait(session, node, row, path, slots)
         except RbeeError:
-            raise
+            raise  # already says what went wrong
         except Exception as exc:
             raise WorkerStartFailed(f"restart failed: {type(exc).__name__}") from exc
 

@@ -147,9 +147,14 @@ class WorkerManager(LifecycleMixin):
         self.policy.started(key)
         return live
 
+    @staticmethod
+    def model_dir(node_name: str, model_ref: str) -> str | None:
+        """The folder on the node a worker loads: a `file:` path as given, an
+        `hf:` reference through the node's model catalog (never a download)."""
+        return model_path(model_ref) or local_path_for_worker(node_name, model_ref)
+
     async def _start_new(self, node: Node, model_ref: str, slots: int) -> LiveWorker:
-        # hf: references resolve through the node's model catalog (never a download).
-        path = model_path(model_ref) or local_path_for_worker(node.name, model_ref)
+        path = self.model_dir(node.name, model_ref)
         if path is None:
             raise InvalidRequest(
                 f"model reference {model_ref!r} is not supported: use file:/absolute/path",

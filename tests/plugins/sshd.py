@@ -60,7 +60,7 @@ def _keygen(path: Path) -> None:
     )
 
 
-def start_sshd(root: Path) -> tuple[subprocess.Popen[bytes], SshServer]:
+def start_sshd(root: Path, *, detached: bool = False) -> tuple[subprocess.Popen[bytes], SshServer]:
     root.mkdir(parents=True, exist_ok=True)
     # sshd insists on its privilege-separation dir, which a fresh container lacks.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -99,7 +99,9 @@ def start_sshd(root: Path) -> tuple[subprocess.Popen[bytes], SshServer]:
             [SSHD, "-D", "-e", "-f", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=log,
-            start_new_session=True,  # a demo sshd outlives the script that started it
+            # Only the demo's sshd outlives the script that started it; a test's
+            # stays in the test run's session and goes with it.
+            start_new_session=detached,
         )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -151,7 +153,7 @@ def serve_in_background(root: Path) -> SshServer:
             pass
     for stale in root.glob("*"):
         stale.unlink() if stale.is_file() else None
-    proc, server = start_sshd(root)
+    proc, server = start_sshd(root, detached=True)
     record = {
         "pid": proc.pid,
         "port": server.port,
