@@ -9,7 +9,10 @@ them again at the end. Measured, each as the median of its rounds:
 
 - rbee warm: one health round (a `ping` over every node's open helper channel)
 - rbee warm probe: the full `probe` (CPUs, RAM, disk, GPUs) over every node
-- rbee cold: new connections, helper start and a ping on every node
+- rbee cold: new connections, helper start and a ping on every node, with the
+  CPU time spent per cold round by the queen side and by the test hosts' sshds
+  and all they start (helpers included), which bounds how fast N cold connects
+  can be on this machine's cores
 - ssh: `ssh host cat /proc/loadavg` per host, all hosts in parallel
 - Fabric warm: `ThreadingGroup.run("cat /proc/loadavg")` on open connections
 - Fabric cold: the same with new connections each round
@@ -40,6 +43,19 @@ def ms(seconds: list[float]) -> float:
     return statistics.median(seconds) * 1000
 
 
+def fleet_cpu_seconds(bed: Testbed) -> float:
+    """CPU time spent so far by this process (the queen side) and by the test
+    hosts' sshds with everything they started and reaped (per-connection sshds,
+    shells, helpers): other load on the machine is not counted."""
+    total = time.process_time()
+    for proc in bed.sshds:
+        with open(f"/proc/{proc.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        # utime, stime, cutime, cstime: fields 14-17 of proc(5), 12-15 after the name
+        total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 async def timed(rounds: int, step: Callable[[], Awaitable[object]]) -> list[float]:
     times = []
     for _ in range(rounds):
@@ -67,14 +83,23 @@ async def probe(session: NodeSession) -> object:
 async def rbee_rounds(bed: Testbed, n: int, rounds: int, keys: HostKeyStore) -> dict[str, float]:
     nodes = targets(bed, n)
 
-    async def cold() -> None:
+    async def cold() -> tuple[float, float]:
+        """Wall seconds of one connect-and-ping round (closing is not timed) and
+        the CPU seconds it cost, closing included: a connection's sshd and helper
+        are counted once the listening sshd has reaped them, after the close."""
         pool = SessionPool(keys, 10.0)
+        cpu, started = fleet_cpu_seconds(bed), time.perf_counter()
         result = await fan_out(pool, nodes, ping, timeout=30)
+        wall = time.perf_counter() - started
         assert not result.failed, result.failed
         await pool.close_all()
+        await asyncio.sleep(0.5)
+        return wall, fleet_cpu_seconds(bed) - cpu
 
     await cold()  # uploads the helper once per host; later cold rounds find it there
-    cold_times = await timed(max(5, rounds // 20), cold)
+    colds = [await cold() for _ in range(max(5, rounds // 20))]
+    cold_times = [wall for wall, _ in colds]
+    cold_cpu = statistics.median(cpu for _, cpu in colds)
     pool = SessionPool(keys, 10.0)
     await fan_out(pool, nodes, ping, timeout=30)
 
@@ -85,7 +110,12 @@ async def rbee_rounds(bed: Testbed, n: int, rounds: int, keys: HostKeyStore) -> 
     warm_times = await timed(rounds, lambda: warm(ping))
     probe_times = await timed(max(10, rounds // 10), lambda: warm(probe))
     await pool.close_all()
-    return {"rbee warm": ms(warm_times), "rbee probe": ms(probe_times), "rbee cold": ms(cold_times)}
+    return {
+        "rbee warm": ms(warm_times),
+        "rbee probe": ms(probe_times),
+        "rbee cold": ms(cold_times),
+        "rbee cold cpu": cold_cpu * 1000,
+    }
 
 
 async def ssh_rounds(bed: Testbed, n: int, rounds: int) -> dict[str, float]:
@@ -170,19 +200,33 @@ def main() -> None:
 
 
 def report(rows: list[tuple[int, dict[str, float]]]) -> None:
-    columns = ["rbee warm", "rbee probe", "rbee cold", "ssh per host", "fabric warm", "fabric cold"]
+    columns = [
+        "rbee warm",
+        "rbee probe",
+        "rbee cold",
+        "rbee cold cpu",
+        "ssh per host",
+        "fabric warm",
+        "fabric cold",
+    ]
     print(
         "| N | " + " | ".join(f"{c} (ms)" for c in columns) + " | fabric warm / rbee warm"
         " | ssh / rbee warm | rbee cold N / cold 1 |"
     )
     print("|" + " --- |" * (len(columns) + 4))
     cold_one = rows[0][1]["rbee cold"]
+    cores = os.cpu_count() or 1
     for n, f in rows:
         cells = " | ".join(f"{f[c]:.2f}" for c in columns)
         print(
             f"| {n} | {cells} | {f['fabric warm'] / f['rbee warm']:.0f}x"
             f" | {f['ssh per host'] / f['rbee warm']:.0f}x | {f['rbee cold'] / cold_one:.2f} |"
         )
+    print(
+        f"\n'rbee cold cpu' is the CPU time of the queen side, the sshds and the helpers per cold"
+        f" round; on {cores} cores"
+        " a cold round cannot take less than that divided by the cores."
+    )
 
 
 if __name__ == "__main__":

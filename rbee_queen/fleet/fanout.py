@@ -60,7 +60,8 @@ async def fan_out(
     async def one(target: NodeTarget) -> NodeOutcome[T]:
         started = time.perf_counter()
         try:
-            value = await asyncio.wait_for(_on_node(pool, target, operation), timeout)
+            async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
+                value = await _on_node(pool, target, operation)
             outcome = NodeOutcome(target.name, value, None, _ms(started))
         except TimeoutError:
             # A session that stops answering is most likely on a dead link:

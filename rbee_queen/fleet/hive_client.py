@@ -40,7 +40,10 @@ class HiveClient:
         self._pending[req_id] = future
         self._writer.write(json.dumps({"id": req_id, "op": op, "args": args}) + "\n")
         try:
-            response = await asyncio.wait_for(future, timeout)
+            # asyncio.timeout, not wait_for: no extra task per call (the health
+            # round makes one call per node every few seconds).
+            async with asyncio.timeout(timeout):
+                response = await future
         except TimeoutError:
             raise HelperFailed(
                 f"helper on {self.node} did not answer {op} in {timeout:g}s"

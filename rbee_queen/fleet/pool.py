@@ -68,6 +68,9 @@ class SessionPool:
         accept_new_host_key: bool = False,
         retry_now: bool = False,
     ) -> NodeSession:
+        session = self._sessions.get(target.name)
+        if session is not None and session.alive and session.target == target:
+            return session  # the common case, answered without taking the node's lock
         lock = self._locks.setdefault(target.name, asyncio.Lock())
         async with lock:  # one connect per node even when many requests arrive at once
             session = self._sessions.get(target.name)

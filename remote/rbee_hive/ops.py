@@ -6,20 +6,12 @@ import os
 import platform
 import shutil
 import sys
-import time
 from typing import Any
 
 from rbee_hive import gpus, processes
+from rbee_hive.errors import OpError
 
-
-class OpError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def ping() -> dict[str, Any]:
-    return {"pong": True, "pid": os.getpid(), "time": time.time()}
+__all__ = ["OpError"]  # re-exported: the other op modules raise it from here
 
 
 def probe(install_path: str = ".") -> dict[str, Any]:

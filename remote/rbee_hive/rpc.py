@@ -12,49 +12,61 @@ in their own sessions and are found again through their pid files.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any, TextIO
 
-from rbee_hive import install, models, ops
+from rbee_hive.errors import OpError
 
-Handler = Callable[..., Any]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a few ms at every helper start; only mypy needs it
+    from collections.abc import Callable
+    from typing import Any, TextIO
 
+    Handler = Callable[..., Any]
 
-HANDLERS: dict[str, Handler] = {
-    "ping": ops.ping,
-    "probe": ops.probe,
-    "path_info": ops.path_info,
-    "spawn_worker": ops.spawn_worker,
-    "worker_status": ops.worker_status,
-    "stop_worker": ops.stop_worker,
-    "list_workers": ops.list_workers,
-    "log_tail": ops.log_tail,
-    "install_status": install.install_status,
-    "install_venv": install.install_venv,
-    "model_store": models.model_store,
-    "model_scan": models.model_scan,
-    "model_prepare": models.model_prepare,
-    "model_commit": models.model_commit,
-    "model_remove": models.model_remove,
-    "model_size": models.model_size,
+# op -> "module:function", imported on first use: a fresh helper only has to
+# answer `ping` to be up, so its start pays for json and threading alone, not
+# for subprocess, ctypes, hashlib and the rest that the other ops need.
+HANDLERS: dict[str, str] = {
+    "ping": "alive:ping",
+    "probe": "ops:probe",
+    "path_info": "ops:path_info",
+    "spawn_worker": "ops:spawn_worker",
+    "worker_status": "ops:worker_status",
+    "stop_worker": "ops:stop_worker",
+    "list_workers": "ops:list_workers",
+    "log_tail": "ops:log_tail",
+    "install_status": "install:install_status",
+    "install_venv": "install:install_venv",
+    "model_store": "models:model_store",
+    "model_scan": "models:model_scan",
+    "model_prepare": "models:model_prepare",
+    "model_commit": "models:model_commit",
+    "model_remove": "models:model_remove",
+    "model_size": "models:model_size",
 }
+_import_lock = threading.Lock()
+
+
+def _handler(op: str) -> Handler:
+    module, name = HANDLERS[op].split(":")
+    with _import_lock:  # requests run in threads; import each module once
+        return getattr(importlib.import_module(f"rbee_hive.{module}"), name)  # type: ignore[no-any-return]
 
 
 def handle(request: dict[str, Any]) -> dict[str, Any]:
     req_id = request.get("id")
     op = request.get("op")
-    handler = HANDLERS.get(op) if isinstance(op, str) else None
-    if handler is None:
+    if not isinstance(op, str) or op not in HANDLERS:
         return _error(req_id, "UNKNOWN_OP", f"unknown op: {op!r}")
     args = request.get("args") or {}
     if not isinstance(args, dict):
         return _error(req_id, "INVALID_REQUEST", "args must be an object")
     try:
-        return {"id": req_id, "ok": True, "result": handler(**args)}
-    except ops.OpError as exc:
+        return {"id": req_id, "ok": True, "result": _handler(op)(**args)}
+    except OpError as exc:
         return _error(req_id, exc.code, str(exc))
     except TypeError as exc:
         return _error(req_id, "INVALID_REQUEST", f"{op}: {exc}")
