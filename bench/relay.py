@@ -1,7 +1,9 @@
 """What the relay costs: time to first token and tokens per second for the same
 requests sent straight to a worker, to a worker through an SSH port forward (OpenSSH's client),
-through the queen's /v2/tasks and through its /v1/chat/completions (queen + SSH
-forward + worker), sequentially and with 8 concurrent clients, on the tiny model.
+through the queen's /v2/tasks and through its /v1/chat/completions, each both
+ways the queen reaches a worker (queen + SSH forward + worker, and queen +
+worker on a node set to `worker_access = "direct"`), sequentially and with 8
+concurrent clients, on the tiny model.
 
     .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64]
 
@@ -23,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -90,16 +93,28 @@ def forward(sshd: SshServer, port: int) -> tuple[subprocess.Popen[bytes], int]:
             time.sleep(0.05)
 
 
-def measure(call: Callable[[], Sample], runs: int, concurrent: bool) -> dict[str, float]:
-    if concurrent:
-        started = time.perf_counter()
-        with ThreadPoolExecutor(CONCURRENCY) as pool:
-            samples = list(pool.map(lambda _: call(), range(runs * CONCURRENCY // 4)))
-        wall = time.perf_counter() - started
-        rate = sum(s[2] for s in samples) / wall  # all clients together
-    else:
-        samples = [call() for _ in range(runs)]
-        rate = statistics.median(s[2] / s[1] for s in samples)
+def sequential(paths: dict[str, Callable[[], Sample]], runs: int) -> dict[str, dict[str, float]]:
+    """Each path once per round, `runs` rounds: on a shared, noisy machine a slow
+    spell then slows every path alike instead of the one measured at the time."""
+    samples: dict[str, list[Sample]] = {name: [] for name in paths}
+    for _ in range(runs):
+        for name, call in paths.items():
+            samples[name].append(call())
+    return {
+        name: {
+            "ttft_ms": statistics.median(s[0] for s in got) * 1000,
+            "tok_s": statistics.median(s[2] / s[1] for s in got),
+        }
+        for name, got in samples.items()
+    }
+
+
+def concurrent(call: Callable[[], Sample], runs: int) -> dict[str, float]:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        samples = list(pool.map(lambda _: call(), range(runs * CONCURRENCY // 4)))
+    wall = time.perf_counter() - started
+    rate = sum(s[2] for s in samples) / wall  # all clients together
     return {"ttft_ms": statistics.median(s[0] for s in samples) * 1000, "tok_s": rate}
 
 
@@ -120,10 +135,15 @@ def main() -> None:
         token = (home / "api-token").read_text().strip() if (home / "api-token").exists() else ""
         auth = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=queen.url, headers=auth, timeout=60) as c:
-            body = sshd.node_body("bench", root / "install", accept_new_host_key=True)
-            c.post("/v2/registry/beehives/add", json=body).raise_for_status()
-            entry = {"name": "tiny", "model_ref": f"file:{model}", "nodes": ["bench"]}
-            c.post("/v2/registry/models/add", json={**entry, "slots": CONCURRENCY})
+            # One sshd, two nodes: the queen forwards to "bench"'s worker and calls
+            # "bench-direct"'s on the node's address (loopback here).
+            for name, access in (("bench", "ssh"), ("bench-direct", "direct")):
+                body = sshd.node_body(name, root / "install", accept_new_host_key=True)
+                body["worker_access"] = access
+                c.post("/v2/registry/beehives/add", json=body).raise_for_status()
+            for name, node in (("tiny", "bench"), ("tiny-direct", "bench-direct")):
+                entry = {"name": name, "model_ref": f"file:{model}", "nodes": [node]}
+                c.post("/v2/registry/models/add", json={**entry, "slots": CONCURRENCY})
         tunnel_proc, forwarded = forward(sshd, worker_port)
         prompt = "Once upon a time"
         params = {"max_tokens": args.max_tokens, "temperature": 0.0}
@@ -137,7 +157,8 @@ def main() -> None:
         )
         via_queen = httpx.Client(base_url=queen.url, headers=auth, limits=limits, timeout=300)
         counter = iter(range(10**9))
-        chat = {"model": "tiny", "messages": [{"role": "user", "content": prompt}]}
+        messages = [{"role": "user", "content": prompt}]
+        chat_options = {"stream": True, "stream_options": {"include_usage": True}}
         paths: dict[str, Callable[[], Sample]] = {
             "worker direct": lambda: stream(
                 direct, "/v1/inference", {"job_id": f"j{next(counter)}", "prompt": prompt, **params}
@@ -145,25 +166,27 @@ def main() -> None:
             "worker via SSH forward": lambda: stream(
                 tunnel, "/v1/inference", {"job_id": f"j{next(counter)}", "prompt": prompt, **params}
             ),
-            "queen /v2/tasks": lambda: stream(
-                via_queen, "/v2/tasks", {"model": "tiny", "prompt": prompt, **params}
-            ),
-            "queen /v1/chat/completions": lambda: stream(
-                via_queen,
-                "/v1/chat/completions",
-                {**chat, **params, "stream": True, "stream_options": {"include_usage": True}},
-            ),
         }
+        for suffix, name in (("", "tiny"), (", direct", "tiny-direct")):
+            task = {"model": name, "prompt": prompt, **params}
+            chat = {"model": name, "messages": messages, **params, **chat_options}
+            paths[f"queen /v2/tasks{suffix}"] = partial(stream, via_queen, "/v2/tasks", task)
+            paths[f"queen /v1/chat/completions{suffix}"] = partial(
+                stream, via_queen, "/v1/chat/completions", chat
+            )
         for call in paths.values():  # warm: the queen's worker loads on demand here
             call()
-        for concurrent in (False, True):
-            title = f"{CONCURRENCY} concurrent clients" if concurrent else "sequential"
+        for together in (False, True):
+            title = f"{CONCURRENCY} concurrent clients" if together else "sequential, interleaved"
             print(f"\n{title} ({args.max_tokens} tokens per request):")
-            results = {name: measure(call, args.runs, concurrent) for name, call in paths.items()}
+            if together:
+                results = {name: concurrent(call, args.runs) for name, call in paths.items()}
+            else:
+                results = sequential(paths, args.runs)
             base = results["worker direct"]
             for name, r in results.items():
                 print(
-                    f"  {name:28s} first token {r['ttft_ms']:7.2f} ms "
+                    f"  {name:36s} first token {r['ttft_ms']:7.2f} ms "
                     f"(+{r['ttft_ms'] - base['ttft_ms']:5.2f})  {r['tok_s']:7.0f} tok/s "
                     f"({r['tok_s'] / base['tok_s'] * 100:5.1f} %)"
                 )

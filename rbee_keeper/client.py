@@ -117,6 +117,9 @@ class QueenClient:
     def list_node_models(self, node: str | None = None) -> Json:
         return self._call("GET", "/v2/models", params={"node": node} if node else {})
 
+    def list_catalog(self) -> Json:
+        return self._call("GET", "/v2/registry/models/list")
+
     def remove_node_model(self, node: str, model: str) -> Json:
         return self._call("POST", "/v2/models/remove", json={"node": node, "model": model})
 

@@ -276,6 +276,13 @@ class InsufficientDisk(InsufficientResources):
     code = "INSUFFICIENT_DISK"
 
 
+class GpuTooHot(RbeeError):
+    """The chosen GPU is above the temperature limit; details name both."""
+
+    code = "GPU_TOO_HOT"
+    status = 503
+
+
 class RequestTimeout(RbeeError):
     code = "REQUEST_TIMEOUT"
     status = 504

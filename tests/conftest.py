@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.plugins.queen",
     "tests.plugins.testbed",
     "tests.plugins.fakehub",
+    "tests.plugins.gpu",
 ]

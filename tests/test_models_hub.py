@@ -13,31 +13,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.plugins.fakehub import FakeHub
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.sshd import SshServer
 from tests.test_infer_e2e import add_node, stream_task, workers
-
-
-@pytest.fixture
-def hub_queen(
-    rbee_home: Path, fakehub: FakeHub, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[QueenProcess]:
-    monkeypatch.setenv("HF_ENDPOINT", fakehub.url)
-    monkeypatch.setenv("HF_HOME", str(rbee_home / "hf-home"))  # no user token, no user cache
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    q = start_queen(rbee_home)
-    try:
-        yield q
-    finally:
-        stop_queen(q)
 
 
 def download(queen: QueenProcess, node: str, model: str) -> tuple[int, list[dict]]:

@@ -44,6 +44,9 @@ def test_commit_checks_every_file_and_only_then_renames(tmp_path: Path) -> None:
         model_commit(install, "hf/Org/Repo", wrong)
     assert caught.value.code == "DOWNLOAD_FAILED"
     assert model_scan(install, "hf/Org/Repo")["exists"] is False  # still partial
+    # A file that failed its hash is deleted: no later run resumes from its bytes.
+    assert model_prepare(install, "hf/Org/Repo")["files"] == []
+    (folder / "config.json").write_bytes(b"{}")
     # What a cut-off upload left is reported with hashes, so a retry can skip it.
     assert model_prepare(install, "hf/Org/Repo")["files"] == expected
     done = model_commit(install, "hf/Org/Repo", expected)

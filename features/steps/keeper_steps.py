@@ -86,7 +86,8 @@ def step_add_node_plain(context: Context, name: str) -> None:
 
 @when("I run rbee-keeper {args}")
 def step_run(context: Context, args: str) -> None:
-    context.result = run_keeper(context, shlex.split(expand(context, args)))
+    context.last_args = shlex.split(expand(context, args))  # for steps that run it again
+    context.result = run_keeper(context, context.last_args)
 
 
 @then("it succeeds")

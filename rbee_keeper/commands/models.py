@@ -1,4 +1,5 @@
-"""`rbee-keeper models ...`: the model folders on each node."""
+"""`rbee-keeper models ...`: the model folders on each node, and the catalog of
+model names the queen serves."""
 
 from __future__ import annotations
 
@@ -58,6 +59,13 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     remove.add_argument("ref", metavar="REF", help=REF_HELP)
     remove.set_defaults(handler=remove_model)
 
+    catalog = actions.add_parser(
+        "catalog",
+        parents=[common],
+        help="the model names the queen serves (/v1/models) and the nodes it routes them to",
+    )
+    catalog.set_defaults(handler=list_catalog)
+
 
 def list_models(args: argparse.Namespace) -> int:
     with connect(args.queen_url) as queen:
@@ -70,6 +78,24 @@ def list_models(args: argparse.Namespace) -> int:
     else:
         headers = ["NODE", "MODEL", "STATUS", "SIZE", "FILES", "DOWNLOADED", "LAST USED"]
         print_table(headers, [model_row(m) for m in models])
+    return 0
+
+
+def list_catalog(args: argparse.Namespace) -> int:
+    with connect(args.queen_url) as queen:
+        answer = queen.list_catalog()
+    models = answer.get("models") or []
+    if args.json:
+        print_json(answer)
+    elif not models:
+        note("no models in the catalog")
+    else:
+        rows = [
+            [cell(m.get("name")), cell(m.get("model_ref")), ",".join(m.get("nodes") or [])]
+            + [cell(m.get("slots"))]
+            for m in models
+        ]
+        print_table(["NAME", "MODEL", "NODES", "SLOTS"], rows)
     return 0
 
 
@@ -126,7 +152,7 @@ def follow(stream: TaskStream, as_json: bool) -> dict[str, Any]:
                 bar.update(task, total=event.get("bytes_total"), description=event["model"])
             elif kind == "progress":
                 bar.update(task, completed=event["bytes_done"], description=event["file"])
-            elif kind == "skip":
+            elif kind in ("skip", "resume"):  # already there, or left by a cut-off run
                 bar.advance(task, event.get("bytes", 0))
             elif kind == "error":
                 raise error_from_event(event)

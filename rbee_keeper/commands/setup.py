@@ -42,6 +42,8 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="python for the node's workers (default: the node's)",
     )
+    add_worker_access(add)
+    add_model_source(add)
     add.set_defaults(handler=add_node)
 
     listing = actions.add_parser("list-nodes", parents=[common], help="show the registered nodes")
@@ -70,6 +72,8 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     update.add_argument("--ssh-key", metavar="PATH", help="private key file")
     update.add_argument("--install-path", metavar="PATH")
     update.add_argument("--worker-python", metavar="PATH")
+    add_worker_access(update)
+    add_model_source(update)
     update.add_argument(
         "--accept-new-host-key",
         action="store_true",
@@ -108,6 +112,24 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     remove = actions.add_parser("remove-node", parents=[common], help="forget a node")
     remove.add_argument("--name", required=True, help="the node's name in rbee")
     remove.set_defaults(handler=remove_node)
+
+
+def add_worker_access(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--worker-access",
+        choices=("ssh", "direct"),
+        help="how the queen reaches the node's workers: ssh (a port forward, the default) "
+        "or direct (the worker's port on the node's address; see docs/security.md)",
+    )
+
+
+def add_model_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-source",
+        choices=("queen", "hub"),
+        help="where hf: downloads run: queen (fetched there, copied over SFTP; the default) "
+        "or hub (on the node itself, which must reach the hub)",
+    )
 
 
 def add_node(args: argparse.Namespace) -> int:
@@ -220,6 +242,8 @@ def node_request(args: argparse.Namespace) -> dict[str, Any]:
         "ssh_key_path": str(key_path) if key_path else None,
         "install_path": args.install_path,
         "worker_python": args.worker_python,
+        "worker_access": args.worker_access,
+        "model_source": args.model_source,
         "accept_new_host_key": args.accept_new_host_key,
     }
 

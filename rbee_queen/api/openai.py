@@ -152,7 +152,8 @@ async def _stream(
         async for event in fmt.worker_events(relay):
             kind = event.get("type")
             if kind == "token":
-                yield shape.chunk(str(event.get("t", "")), first=first)
+                text = str(event.get("t", ""))
+                yield shape.chunk(text, first=True) if first else shape.token_chunk(text)
                 first = False
             elif kind == "end":
                 yield shape.chunk(None, fmt.finish_reason(event), first=first)

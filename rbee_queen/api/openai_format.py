@@ -22,6 +22,7 @@ FINISH_REASONS = {
     "CANCELLED": "stop",
 }
 DONE = b"data: [DONE]\n\n"
+_HOLE = "\x00"  # stands for a token's text in a chunk template; JSON writes it "\u0000"
 
 
 def error_body(exc: RbeeError, correlation_id: str) -> dict[str, Any]:
@@ -69,6 +70,10 @@ class Shape:
         self.model = model
         self.created = int(time.time())
         self.object = "chat.completion" if self.chat else "text_completion"
+        # Every token's chunk is the same but for its text: encode the rest once,
+        # so each token costs one string encode instead of a whole chunk's.
+        before, after = self.chunk(_HOLE).split(json.dumps(_HOLE).encode())
+        self._token_template = (before, after)
 
     def _head(self, obj: str) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
@@ -92,6 +97,11 @@ class Shape:
         else:
             choice |= {"text": text or "", "logprobs": None}
         return sse({**self._head(obj), "choices": [choice]})
+
+    def token_chunk(self, text: str) -> bytes:
+        """`chunk(text)`, byte for byte, from the template."""
+        before, after = self._token_template
+        return before + json.dumps(text, ensure_ascii=False).encode() + after
 
     def usage_chunk(self, end: dict[str, Any]) -> bytes:
         obj = "chat.completion.chunk" if self.chat else "text_completion"

@@ -4,20 +4,21 @@ Only the files a backend loads are fetched; pickled `.bin` weights only when the
 user allows them (unpickling runs code). The hub's answers become rbee errors
 here: 404 is MODEL_NOT_FOUND, 401/403 HF_TOKEN_REQUIRED; nothing ever falls back
 to another model. `HF_ENDPOINT` points `huggingface_hub` at a mirror. Every
-call blocks, so callers run them in a thread.
+call blocks, so callers run them in a thread. The files themselves come through
+`rbee_worker.hubfetch`, the same resumable code a node runs when it downloads
+for itself.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rbee_queen.errors import DownloadFailed, HubTokenRequired, ModelNotFound, RbeeError
 from rbee_queen.orchestration.models import HubRef
+from rbee_worker import hubfetch
 
 NEEDED = (
     "*.safetensors",
@@ -84,81 +85,51 @@ def list_files(ref: HubRef, token: str | None, allow_bin: bool) -> Listing:
 def fetch(
     ref: HubRef, listing: Listing, item: HubFile, token: str | None, cache: Path
 ) -> tuple[str, str]:
-    """Download one file into the queen's cache (resumed from a partial one there);
-    return its path and SHA-256, checked against the hub's size and hash."""
-    from huggingface_hub import hf_hub_download
-
+    """Download one file into the queen's cache, resuming from the bytes an
+    earlier, cut-off run left there; return its path and its SHA-256, checked
+    against the hub's size and hash."""
+    dest = cache / ref.org / ref.repo / listing.commit / item.name
     try:
-        path = hf_hub_download(
-            ref.repo_id,
-            item.name,
-            revision=listing.commit,
-            cache_dir=cache,
-            token=token or False,
+        digest = hubfetch.fetch_file(
+            ref.repo_id, item.name, listing.commit, item.size, item.sha256, str(dest), token
         )
+    except hubfetch.Corrupt as exc:
+        raise DownloadFailed(
+            f"{item.name} from {ref.ref} failed its size or SHA-256 check"
+        ) from exc
     except Exception as exc:
         raise hub_error(exc, ref) from exc
-    size = os.path.getsize(path)
-    digest = sha256_file(path)
-    if size != item.size or (item.sha256 is not None and digest != item.sha256):
-        forget(path)  # or a retry would take the bad copy from the cache
-        raise DownloadFailed(f"{item.name} from {ref.ref} failed its size or SHA-256 check")
-    return path, digest
+    return str(dest), digest
 
 
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def hub_error(exc: BaseException, ref: HubRef) -> RbeeError:
+    return hub_error_from(hubfetch.describe(exc), ref)
 
 
-def forget(path: str) -> None:
-    blob = os.path.realpath(path)
-    for victim in {path, blob}:
-        try:
-            os.unlink(victim)
-        except OSError:
-            pass
-
-
-def hub_error(exc: Exception, ref: HubRef) -> RbeeError:
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    status = _status(exc)
+def hub_error_from(failure: dict[str, Any], ref: HubRef) -> RbeeError:
+    """An rbee error from a failure as `hubfetch.describe` reports it (here or on a node)."""
+    kinds = set(failure.get("kinds") or [])
+    status = failure.get("status")
     token_hint = (
         f"the hub refused {ref.ref} (HTTP {status}): it is gated or private; put a token "
         "that has access in a 0600 file and point RBEE_HF_TOKEN_FILE at it "
         "(default: $RBEE_HOME/hf-token)"
     )
-    if isinstance(exc, GatedRepoError) or status == 403:
+    if "GatedRepoError" in kinds or status == 403:
         return HubTokenRequired(token_hint)
-    if isinstance(exc, RepositoryNotFoundError):
+    if "RepositoryNotFoundError" in kinds:
         # The hub answers 401 for a private repo and a missing one alike.
         if status == 401:
             return HubTokenRequired(token_hint)
         return ModelNotFound(f"no model {ref.repo_id} on the hub")
-    if isinstance(exc, RevisionNotFoundError):
+    if "RevisionNotFoundError" in kinds:
         return ModelNotFound(f"no revision {ref.revision} of {ref.repo_id} on the hub")
     if status == 401:
         return HubTokenRequired(token_hint)
     if status == 404:
         return ModelNotFound(f"{ref.ref}: the hub has no such file")
-    what = f"HTTP {status}" if isinstance(exc, HfHubHTTPError) else type(exc).__name__
-    return DownloadFailed(f"download of {ref.ref} failed: {what}: {_first_line(exc)}")
-
-
-def _status(exc: Exception) -> int | None:
-    response: Any = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
+    text = failure.get("text") or ""
+    if "ImportError" in kinds:
+        return DownloadFailed(f"download of {ref.ref} failed: huggingface_hub is missing: {text}")
+    what = f"HTTP {status}" if "HfHubHTTPError" in kinds else (failure.get("kinds") or ["?"])[0]
+    return DownloadFailed(f"download of {ref.ref} failed: {what}: {text}")

@@ -4,8 +4,10 @@ Each operation checks what it can before it starts (the reference, the hub's
 file list, free disk on the node), so those failures are plain errors; then it
 streams progress events. A download runs file by file: fetched into the queen's
 cache, uploaded into the node's partial folder, and skipped where the node
-already has the file with the right size and SHA-256 (an earlier run that was
-cut off resumes). The folder is renamed into place, and the catalog row
+already has the file with the right size and SHA-256; a file an earlier run
+left cut short is continued from its last byte, in the queen's cache and on
+the node alike. A node whose model source is "hub" fetches the files itself
+(node_fetch.py). The folder is renamed into place, and the catalog row
 written, only after the helper has checked every file on the node.
 """
 
@@ -27,6 +29,7 @@ from rbee_queen.errors import (
 from rbee_queen.fleet.session import NodeSession
 from rbee_queen.orchestration import hub
 from rbee_queen.orchestration import models as catalog
+from rbee_queen.orchestration.node_fetch import fetch_on_node
 from rbee_queen.orchestration.nodes import get_node
 from rbee_queen.orchestration.states import LIVE
 from rbee_queen.orchestration.transfer import Event, Progress, relay_file, upload_file
@@ -99,7 +102,7 @@ class ModelManager:
         cache = self.config.hf_cache_dir
         cache.mkdir(parents=True, exist_ok=True)
         queen_free = shutil.disk_usage(cache).free
-        if listing.size_bytes > queen_free:
+        if node.model_source == "queen" and listing.size_bytes > queen_free:
             raise InsufficientDisk(
                 f"the queen's download cache {cache} has {queen_free} bytes free; "
                 f"{ref.ref} needs {listing.size_bytes}",
@@ -125,25 +128,50 @@ class ModelManager:
                 "files": len(listing.files),
             }
             done: list[dict[str, Any]] = []
+            todo: list[hub.HubFile] = []
             for item in listing.files:
                 have = plan.present.get(item.name)
                 if item.sha256 is not None and have == (item.size, item.sha256):
                     done.append({"name": item.name, "size": item.size, "sha256": item.sha256})
                     progress.add(item.size)
                     yield {"type": "skip", "file": item.name, "bytes": item.size}
-                    continue
-                path, digest = await asyncio.to_thread(
-                    hub.fetch, plan.ref, listing, item, token, self.config.hf_cache_dir
+                else:
+                    todo.append(item)
+            if plan.node.model_source == "hub":
+                python = plan.node.worker_python or "python3"
+                fetch = fetch_on_node(
+                    plan.session, python, plan.ref, listing, todo, token, progress, done
                 )
-                done.append({"name": item.name, "size": item.size, "sha256": digest})
-                if have == (item.size, digest):
-                    progress.add(item.size)
-                    yield {"type": "skip", "file": item.name, "bytes": item.size}
-                    continue
-                upload = upload_file(plan.session, path, plan.folder, item.name, progress)
-                async for event in upload:
-                    yield event
+            else:
+                fetch = self._fetch_via_queen(plan, listing, todo, token, progress, done)
+            async for event in fetch:
+                yield event
             yield await self._commit(plan, "hf", done)
+
+    async def _fetch_via_queen(
+        self,
+        plan: Plan,
+        listing: hub.Listing,
+        todo: list[hub.HubFile],
+        token: str | None,
+        progress: Progress,
+        done: list[dict[str, Any]],
+    ) -> AsyncIterator[Event]:
+        """Each file into the queen's cache, then over SFTP into the partial folder."""
+        for item in todo:
+            have = plan.present.get(item.name)
+            path, digest = await asyncio.to_thread(
+                hub.fetch, plan.ref, listing, item, token, self.config.hf_cache_dir
+            )
+            done.append({"name": item.name, "size": item.size, "sha256": digest})
+            if have == (item.size, digest):
+                progress.add(item.size)
+                yield {"type": "skip", "file": item.name, "bytes": item.size}
+                continue
+            offset = resume_offset(have, item.size)
+            upload = upload_file(plan.session, path, plan.folder, item.name, progress, offset)
+            async for event in upload:
+                yield event
 
     # --- copies ----------------------------------------------------------------
 
@@ -183,7 +211,8 @@ class ModelManager:
                     yield {"type": "skip", "file": name, "bytes": size}
                     continue
                 src = f"{row.local_path}/{name}"
-                relay = relay_file(source, src, plan.session, plan.folder, name, progress)
+                offset = resume_offset(plan.present.get(name), size)
+                relay = relay_file(source, src, plan.session, plan.folder, name, progress, offset)
                 async for event in relay:
                     yield event
             yield await self._commit(plan, str(row.provider), list(row.files))
@@ -284,3 +313,9 @@ def _same_files(row: NodeModel, listing: hub.Listing) -> bool:
         recorded[f.name][0] == f.size and f.sha256 in (None, recorded[f.name][1])
         for f in listing.files
     )
+
+
+def resume_offset(have: tuple[int, str] | None, size: int) -> int:
+    """Where a transfer into the partial folder resumes: after the bytes a cut-off
+    run left there (checked at commit by the whole file's hash), else at 0."""
+    return have[0] if have is not None and have[0] < size else 0

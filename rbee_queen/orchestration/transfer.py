@@ -5,7 +5,9 @@ and renames the folder into place (`model_commit`). Copies between nodes are
 relayed by the queen over the two SFTP sessions it already holds: the nodes
 need no route to each other and no keys for each other, the host keys were
 already verified, and one code path serves hub downloads and copies alike.
-The cost is that the bytes cross the queen's link twice.
+The cost is that the bytes cross the queen's link twice. A transfer that was
+cut off resumes: the next run keeps the bytes already in the partial folder
+and sends only the rest (the commit checks the whole file's hash).
 """
 
 from __future__ import annotations
@@ -56,16 +58,17 @@ class Progress:
 
 
 async def upload_file(
-    session: NodeSession, local: str, folder: str, name: str, progress: Progress
+    session: NodeSession, local: str, folder: str, name: str, progress: Progress, offset: int = 0
 ) -> AsyncIterator[Event]:
-    """Copy a file from the queen into `folder` on the node."""
+    """Copy a file from the queen into `folder` on the node, from byte `offset` on."""
     src = await asyncio.to_thread(open, local, "rb")
     try:
+        src.seek(offset)
 
         async def read() -> bytes:
             return await asyncio.to_thread(src.read, CHUNK)
 
-        async for event in _write(session, read, folder, name, progress):
+        async for event in _write(session, read, folder, name, progress, offset):
             yield event
     finally:
         src.close()
@@ -78,15 +81,18 @@ async def relay_file(
     folder: str,
     name: str,
     progress: Progress,
+    offset: int = 0,
 ) -> AsyncIterator[Event]:
-    """Copy a file from one node to another through the queen, chunk by chunk."""
+    """Copy a file from one node to another through the queen, chunk by chunk,
+    from byte `offset` on."""
     try:
         async with source.conn.start_sftp_client() as sftp, sftp.open(src_path, "rb") as src:
+            await src.seek(offset)
 
             async def read() -> bytes:
                 return cast(bytes, await src.read(CHUNK))
 
-            async for event in _write(dest, read, folder, name, progress):
+            async for event in _write(dest, read, folder, name, progress, offset):
                 yield event
     except asyncssh.SFTPError as exc:
         where = source.target.name
@@ -99,12 +105,19 @@ async def _write(
     folder: str,
     name: str,
     progress: Progress,
+    offset: int,
 ) -> AsyncIterator[Event]:
+    """Write into `dest`, keeping its first `offset` bytes (what a cut-off run left)."""
     dest = posixpath.join(folder, name)
+    if offset:
+        progress.add(offset)
+        yield {"type": "resume", "file": name, "bytes": offset}
     try:
         async with session.conn.start_sftp_client() as sftp:
             await sftp.makedirs(posixpath.dirname(dest), exist_ok=True)
-            async with sftp.open(dest, "wb") as out:
+            async with sftp.open(dest, "r+b" if offset else "wb") as out:
+                await out.seek(offset)
+                await out.truncate(offset)
                 while chunk := await read():
                     await out.write(chunk)
                     if progress.add(len(chunk)):

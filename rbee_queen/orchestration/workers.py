@@ -2,8 +2,11 @@
 
 A worker binds 127.0.0.1 on its node; the queen reaches it through a port
 forward on the node's SSH connection, so no worker port is ever open to the
-network. The worker's pid and port live in the database and, on the node, in
-pid files the helper keeps.
+network. A node set to `worker_access = "direct"` trades that for one hop
+less: its workers also listen on the node's address (the one the queen's SSH
+connection reached), still behind their bearer token, and the queen calls
+them there. The worker's pid and port live in the database and, on the node,
+in pid files the helper keeps.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import json
 import logging
 import secrets
+import socket
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -25,7 +29,9 @@ from rbee_queen.audit import AuditLog
 from rbee_queen.config import QueenConfig
 from rbee_queen.errors import (
     AllSlotsBusy,
+    BackendUnavailable,
     InferenceFailed,
+    InsufficientVram,
     InvalidRequest,
     LoadingTimeout,
     ModelNotFound,
@@ -50,6 +56,16 @@ from rbee_queen.validation import model_path
 log = logging.getLogger("rbee.queen.workers")
 S = WorkerState
 
+# A worker reached directly has no SSH keepalive watching its link: a link that
+# goes dead mid-stream is noticed by TCP keepalives instead, as soon as the SSH
+# one would (idle 2 s, then 3 probes 2 s apart).
+# (Options a platform lacks are left out: there the OS's defaults apply.)
+KEEPALIVE_SOCKET_OPTIONS = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)] + [
+    (socket.IPPROTO_TCP, getattr(socket, name), value)
+    for name, value in (("TCP_KEEPIDLE", 2), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+]
+
 
 @dataclass
 class LiveWorker:
@@ -68,6 +84,8 @@ class LiveWorker:
     # The node connection that holds the forward; once it is closed (the link
     # went down), the next request forwards again on a new connection.
     session: NodeSession | None = None
+    # The node's address when the queen calls the worker directly (no forward).
+    direct_host: str | None = None
 
     @property
     def free_slots(self) -> int:
@@ -75,7 +93,16 @@ class LiveWorker:
 
     @property
     def url(self) -> str:
+        if self.direct_host is not None:
+            host = f"[{self.direct_host}]" if ":" in self.direct_host else self.direct_host
+            return f"http://{host}:{self.remote_port}"
         return f"http://127.0.0.1:{self.local_port}"
+
+    def forget_address(self, tokens: WorkerTokens) -> None:
+        """Stop sending the worker's token to where the queen called it."""
+        if self.direct_host is not None:
+            tokens.forget(self.remote_port, host=self.direct_host)
+        tokens.forget(self.local_port)
 
 
 class WorkerManager(LifecycleMixin):
@@ -85,7 +112,11 @@ class WorkerManager(LifecycleMixin):
         self.inventory = inventory
         self.tokens = WorkerTokens()
         self.audit: AuditLog | None = None  # set by the queen's services
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), auth=self.tokens)
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, read=None),
+            auth=self.tokens,
+            transport=httpx.AsyncHTTPTransport(socket_options=KEEPALIVE_SOCKET_OPTIONS),
+        )
         self._live: dict[str, LiveWorker] = {}
         self._start_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._shutdowns: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -198,6 +229,9 @@ class WorkerManager(LifecycleMixin):
             "--slots",
             str(slots),
         ]
+        direct_host = node_address(session) if node.worker_access == "direct" else None
+        if direct_host is not None:
+            argv += ["--direct-host", direct_host]
         token = self.tokens.new()  # in the spawn environment, never argv
         self.token_file.put(row.worker_id, token)  # a restarted queen re-adopts with it
         spawned = await session.call(
@@ -214,8 +248,12 @@ class WorkerManager(LifecycleMixin):
         remote_port = await self._wait_for_port(session, row, deadline)
         row.port = remote_port
         transition(row, S.LOADING, f"listening on node port {remote_port}")
-        local_port = await session.forward(remote_port)
-        self.tokens.bind(local_port, token)
+        if direct_host is not None:
+            local_port = 0  # no forward: the queen calls the node's address
+            self.tokens.bind(remote_port, token, host=direct_host)
+        else:
+            local_port = await session.forward(remote_port)
+            self.tokens.bind(local_port, token)
         live = LiveWorker(
             row.worker_id,
             node.name,
@@ -224,6 +262,7 @@ class WorkerManager(LifecycleMixin):
             local_port,
             slots=slots,
             session=session,
+            direct_host=direct_host,
         )
         await self._wait_until_ready(session, row, live, deadline)
         self._live[row.worker_id] = live
@@ -257,8 +296,7 @@ class WorkerManager(LifecycleMixin):
             if resp is not None and resp.status_code == 200:
                 return
             if resp is not None and resp.status_code == 500:
-                body = _json_or_empty(resp)
-                raise WorkerStartFailed(f"worker could not load the model: {body.get('message')}")
+                raise _load_failure(_json_or_empty(resp))
             if time.monotonic() > deadline:
                 raise LoadingTimeout(
                     f"worker {row.worker_id} still loading after "
@@ -299,7 +337,10 @@ class WorkerManager(LifecycleMixin):
 
     def claim(self, live: LiveWorker, job_id: str) -> None:
         """Count a stream against the worker's slots. Synchronous, so a router's
-        choice and its claim happen with no other request in between."""
+        choice and its claim happen with no other request in between. The
+        recorded idle -> busy change waits for the worker's answer (see
+        `open_stream`): a database write costs 1-3 ms, and here it would delay
+        the request on its way to the worker."""
         live.in_flight += 1
         live.no_streams.clear()
         self.mark_progress(live.worker_id)  # the watchdog's clock starts with the request
@@ -310,7 +351,9 @@ class WorkerManager(LifecycleMixin):
             node=live.node,
             model=live.model_ref,
         )
-        if live.in_flight == 1:
+
+    def _record_busy(self, live: LiveWorker, job_id: str) -> None:
+        if live.in_flight > 0:
             row = Worker.get_or_none(Worker.worker_id == live.worker_id)
             if row is not None and row.state == S.IDLE:
                 transition(row, S.BUSY, f"job {job_id}")
@@ -320,6 +363,11 @@ class WorkerManager(LifecycleMixin):
         if live.in_flight == 0:
             live.no_streams.set()
             self.mark_idle(live.worker_id)
+            # Recorded once the stream's last bytes are on their way, not before.
+            asyncio.get_running_loop().call_soon(self._record_idle, live)
+
+    def _record_idle(self, live: LiveWorker) -> None:
+        if live.in_flight == 0:
             row = Worker.get_or_none(Worker.worker_id == live.worker_id)
             if row is not None and row.state == S.BUSY:
                 transition(row, S.IDLE, "job finished")
@@ -345,6 +393,8 @@ class WorkerManager(LifecycleMixin):
             await response.aread()
             await response.aclose()
             raise _worker_error(response)
+        # The worker computes the first token now: the queen's own writes fit in.
+        self._record_busy(live, str(payload.get("job_id")))
         if self.audit is not None:  # ids and counts only: never the prompt's text
             self.audit.record(
                 "inference.started",
@@ -430,6 +480,9 @@ class WorkerManager(LifecycleMixin):
         session = await self.session_for(get_node(live.node))  # NODE_UNREACHABLE if still cut
         if live.session is session:
             return
+        if live.direct_host is not None:  # reached without a forward: nothing to redo
+            live.session = session
+            return
         status = await session.call(
             "worker_status", worker_id=live.worker_id, run_dir=session.run_dir
         )
@@ -484,7 +537,7 @@ class WorkerManager(LifecycleMixin):
     async def _stop_on_node(self, session: NodeSession, row: Worker) -> dict[str, Any]:
         live = self._live.pop(row.worker_id, None)
         if live is not None:
-            self.tokens.forget(live.local_port)
+            live.forget_address(self.tokens)
             session.close_forward(live.remote_port)
         self.token_file.drop(row.worker_id)
         return dict(
@@ -516,6 +569,15 @@ class WorkerManager(LifecycleMixin):
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def node_address(session: NodeSession) -> str:
+    """The node's address as the queen's SSH connection reached it: where its
+    workers listen and are called when the node is set to direct access."""
+    peer = session.conn.get_extra_info("peername")
+    if not peer:
+        raise WorkerStartFailed(f"no address known for node {session.target.name}")
+    return str(peer[0])
 
 
 def draining_error(live: LiveWorker) -> WorkerDraining:
@@ -565,6 +627,19 @@ def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _load_failure(health: dict[str, Any]) -> RbeeError:
+    """A worker's failed load (its /health 500 body) as the error its code names:
+    a GPU stack the node cannot use is BACKEND_UNAVAILABLE, a cache that does not
+    fit INSUFFICIENT_VRAM; anything else a failed start."""
+    message = str(health.get("message") or "no reason given")
+    code = health.get("code")
+    if code == BackendUnavailable.code:
+        return BackendUnavailable(f"the worker cannot use its GPU: {message}")
+    if code == InsufficientVram.code:
+        return InsufficientVram(f"the worker ran out of VRAM while loading: {message}")
+    return WorkerStartFailed(f"worker could not load the model: {message}")
 
 
 def _worker_error(response: httpx.Response) -> RbeeError:

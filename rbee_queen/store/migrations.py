@@ -29,10 +29,30 @@ def m003_node_models(db: SqliteDatabase) -> None:
     db.create_tables([NodeModel])
 
 
+def m004_node_model_source(db: SqliteDatabase) -> None:
+    # Where a node's hub downloads run: "queen" (fetched there, copied over SFTP)
+    # or "hub" (on the node itself). m001 on a fresh database has it already.
+    if "model_source" not in {c.name for c in db.get_columns("nodes")}:
+        db.execute_sql(
+            "ALTER TABLE nodes ADD COLUMN model_source VARCHAR(8) NOT NULL DEFAULT 'queen'"
+        )
+
+
+def m005_node_worker_access(db: SqliteDatabase) -> None:
+    # How the queen reaches the node's workers: "ssh" (a port forward) or "direct".
+    # A fresh database has it already: m001 creates the table from today's model.
+    if "worker_access" not in {c.name for c in db.get_columns("nodes")}:
+        db.execute_sql(
+            "ALTER TABLE nodes ADD COLUMN worker_access VARCHAR(16) NOT NULL DEFAULT 'ssh'"
+        )
+
+
 MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_models", m002_models),
     ("m003_node_models", m003_node_models),
+    ("m004_node_model_source", m004_node_model_source),
+    ("m005_node_worker_access", m005_node_worker_access),
 ]
 
 

@@ -44,6 +44,8 @@ class Node(BaseModel):
     ssh_key_path = TextField()
     install_path = TextField()
     worker_python = TextField(null=True)
+    model_source = CharField(max_length=8, default="queen")  # "queen" | "hub"; m004
+    worker_access = CharField(max_length=16, default="ssh")  # "ssh" | "direct"; m005
     status = CharField(default="unknown")
     last_connected = DateTimeField(null=True)
     last_error = TextField(null=True)

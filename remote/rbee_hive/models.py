@@ -2,7 +2,9 @@
 
 Uploads land under `<install_path>/models/.partial/<same relative path>` and are
 renamed into place only after every file was checked by size and SHA-256 here,
-on the node, so a folder under the store root is always a complete model. Each
+on the node, so a folder under the store root is always a complete model. A
+file cut short stays in the partial folder and the next transfer appends to it;
+one that fails its hash is deleted, so no run resumes from bad bytes. Each
 relative path is checked twice: by pattern, and after resolving symlinks it
 must still lie under the store root (a symlink planted in the store cannot
 point a write or a delete elsewhere).
@@ -16,7 +18,7 @@ import re
 import shutil
 from typing import Any
 
-from rbee_hive.ops import OpError
+from rbee_hive.errors import OpError
 
 PARTIAL = ".partial"
 # Each segment starts with a letter or digit: no "..", no hidden names.
@@ -44,6 +46,13 @@ def resolve(install_path: str, rel: str, partial: bool = False) -> tuple[str, st
         raise OpError("INVALID_REQUEST", "invalid model path")
     root = store_root(install_path)
     return root, _under(root, PARTIAL, rel) if partial else _under(root, rel)
+
+
+def check_file_name(name: object) -> str:
+    """A file name inside a model folder: flat or at most two folders deep, no `..`."""
+    if not isinstance(name, str) or not _FILE.match(name) or ".." in name:
+        raise OpError("INVALID_REQUEST", f"invalid file name {name!r}")
+    return name
 
 
 def sha256_of(path: str) -> str:
@@ -100,9 +109,7 @@ def model_commit(install_path: str, rel: str, files: list[dict[str, Any]]) -> di
     _, partial = resolve(install_path, rel, partial=True)
     _, final = resolve(install_path, rel)
     for expected in files:
-        name = expected.get("name")
-        if not isinstance(name, str) or not _FILE.match(name) or ".." in name:
-            raise OpError("INVALID_REQUEST", f"invalid file name {name!r}")
+        name = check_file_name(expected.get("name"))
         path = _under(partial, name)
         if not os.path.isfile(path):
             raise OpError("DOWNLOAD_FAILED", f"{name} is missing from the upload")
@@ -111,6 +118,7 @@ def model_commit(install_path: str, rel: str, files: list[dict[str, Any]]) -> di
             wanted_size = expected.get("size")
             raise OpError("DOWNLOAD_FAILED", f"{name} has {size} bytes, expected {wanted_size}")
         if sha256_of(path) != expected.get("sha256"):
+            os.unlink(path)  # the next run must not resume from bad bytes
             raise OpError("DOWNLOAD_FAILED", f"{name} does not match its SHA-256")
     wanted = {f["name"] for f in files}
     for item in _files(partial, hash_files=False):

@@ -46,6 +46,9 @@ HANDLERS: dict[str, str] = {
     "model_commit": "models:model_commit",
     "model_remove": "models:model_remove",
     "model_size": "models:model_size",
+    "model_fetch_start": "fetches:model_fetch_start",
+    "model_fetch_events": "fetches:model_fetch_events",
+    "model_fetch_cancel": "fetches:model_fetch_cancel",
 }
 _import_lock = threading.Lock()
 

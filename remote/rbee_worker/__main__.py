@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import ipaddress
 import json
 import logging
@@ -22,6 +23,7 @@ from types import FrameType
 
 from rbee_worker.auth import TOKEN_ENV, RequireToken, take_token
 from rbee_worker.backends import BACKENDS, create_backend
+from rbee_worker.gpu_args import add_gpu_arguments, check_gpu_arguments
 from rbee_worker.loading import BackendHolder
 
 log = logging.getLogger("rbee_worker")
@@ -69,12 +71,22 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--model", required=True, type=Path, help="model directory (HF format)")
     parser.add_argument("--backend", default="torch", choices=BACKENDS)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU ordinal N")
+    parser.add_argument(
+        "--device", help="cpu, cuda, cuda:N or a GPU ordinal N (default: cpu; exllamav2: cuda)"
+    )
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--direct-host",
+        metavar="ADDR",
+        help="also listen on ADDR (same port), for a queen that reaches workers directly; "
+        "needs the bearer token",
+    )
     parser.add_argument("--port", type=int, default=0, help="0 lets the OS choose")
     parser.add_argument("--state-file", type=Path, help="where to write {pid, port, worker_id}")
     parser.add_argument("--slots", type=int, default=1, help="requests served at once (default 1)")
+    add_gpu_arguments(parser)
     args = parser.parse_args(argv)
+    check_gpu_arguments(parser, args)
     if not WORKER_ID.match(args.worker_id):
         parser.error("--worker-id must be 1-256 characters of A-Z a-z 0-9 _ -")
     if not 1 <= args.slots <= 64:
@@ -84,7 +96,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not _is_loopback(args.host):
         # Loopback only: the queen reaches it through an SSH forward, never the network.
         parser.error("--host must be a loopback address (reached through an SSH forward only)")
+    if args.direct_host is not None and not _is_address(args.direct_host):
+        parser.error("--direct-host must be an IP address")
     return args
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_loopback(host: str) -> bool:
@@ -110,6 +132,23 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def bind_sockets(host: str, port: int, direct_host: str | None) -> list[socket.socket]:
+    """The loopback socket (SSH forwards reach it), and with `direct_host` a second
+    one on that address and the same port, so one port is all the state file says.
+    Another process may hold the port on the other address: then a new one."""
+    for _ in range(20):
+        sock = bind_socket(host, port)
+        if direct_host is None or direct_host == host:
+            return [sock]
+        try:
+            return [sock, bind_socket(direct_host, sock.getsockname()[1])]
+        except OSError as exc:
+            sock.close()
+            if port or exc.errno != errno.EADDRINUSE:
+                raise
+    raise OSError(errno.EADDRINUSE, f"no port free on both {host} and {direct_host}")
+
+
 def write_state_file(path: Path, data: dict[str, object]) -> None:
     """Atomically: a reader sees the old file, no file, or the whole new one."""
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
@@ -131,13 +170,25 @@ def serve(args: argparse.Namespace, token: str | None = None) -> int:
 
     from rbee_worker.app import create_app
 
-    try:
-        sock = bind_socket(args.host, args.port)
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+    if args.direct_host is not None and not token:
+        log.error("--direct-host needs %s: a worker on the network always needs a token", TOKEN_ENV)
         return 1
-    port = sock.getsockname()[1]
-    holder = BackendHolder(create_backend(args.backend, args.model, args.device))
+    try:
+        sockets = bind_sockets(args.host, args.port, args.direct_host)
+    except OSError as exc:
+        where = f"{args.host} and {args.direct_host}" if args.direct_host else args.host
+        log.error("cannot listen on %s port %d: %s", where, args.port, exc)
+        return 1
+    port = sockets[0].getsockname()[1]
+    backend = create_backend(
+        args.backend,
+        args.model,
+        args.device,
+        slots=args.slots,
+        gpu_split=args.gpu_split,
+        cache_reserve_mb=args.cache_reserve_mb,
+    )
+    holder = BackendHolder(backend)
     app = create_app(holder, slots_total=args.slots)
     if token:
         app.add_middleware(RequireToken, token=token)
@@ -164,10 +215,11 @@ def serve(args: argparse.Namespace, token: str | None = None) -> int:
         write_state_file(
             args.state_file, {"pid": os.getpid(), "port": port, "worker_id": args.worker_id}
         )
-    log.info("listening on %s:%d, pid %d", args.host, port, os.getpid())
+    hosts = args.host + (f" and {args.direct_host}" if args.direct_host else "")
+    log.info("listening on %s port %d, pid %d", hosts, port, os.getpid())
     holder.start_loading()
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        asyncio.run(server.serve(sockets=sockets))
     finally:
         if args.state_file is not None:
             _remove_state_file(args.state_file)

@@ -22,13 +22,13 @@ from rbee_worker.backends.base import ChatTemplateMissing
 from rbee_worker.errors import (
     ALL_SLOTS_BUSY,
     INVALID_REQUEST,
-    MODEL_LOAD_FAILED,
     REQUEST_TIMEOUT,
     WORKER_LOADING,
     error_response,
 )
 from rbee_worker.jobs import Job, Slots
 from rbee_worker.loading import BackendHolder, LoadState
+from rbee_worker.metrics import worker_metrics
 from rbee_worker.params import FieldError, InferenceRequest, InvalidRequest, parse_inference
 from rbee_worker.streaming import JobStream, JobStreamResponse
 
@@ -76,7 +76,7 @@ async def health(request: Request) -> Response:
     if holder.state is LoadState.READY:
         return JSONResponse({"status": "ok"})
     if holder.state is LoadState.FAILED:
-        body = {"status": "error", "code": MODEL_LOAD_FAILED, "message": holder.error}
+        body = {"status": "error", "code": holder.error_code, "message": holder.error}
         return JSONResponse(body, status_code=500)
     return JSONResponse({"status": "loading"}, status_code=503)
 
@@ -89,6 +89,7 @@ async def ready(request: Request) -> Response:
         state = "busy" if busy else "idle"
     else:
         state = "error" if holder.state is LoadState.FAILED else "loading"
+    failure = {"code": holder.error_code, "message": holder.error} if holder.error else None
     return JSONResponse(
         {
             "ready": holder.state is LoadState.READY,
@@ -96,6 +97,8 @@ async def ready(request: Request) -> Response:
             "progress": asdict(holder.progress),
             "slots_total": slots.total,
             "slots_busy": busy,
+            "vram_bytes": holder.vram_bytes,
+            **({"error": failure} if failure else {}),
         }
     )
 
@@ -118,7 +121,7 @@ async def start_inference(request: Request) -> Response:
         return error_response(503, WORKER_LOADING, "the model is still loading", progress, cid)
     if holder.state is LoadState.FAILED:
         message = holder.error or "model load failed"
-        return error_response(500, MODEL_LOAD_FAILED, message, None, cid)
+        return error_response(500, holder.error_code, message, None, cid)
     try:
         spec = _with_chat_prompt(holder, spec)
     except InvalidRequest as exc:
@@ -166,6 +169,7 @@ def create_app(holder: BackendHolder, *, slots_total: int = 1) -> Starlette:
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/v1/ready", ready, methods=["GET"]),
+            Route("/metrics", worker_metrics, methods=["GET"]),
             Route("/v1/inference", start_inference, methods=["POST"]),
             Route("/v1/inference/{job_id}", cancel_inference, methods=["DELETE"]),
         ]

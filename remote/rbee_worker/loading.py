@@ -11,7 +11,7 @@ import threading
 from enum import StrEnum
 
 from rbee_worker.backends.base import Backend, LoadProgress
-from rbee_worker.errors import one_line
+from rbee_worker.errors import MODEL_LOAD_FAILED, one_line
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ class BackendHolder:
         self.state = LoadState.LOADING
         self.progress = LoadProgress("starting")
         self.error: str | None = None
+        # A load failure's code: BACKEND_UNAVAILABLE where the GPU stack is not usable.
+        self.error_code = MODEL_LOAD_FAILED
+        self.vram_bytes: int | None = None  # what a GPU backend holds once loaded
 
     def load(self) -> None:
         """Load the model in the calling thread; never raises."""
@@ -36,10 +39,14 @@ class BackendHolder:
             self.backend.load(self._on_progress)
         except Exception as exc:
             self.error = one_line(exc)
+            code = getattr(exc, "code", None)
+            self.error_code = code if isinstance(code, str) else MODEL_LOAD_FAILED
             self.progress = LoadProgress("failed", 0, self.progress.layers_total)
             self.state = LoadState.FAILED
-            log.error("model load failed: %s", self.error, exc_info=True)
+            log.error("model load failed (%s): %s", self.error_code, self.error, exc_info=True)
             return
+        vram = getattr(self.backend, "vram_bytes", None)
+        self.vram_bytes = vram if isinstance(vram, int) else None
         self.state = LoadState.READY
         log.info("model %s ready", self.backend.model_name)
 

@@ -5,15 +5,18 @@ endpoints `huggingface_hub` calls for `model_info` and `hf_hub_download` in
 the hub's URL layout and with the headers it reads (X-Repo-Commit, ETag,
 Content-Length, X-Error-Code), and `huggingface_hub` itself runs unmodified
 against it through `HF_ENDPOINT`. Tests change its state directly: which
-repos exist, which need a token, which file to corrupt.
+repos exist, which need a token, which file to corrupt, where to cut a
+download off; and read what it served (bytes per file, Range requests).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +24,10 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.sshd import free_port
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -38,6 +42,12 @@ class FakeHub:
     sizes: dict[tuple[str, str], int] = field(default_factory=dict)  # declared, not served
     corrupt: set[str] = field(default_factory=set)  # file names served with a flipped byte
     fetched: list[str] = field(default_factory=list)  # "repo/file" of every GET
+    served: dict[str, int] = field(default_factory=dict)  # "repo/file" -> body bytes sent
+    ranges: list[tuple[str, int]] = field(default_factory=list)  # ("repo/file", first byte)
+    # file name -> bytes after which its next GET is cut off; after a cut the hub
+    # is down (every GET of a file answers 503) until a test clears `outage`.
+    cut: dict[str, int] = field(default_factory=dict)
+    outage: bool = False
 
     def add_folder(self, repo: str, folder: Path, extra: dict[str, bytes] | None = None) -> None:
         files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
@@ -92,14 +102,25 @@ def build_app(hub: FakeHub) -> Starlette:
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(content))
             return Response(status_code=200, headers=headers)
-        hub.fetched.append(f"{repo}/{name}")
+        if hub.outage:
+            return Response(status_code=503)
+        key = f"{repo}/{name}"
+        hub.fetched.append(key)
         if name in hub.corrupt:
             content = bytes([content[0] ^ 0xFF]) + content[1:]
         start = _range_start(request.headers.get("range"))
+        status = 200
         if start:
+            hub.ranges.append((key, start))
             headers["Content-Range"] = f"bytes {start}-{len(content) - 1}/{len(content)}"
-            return Response(content[start:], status_code=206, headers=headers)
-        return Response(content, status_code=200, headers=headers)
+            status = 206
+        body = content[start:]
+        cut_at = hub.cut.pop(name, None)
+        if cut_at is not None:
+            headers["Content-Length"] = str(len(body))
+            return StreamingResponse(_cut_off(hub, key, body[:cut_at]), status, headers)
+        hub.served[key] = hub.served.get(key, 0) + len(body)
+        return Response(body, status_code=status, headers=headers)
 
     return Starlette(
         routes=[
@@ -108,6 +129,18 @@ def build_app(hub: FakeHub) -> Starlette:
             Route("/{org}/{repo}/resolve/{rev}/{file:path}", resolve, methods=["GET", "HEAD"]),
         ]
     )
+
+
+class _Cut(Exception):
+    """Ends a response in the middle of its body: the client sees the connection drop."""
+
+
+async def _cut_off(hub: FakeHub, key: str, part: bytes) -> AsyncIterator[bytes]:
+    hub.served[key] = hub.served.get(key, 0) + len(part)
+    yield part
+    await asyncio.sleep(0.2)  # let the bytes reach the client before the cut
+    hub.outage = True
+    raise _Cut(key)
 
 
 def _git_blob_id(content: bytes) -> str:
@@ -120,12 +153,13 @@ def _range_start(value: str | None) -> int:
     return int(value[len("bytes=") :].split("-")[0] or 0)
 
 
-@pytest.fixture
-def fakehub() -> Iterator[FakeHub]:
+@contextmanager
+def running_fakehub() -> Iterator[FakeHub]:
+    """The fake hub on a free loopback port, for as long as the block runs."""
     hub = FakeHub()
     port = free_port()
     hub.url = f"http://127.0.0.1:{port}"
-    config = uvicorn.Config(build_app(hub), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(build_app(hub), host="127.0.0.1", port=port, log_level="critical")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -139,3 +173,26 @@ def fakehub() -> Iterator[FakeHub]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def fakehub() -> Iterator[FakeHub]:
+    with running_fakehub() as hub:
+        yield hub
+
+
+@pytest.fixture
+def hub_queen(
+    rbee_home: Path, fakehub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[QueenProcess]:
+    """A queen whose huggingface_hub talks to the fake hub, with no user token or cache."""
+    monkeypatch.setenv("HF_ENDPOINT", fakehub.url)
+    monkeypatch.setenv("HF_HOME", str(rbee_home / "hf-home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    q = start_queen(rbee_home)
+    try:
+        yield q
+    finally:
+        stop_queen(q)
