@@ -120,6 +120,12 @@ class QueenClient:
     def list_catalog(self) -> Json:
         return self._call("GET", "/v2/registry/models/list")
 
+    def add_catalog(self, body: Json) -> Json:
+        return self._call("POST", "/v2/registry/models/add", json=body)
+
+    def remove_catalog(self, name: str) -> Json:
+        return self._call("POST", "/v2/registry/models/remove", json={"name": name})
+
     def remove_node_model(self, node: str, model: str) -> Json:
         return self._call("POST", "/v2/models/remove", json={"node": node, "model": model})
 

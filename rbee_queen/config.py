@@ -34,6 +34,9 @@ class QueenConfig:
     # backoff between reconnects to a node that keeps failing.
     health_interval_s: float = 5.0
     gpu_interval_s: float = 15.0
+    # No worker starts on a GPU hotter than this (GPU_TOO_HOT); cards throttle
+    # from about 83-87 C.
+    gpu_max_temp_c: float = 85.0
     reconnect_max_s: float = 10.0
     # The owner's API token from a file (else a credential, the environment or
     # RBEE_HOME/api-token, in that order: see rbee_queen/keys.py).
@@ -83,6 +86,7 @@ class QueenConfig:
             "worker_stop_grace_s": _env_float("RBEE_WORKER_STOP_GRACE", 10.0),
             "health_interval_s": _env_float("RBEE_HEALTH_INTERVAL", 5.0),
             "gpu_interval_s": _env_float("RBEE_GPU_INTERVAL", 15.0),
+            "gpu_max_temp_c": _env_float("RBEE_GPU_MAX_TEMP", 85.0),
             "reconnect_max_s": _env_float("RBEE_RECONNECT_MAX", 10.0),
             "supervisor_interval_s": _env_float("RBEE_SUPERVISOR_INTERVAL", 30.0),
             "worker_health_timeout_s": _env_float("RBEE_WORKER_HEALTH_TIMEOUT", 5.0),

@@ -40,12 +40,7 @@ def queen(
 
 
 def add_node(queen: QueenProcess, sshd: SshServer, name: str, install: Path) -> None:
-    with queen.client() as c:
-        r = c.post(
-            "/v2/registry/beehives/add",
-            json=sshd.node_body(name, install, accept_new_host_key=True),
-        )
-    assert r.status_code == 201, r.text
+    queen.add_node(sshd.node_body(name, install, accept_new_host_key=True))
 
 
 def node_row(queen: QueenProcess, name: str) -> dict:

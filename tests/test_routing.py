@@ -80,7 +80,9 @@ def test_full_workers_spill_to_another_node_then_all_slots_busy(
 @pytest.mark.parametrize(
     ("entry", "status", "code"),
     [
-        ({"name": "m", "model_ref": "hf:x/y", "nodes": ["n"]}, 400, "INVALID_REQUEST"),
+        ({"name": "m", "model_ref": "s3:x/y", "nodes": ["n"]}, 400, "INVALID_REQUEST"),
+        ({"name": "m", "model_ref": "hf:x", "nodes": ["n"]}, 400, "INVALID_REQUEST"),
+        ({"name": "m", "model_ref": "hf:x/y", "nodes": ["ghost"]}, 404, "NODE_NOT_FOUND"),
         ({"name": "m", "model_ref": "file:/m", "nodes": []}, 400, "INVALID_REQUEST"),
         ({"name": "m", "model_ref": "file:/m", "nodes": ["ghost"]}, 404, "NODE_NOT_FOUND"),
     ],

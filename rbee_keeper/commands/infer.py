@@ -40,6 +40,15 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     infer.add_argument(
         "--stop", action="append", metavar="TEXT", help="stop before this text (up to 4 times)"
     )
+    infer.add_argument(
+        "--backend",
+        choices=("cpu", "cuda"),
+        help="cuda: an exllamav2 worker on a GPU; cpu: a torch worker (default: cpu,"
+        " or the catalog's)",
+    )
+    infer.add_argument(
+        "--device", type=int, metavar="N", help="GPU ordinal (default: the most free VRAM)"
+    )
     infer.set_defaults(handler=infer_command)
 
 
@@ -58,6 +67,8 @@ def infer_command(args: argparse.Namespace) -> int:
         "min_p": args.min_p,
         "repetition_penalty": args.repetition_penalty,
         "stop": args.stop,
+        "backend": args.backend,
+        "device": args.device,
     }
     task.update({k: v for k, v in optional.items() if v is not None})
     # Leaving these blocks early (Ctrl-C, an error) closes the stream, and the

@@ -66,6 +66,39 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     catalog.set_defaults(handler=list_catalog)
 
+    serve = actions.add_parser(
+        "serve",
+        parents=[common],
+        help="add a name to the catalog: the queen serves it on the nodes given (/v1 API)",
+    )
+    serve.add_argument("name", help="the name clients ask for (OpenAI's `model`)")
+    serve.add_argument(
+        "--model", required=True, metavar="REF", help="file:/absolute/path or " + REF_HELP
+    )
+    serve.add_argument(
+        "--node",
+        required=True,
+        action="append",
+        metavar="NODE",
+        help="a node it may run on; repeat for several, in order of preference",
+    )
+    serve.add_argument("--slots", type=int, default=1, help="requests one worker serves at once")
+    serve.add_argument(
+        "--backend",
+        choices=("cpu", "cuda"),
+        help="cuda runs exllamav2 workers, cpu torch workers (default: cpu)",
+    )
+    serve.add_argument(
+        "--device", type=int, metavar="N", help="pin GPU N (default: most free VRAM)"
+    )
+    serve.set_defaults(handler=serve_model)
+
+    unserve = actions.add_parser(
+        "unserve", parents=[common], help="remove a name from the catalog (files stay on nodes)"
+    )
+    unserve.add_argument("name")
+    unserve.set_defaults(handler=unserve_model)
+
 
 def list_models(args: argparse.Namespace) -> int:
     with connect(args.queen_url) as queen:
@@ -92,10 +125,42 @@ def list_catalog(args: argparse.Namespace) -> int:
     else:
         rows = [
             [cell(m.get("name")), cell(m.get("model_ref")), ",".join(m.get("nodes") or [])]
-            + [cell(m.get("slots"))]
+            + [cell(m.get("slots")), cell(m.get("device"))]
             for m in models
         ]
-        print_table(["NAME", "MODEL", "NODES", "SLOTS"], rows)
+        print_table(["NAME", "MODEL", "NODES", "SLOTS", "DEVICE"], rows)
+    return 0
+
+
+def serve_model(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {
+        "name": args.name,
+        "model_ref": args.model,
+        "nodes": args.node,
+        "slots": args.slots,
+    }
+    if args.backend is not None:
+        body["backend"] = args.backend
+    if args.device is not None:
+        body["device"] = args.device
+    with connect(args.queen_url) as queen:
+        answer = queen.add_catalog(body)
+    if args.json:
+        print_json(answer)
+    else:
+        entry = answer["model"]
+        nodes = ", ".join(entry["nodes"])
+        print(f"serving {entry['name']} ({entry['model_ref']}) on {nodes}, {entry['device']}")
+    return 0
+
+
+def unserve_model(args: argparse.Namespace) -> int:
+    with connect(args.queen_url) as queen:
+        answer = queen.remove_catalog(args.name)
+    if args.json:
+        print_json(answer)
+    else:
+        print(f"no longer serving {args.name}")
     return 0
 
 

@@ -234,7 +234,16 @@ def node_request(args: argparse.Namespace) -> dict[str, Any]:
     """The add/update body from the command's flags; the key file is checked
     here, before any network call."""
     key_path = existing_file(args.ssh_key) if args.ssh_key else None
-    return {
+    # Only when given: an update without them keeps the node's settings.
+    given = {
+        field: value
+        for field, value in (
+            ("worker_access", args.worker_access),
+            ("model_source", args.model_source),
+        )
+        if value
+    }
+    return given | {
         "node_name": args.name,
         "ssh_host": args.ssh_host,
         "ssh_port": args.ssh_port,
@@ -242,8 +251,6 @@ def node_request(args: argparse.Namespace) -> dict[str, Any]:
         "ssh_key_path": str(key_path) if key_path else None,
         "install_path": args.install_path,
         "worker_python": args.worker_python,
-        "worker_access": args.worker_access,
-        "model_source": args.model_source,
         "accept_new_host_key": args.accept_new_host_key,
     }
 

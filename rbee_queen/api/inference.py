@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from rbee_queen.orchestration.devices import BACKENDS, requested_device
 from rbee_queen.validation import Fields
 
 MAX_STOPS = 4
@@ -30,6 +31,20 @@ def sampling(f: Fields, *, max_tokens: int, temperature: float) -> dict[str, Any
         "stop": stops(f),
     }
     return {k: v for k, v in params.items() if v is not None}
+
+
+def device(f: Fields) -> str | None:
+    """The device asked for by `backend` (cpu, cuda) and `device` (a 0-based
+    ordinal), or None when neither is given (the catalog's then)."""
+    backend = f.body.get("backend")
+    ordinal = f.integer("device", lo=0, hi=255)
+    if backend is None and ordinal is None:
+        return None
+    if backend is not None and backend not in BACKENDS:
+        # metal too: the original listed it, but rbee has no engine for it.
+        f.fail("backend", "enum", f"backend must be one of {', '.join(BACKENDS)}")
+        return None
+    return requested_device(backend, ordinal)
 
 
 def stops(f: Fields) -> list[str] | None:

@@ -8,8 +8,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from rbee_queen.api import inference
 from rbee_queen.api.body import json_body
 from rbee_queen.orchestration import catalog
+from rbee_queen.orchestration.models import is_catalog_ref, parse_ref
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields, model_path
 
 # OpenAI clients show model names; dots are common in them ("llama-3.1-8b").
@@ -22,13 +24,16 @@ async def add_model(request: Request) -> JSONResponse:
     model_ref = f.string("model_ref", pattern=MODEL_REF, max_len=512)
     nodes = f.string_list("nodes", pattern=IDENTIFIER, max_len=64, max_items=64)
     slots = f.integer("slots", lo=1, hi=64, default=1)
-    if model_ref is not None and model_path(model_ref) is None:
-        f.fail("model_ref", "pattern", "model_ref must be file:/absolute/path")
+    device = inference.device(f)
+    if model_ref is not None and model_path(model_ref) is None and not is_catalog_ref(model_ref):
+        f.fail("model_ref", "pattern", "model_ref must be file:/absolute/path or hf:Org/Repo")
     if not nodes:
         f.fail("nodes", "required", "nodes must list at least one node")
     f.raise_if_any()
     assert name and model_ref and nodes and slots
-    entry = catalog.add_model(name, model_ref, nodes, slots)
+    if is_catalog_ref(model_ref):
+        parse_ref(model_ref)  # INVALID_REQUEST for a malformed hf: reference
+    entry = catalog.add_model(name, model_ref, nodes, slots, device or "cpu")
     return JSONResponse({"model": catalog.model_json(entry)}, status_code=201)
 
 

@@ -22,7 +22,7 @@ from rbee_queen.api import openai_format as fmt
 from rbee_queen.api.auth import require_model
 from rbee_queen.api.body import json_body
 from rbee_queen.api.tasks import SSE_HEADERS
-from rbee_queen.errors import InferenceFailed, InvalidRequest, RbeeError, RequestTimeout
+from rbee_queen.errors import InferenceFailed, RbeeError, RequestTimeout
 from rbee_queen.orchestration import catalog
 from rbee_queen.orchestration.routing import Router, before_deadline
 from rbee_queen.services import services
@@ -86,6 +86,7 @@ async def _complete(
     model = f.string("model", pattern=MODEL_REF, max_len=512)
     nodes = f.string_list("nodes", pattern=IDENTIFIER, max_len=64, max_items=64)
     params = inference.sampling(f, max_tokens=default_max_tokens, temperature=1.0)
+    device = inference.device(f)  # rbee's own fields; OpenAI clients send neither
     stream = f.boolean("stream")
     include_usage = _include_usage(f)
     if f.body.get("n") not in (None, 1):
@@ -93,11 +94,13 @@ async def _complete(
     f.raise_if_any()
     assert model is not None
     require_model(request, model)
-    model_ref, allowed, slots = _placement(model, nodes)
+    where = catalog.placement(model, nodes, device, node_field="nodes")
     job_id = inference.new_job_id()
     workers = services(request).workers
     async with before_deadline():
-        live = await Router(workers).acquire(model_ref, allowed, slots, job_id)
+        live = await Router(workers).acquire(
+            where.model_ref, where.nodes, where.slots, job_id, where.device
+        )
         response = await workers.open_stream(live, {"job_id": job_id, **content, **params})
     relay = workers.relay(live, response)
     shape = fmt.Shape(kind, model, job_id)
@@ -114,21 +117,6 @@ async def _complete(
 def _include_usage(f: Fields) -> bool:
     options = f.body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def _placement(model: str, nodes: list[str] | None) -> tuple[str, list[str], int]:
-    if nodes:
-        if model.startswith("file:"):
-            return model, nodes, catalog.slots_for(model)
-        entry = catalog.get_model(model)
-        return entry.model_ref, nodes, int(entry.slots)
-    if model.startswith("file:"):
-        raise InvalidRequest(
-            "a file: model needs `nodes`; or add it to the catalog and use its name",
-            fields=[{"field": "nodes", "constraint": "required", "message": "nodes is required"}],
-        )
-    entry = catalog.get_model(model)
-    return entry.model_ref, list(entry.nodes), int(entry.slots)
 
 
 async def _collect(relay: AsyncGenerator[bytes, None]) -> tuple[str, dict[str, Any]]:

@@ -84,6 +84,11 @@ SAMPLING: dict[str, Schema] = {
     "repetition_penalty": _num(0.01, 2.0),
     "seed": _int(0, 2**63 - 1),
 }
+# The original's device fields: cuda runs exllamav2 workers, cpu torch workers.
+DEVICE: dict[str, Schema] = {
+    "backend": {"type": "string", "enum": ["cpu", "cuda"]},
+    "device": _int(0, 255),
+}
 OPENAI_COMMON: dict[str, Schema] = {
     "model": MODEL,
     "nodes": {"type": "array", "items": NAME, "maxItems": 64},
@@ -91,6 +96,7 @@ OPENAI_COMMON: dict[str, Schema] = {
     "stream_options": _obj({"include_usage": BOOL}),
     "n": {"type": "integer", "enum": [1]},
     **SAMPLING,
+    **DEVICE,
 }
 MESSAGE = _obj(
     {"role": {"type": "string", "enum": sorted(ROLES)}, "content": PROMPT},
@@ -272,7 +278,8 @@ PATHS: Schema = {
         "post": _op(
             "Run one inference, streamed as SSE",
             body=_obj(
-                {"node": NAME, "model": MODEL, "prompt": PROMPT, **SAMPLING}, ("model", "prompt")
+                {"node": NAME, "model": MODEL, "prompt": PROMPT, **SAMPLING, **DEVICE},
+                ("model", "prompt"),
             ),
             content=SSE_OK,
         )
@@ -283,9 +290,10 @@ PATHS: Schema = {
             body=_obj(
                 {
                     "name": _string(MODEL_NAME.pattern, 64),
-                    "model_ref": _string(r"^file:/[A-Za-z0-9\-_/:.@]+$", 512),
+                    "model_ref": _string(r"^(file:/|hf:)[A-Za-z0-9\-_/:.@]+$", 512),
                     "nodes": {"type": "array", "items": NAME, "minItems": 1, "maxItems": 64},
                     "slots": _int(1, 64),
+                    **DEVICE,
                 },
                 ("name", "model_ref", "nodes"),
             ),

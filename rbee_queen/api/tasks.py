@@ -14,7 +14,6 @@ from starlette.routing import Route
 from rbee_queen.api import inference
 from rbee_queen.api.auth import require_model
 from rbee_queen.api.body import json_body
-from rbee_queen.errors import InvalidRequest
 from rbee_queen.orchestration import catalog
 from rbee_queen.orchestration.routing import Router, before_deadline
 from rbee_queen.services import services
@@ -29,31 +28,21 @@ async def create_task(request: Request) -> StreamingResponse:
     model = f.string("model", pattern=MODEL_REF, max_len=512)
     prompt = f.prompt()
     params = inference.sampling(f, max_tokens=20, temperature=0.7)
+    device = inference.device(f)
     f.raise_if_any()
     assert model is not None
     require_model(request, model)  # the key's model allow-list
-    model_ref, nodes, slots = _placement(model, node)
+    where = catalog.placement(model, [node] if node else None, device)
     payload = {"job_id": inference.new_job_id(), "prompt": prompt, **params}
     workers = services(request).workers
     async with before_deadline():
-        live = await Router(workers).acquire(model_ref, nodes, slots, payload["job_id"])
+        live = await Router(workers).acquire(
+            where.model_ref, where.nodes, where.slots, payload["job_id"], where.device
+        )
         response = await workers.open_stream(live, payload)
     return StreamingResponse(
         workers.relay(live, response), media_type="text/event-stream", headers=SSE_HEADERS
     )
-
-
-def _placement(model: str, node: str | None) -> tuple[str, list[str], int]:
-    """(model reference, allowed nodes, slots) for a reference or a catalog name."""
-    if model.startswith(("file:", "hf:")):  # a reference, not a catalog name
-        if node is None:
-            raise InvalidRequest(
-                "node is required with a file: model reference",
-                fields=[{"field": "node", "constraint": "required", "message": "node is required"}],
-            )
-        return model, [node], catalog.slots_for(model)
-    entry = catalog.get_model(model)
-    return entry.model_ref, [node] if node else list(entry.nodes), int(entry.slots)
 
 
 routes = [Route("/v2/tasks", create_task, methods=["POST"])]

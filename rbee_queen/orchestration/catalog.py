@@ -3,20 +3,61 @@ reference, the nodes it may run on (in order of preference) and its slots."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from rbee_queen.errors import ModelAlreadyExists, ModelNotFound
+from rbee_queen.errors import InvalidRequest, ModelAlreadyExists, ModelNotFound
 from rbee_queen.orchestration.nodes import get_node
 from rbee_queen.store.models import ModelEntry
 
 
-def add_model(name: str, model_ref: str, nodes: list[str], slots: int) -> ModelEntry:
+@dataclass(frozen=True)
+class Placement:
+    """Where a request may run: the model reference, the nodes allowed (in order
+    of preference), the slots a new worker gets and the device it runs on."""
+
+    model_ref: str
+    nodes: list[str]
+    slots: int
+    device: str
+
+
+def add_model(
+    name: str, model_ref: str, nodes: list[str], slots: int, device: str = "cpu"
+) -> ModelEntry:
     if ModelEntry.get_or_none(ModelEntry.name == name) is not None:
         raise ModelAlreadyExists(f"a model named {name!r} exists; remove it first")
     for node in nodes:
         get_node(node)  # NODE_NOT_FOUND before anything is written
-    entry: ModelEntry = ModelEntry.create(name=name, model_ref=model_ref, nodes=nodes, slots=slots)
+    entry: ModelEntry = ModelEntry.create(
+        name=name, model_ref=model_ref, nodes=nodes, slots=slots, device=device
+    )
     return entry
+
+
+def placement(
+    model: str, nodes: list[str] | None, device: str | None, node_field: str = "node"
+) -> Placement:
+    """A request's placement: `model` is a reference (`file:`/`hf:`, which needs
+    `nodes`) or a catalog name (its nodes unless `nodes` narrows them); `device`
+    from the request wins over the catalog's."""
+    if model.startswith(("file:", "hf:")):
+        if not nodes:
+            raise InvalidRequest(
+                f"a model reference needs `{node_field}`; or add it to the catalog, use its name",
+                fields=[
+                    {
+                        "field": node_field,
+                        "constraint": "required",
+                        "message": f"{node_field} is required",
+                    }
+                ],
+            )
+        return Placement(model, nodes, slots_for(model), device or "cpu")
+    entry = get_model(model)
+    return Placement(
+        entry.model_ref, nodes or list(entry.nodes), int(entry.slots), device or entry.device
+    )
 
 
 def get_model(name: str) -> ModelEntry:
@@ -46,5 +87,6 @@ def model_json(entry: ModelEntry) -> dict[str, Any]:
         "model_ref": entry.model_ref,
         "nodes": list(entry.nodes),
         "slots": entry.slots,
+        "device": entry.device,
         "created_at": entry.created_at.isoformat(),
     }

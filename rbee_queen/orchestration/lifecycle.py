@@ -269,6 +269,7 @@ class LifecycleMixin:
                     int(status["port"]),
                     local_port,
                     session=session,
+                    device=row.device,
                 )
                 if row.state == S.SPAWNING:
                     transition(row, S.LOADING, "re-adopted after a queen restart")

@@ -91,11 +91,18 @@ def check_fits(weights_bytes: int, probe: dict[str, Any], device: str, node: str
         )
 
 
-async def preflight_worker(session: NodeSession, node: str, path: str, device: str) -> str:
+async def preflight_worker(
+    session: NodeSession,
+    node: str,
+    path: str,
+    device: str,
+    *,
+    max_temp_c: float = MAX_GPU_TEMP_C,
+) -> str:
     """Check the device and that the model fits on it; return the device chosen."""
     sized = await session.call("model_size", path=path)
     probe = await session.call("probe", install_path=session.install_dir)
-    chosen = choose_device(probe, device, node)
+    chosen = choose_device(probe, device, node, max_temp_c)
     check_fits(int(sized["weights_bytes"]), probe, chosen, node)
     return chosen
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from rbee_queen import requestcontext as ctx
 from rbee_queen.errors import AllSlotsBusy, NodeNotFound, RequestTimeout
+from rbee_queen.orchestration.devices import serves
 from rbee_queen.orchestration.workers import LiveWorker, WorkerManager, draining_error
 from rbee_queen.store.models import Node
 
@@ -23,11 +24,12 @@ class Router:
         self.workers = workers
 
     async def acquire(
-        self, model_ref: str, nodes: list[str], slots: int, job_id: str
+        self, model_ref: str, nodes: list[str], slots: int, job_id: str, device: str = "cpu"
     ) -> LiveWorker:
-        """A worker for the model on one of `nodes`, already claimed for this job."""
+        """A worker for the model on one of `nodes` that serves `device` (cpu,
+        cuda or cuda:N), already claimed for this job."""
         await self.workers.adoption_done.wait()  # a previous queen's workers count too
-        candidates = self._running(model_ref, nodes)
+        candidates = self._running(model_ref, nodes, device)
         running = [w for w in candidates if not w.draining]
         draining = [w for w in candidates if w.draining]
         free = [w for w in running if w.free_slots > 0]
@@ -47,13 +49,15 @@ class Router:
                 slots_total=sum(w.slots for w in running),
                 slots_busy=sum(w.in_flight for w in running),
             )
-        live = await self.workers.ensure_worker(node, model_ref, slots)
+        live = await self.workers.ensure_worker(node, model_ref, slots, device)
         self.workers.claim(live, job_id)
         return live
 
-    def _running(self, model_ref: str, nodes: list[str]) -> list[LiveWorker]:
+    def _running(self, model_ref: str, nodes: list[str], device: str) -> list[LiveWorker]:
         return [
-            w for w in self.workers.live.values() if w.model_ref == model_ref and w.node in nodes
+            w
+            for w in self.workers.live.values()
+            if w.model_ref == model_ref and w.node in nodes and serves(w.device, device)
         ]
 
     def _node_to_start(self, nodes: list[str], busy_nodes: set[str]) -> str | None:

@@ -43,6 +43,7 @@ from rbee_queen.errors import (
 )
 from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession
+from rbee_queen.orchestration.devices import engine_for, serves
 from rbee_queen.orchestration.lifecycle import LifecycleMixin, TokenFile
 from rbee_queen.orchestration.models import local_path_for_worker
 from rbee_queen.orchestration.nodes import NodeInventory, get_node, target_of
@@ -86,6 +87,7 @@ class LiveWorker:
     session: NodeSession | None = None
     # The node's address when the queen calls the worker directly (no forward).
     direct_host: str | None = None
+    device: str = "cpu"  # cpu or cuda:N; routing matches requests on it
 
     @property
     def free_slots(self) -> int:
@@ -148,21 +150,29 @@ class WorkerManager(LifecycleMixin):
 
     # --- starting ------------------------------------------------------------
 
-    async def ensure_worker(self, node_name: str, model_ref: str, slots: int = 1) -> LiveWorker:
+    async def ensure_worker(
+        self, node_name: str, model_ref: str, slots: int = 1, device: str = "cpu"
+    ) -> LiveWorker:
         node = get_node(node_name)
         await self.adoption_done.wait()
         lock = self._start_locks.setdefault((node_name, model_ref), asyncio.Lock())
         async with lock:  # two cold requests for one model start one worker
             for live in self._live.values():
-                if live.node == node_name and live.model_ref == model_ref:
+                if (
+                    live.node == node_name
+                    and live.model_ref == model_ref
+                    and serves(live.device, device)
+                ):
                     if live.draining:
                         raise draining_error(live)
                     row = Worker.get_or_none(Worker.worker_id == live.worker_id)
                     if row is not None and row.state in (S.IDLE, S.BUSY):
                         return live
-            return await self._start(node, model_ref, slots)
+            return await self._start(node, model_ref, slots, device)
 
-    async def _start(self, node: Node, model_ref: str, slots: int = 1) -> LiveWorker:
+    async def _start(
+        self, node: Node, model_ref: str, slots: int = 1, device: str = "cpu"
+    ) -> LiveWorker:
         key = (node.name, model_ref)
         if self.policy.circuit_open(key):
             raise WorkerStartFailed(
@@ -171,7 +181,7 @@ class WorkerManager(LifecycleMixin):
                 f"{self.policy.settings.breaker_window_s:g}s (circuit open); see its log"
             )
         try:
-            live = await self._start_new(node, model_ref, slots)
+            live = await self._start_new(node, model_ref, slots, device)
         except (WorkerStartFailed, LoadingTimeout):
             self.policy.failed(key)  # counts towards the circuit breaker
             raise
@@ -184,7 +194,9 @@ class WorkerManager(LifecycleMixin):
         `hf:` reference through the node's model catalog (never a download)."""
         return model_path(model_ref) or local_path_for_worker(node_name, model_ref)
 
-    async def _start_new(self, node: Node, model_ref: str, slots: int) -> LiveWorker:
+    async def _start_new(
+        self, node: Node, model_ref: str, slots: int, device: str = "cpu"
+    ) -> LiveWorker:
         path = self.model_dir(node.name, model_ref)
         if path is None:
             raise InvalidRequest(
@@ -195,10 +207,18 @@ class WorkerManager(LifecycleMixin):
         info = await session.call("path_info", path=path)
         if not info["is_dir"]:
             raise ModelNotFound(f"model not found on {node.name}: {path}")
-        await preflight_worker(session, node.name, path, "cpu")  # RAM/VRAM before spawning
+        # The device (a GPU picked or checked), then RAM/VRAM, before spawning.
+        chosen = await preflight_worker(
+            session, node.name, path, device, max_temp_c=self.config.gpu_max_temp_c
+        )
         worker_id = f"w-{secrets.token_hex(4)}"
         row = Worker.create(
-            worker_id=worker_id, node=node, model_ref=model_ref, state=S.SPAWNING.value
+            worker_id=worker_id,
+            node=node,
+            model_ref=model_ref,
+            backend=engine_for(chosen),
+            device=chosen,
+            state=S.SPAWNING.value,
         )
         record_new(row, "requested")
         try:
@@ -263,6 +283,7 @@ class WorkerManager(LifecycleMixin):
             slots=slots,
             session=session,
             direct_host=direct_host,
+            device=row.device,
         )
         await self._wait_until_ready(session, row, live, deadline)
         self._live[row.worker_id] = live

@@ -47,12 +47,19 @@ def m005_node_worker_access(db: SqliteDatabase) -> None:
         )
 
 
+def m006_model_device(db: SqliteDatabase) -> None:
+    # The device a catalog model's workers run on: cpu, cuda (any GPU) or cuda:N.
+    if "device" not in {c.name for c in db.get_columns("models")}:
+        db.execute_sql("ALTER TABLE models ADD COLUMN device VARCHAR(16) NOT NULL DEFAULT 'cpu'")
+
+
 MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_models", m002_models),
     ("m003_node_models", m003_node_models),
     ("m004_node_model_source", m004_node_model_source),
     ("m005_node_worker_access", m005_node_worker_access),
+    ("m006_model_device", m006_model_device),
 ]
 
 

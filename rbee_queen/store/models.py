@@ -92,6 +92,7 @@ class ModelEntry(BaseModel):
     model_ref = CharField(max_length=512)
     nodes = JsonField(default=list)  # node names, in order of preference
     slots = IntegerField(default=1)  # requests one worker serves at once
+    device = CharField(max_length=16, default="cpu")  # cpu | cuda | cuda:N; m006
     created_at = DateTimeField(default=utcnow)
 
     class Meta:

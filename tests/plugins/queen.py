@@ -40,6 +40,15 @@ class QueenProcess:
     def anonymous(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60.0)
 
+    def add_node(self, body: dict[str, object]) -> dict[str, object]:
+        """Add a node (a /v2/registry/beehives/add body, e.g. SshServer.node_body);
+        fails the test unless the queen took it. Returns the node's record."""
+        with self.client() as c:
+            r = c.post("/v2/registry/beehives/add", json=body)
+        assert r.status_code == 201, r.text
+        node: dict[str, object] = r.json()["node"]
+        return node
+
 
 def start_queen(home: Path, *extra: str) -> QueenProcess:
     port = free_port()
