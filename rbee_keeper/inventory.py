@@ -27,6 +27,8 @@ KEYS: dict[str, tuple[str, type]] = {
     "ssh_key": ("ssh_key_path", str),
     "install_path": ("install_path", str),
     "worker_python": ("worker_python", str),
+    "worker_access": ("worker_access", str),
+    "model_source": ("model_source", str),
 }
 
 

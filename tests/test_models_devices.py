@@ -10,7 +10,7 @@ import pytest
 
 from rbee_hive.gpus import parse_nvidia_smi
 from rbee_queen.errors import BackendUnavailable, GpuTooHot, InsufficientVram
-from rbee_queen.orchestration.resources import check_fits, choose_device
+from rbee_queen.orchestration.resources import VRAM_OVERHEAD, check_fits, choose_device
 
 RECORDED = Path(__file__).parent / "data" / "nvidia-smi"
 GIB = 1024**3
@@ -50,10 +50,12 @@ def test_a_gpu_above_the_limit_is_too_hot() -> None:
 
 
 def test_vram_fit_uses_the_recorded_free_memory() -> None:
+    # Without the model's config: the weights plus the fixed overhead (the KV
+    # cache from config.json is in tests/test_vram_preflight.py).
     probe = probe_of("2x-rtx3090.csv")
     free1 = (24576 - 18432) * 1024**2
-    check_fits(int(free1 / 1.2) - 1, probe, "cuda:1", "n1")
+    check_fits(free1 - VRAM_OVERHEAD, probe, "cuda:1", "n1")
     with pytest.raises(InsufficientVram) as refused:
-        check_fits(10 * GIB, probe, "cuda:1", "n1")
+        check_fits(free1 - VRAM_OVERHEAD + 1, probe, "cuda:1", "n1")
     assert refused.value.details["available_bytes"] == free1
-    assert refused.value.details["required_bytes"] == int(10 * GIB * 1.2)
+    assert refused.value.details["required_bytes"] == free1 + 1

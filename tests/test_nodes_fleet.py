@@ -27,8 +27,20 @@ def test_example_inventory_loads_and_validates(tmp_path: Path) -> None:
     assert gpu2["ssh_port"] == 2222 and gpu2["ssh_user"] == "alice"
     assert gpu2["worker_python"] == "/home/alice/.rbee/venv/bin/python"
     assert Path(gpu2["ssh_key_path"]).is_absolute()
+    assert gpu2["worker_access"] == "direct" and gpu2["model_source"] == "hub"
     for request in requests:  # what the queen would accept, field by field
         assert NodeSpec.parse(request).name == request["node_name"]
+    specs = {s.name: s for s in map(NodeSpec.parse, requests)}
+    assert (specs["gpu2"].worker_access, specs["gpu2"].model_source) == ("direct", "hub")
+    assert (specs["gpu1"].worker_access, specs["gpu1"].model_source) == ("ssh", "queen")
+
+
+def test_node_settings_outside_their_choices_are_refused() -> None:
+    body = {"node_name": "a", "ssh_host": "10.0.0.5", "ssh_user": "alice"}
+    with pytest.raises(InvalidRequest) as bad:
+        NodeSpec.parse({**body, "worker_access": "tcp", "model_source": "s3"})
+    assert [f["field"] for f in bad.value.details["fields"]] == ["worker_access", "model_source"]
+    assert "worker_access must be ssh or direct" in str(bad.value.details["fields"])
 
 
 @pytest.mark.parametrize(
@@ -96,7 +108,8 @@ def test_import_status_and_aliases(
     inventory = tmp_path / "inventory.toml"
     inventory.write_text(
         f'[defaults]\nssh_key = "{testbed.client_key}"\n\n'
-        f'[nodes.n0]\nssh_host = "{h0.address}"\nssh_user = "{h0.user}"\n\n'
+        f'[nodes.n0]\nssh_host = "{h0.address}"\nssh_user = "{h0.user}"\n'
+        'worker_access = "direct"\nmodel_source = "hub"\n\n'
         '[nodes.n1]\nssh_host = "lab-box"\n\n'
         f'[nodes.n2]\nssh_host = "{h2.address}"\nssh_user = "{h2.user}"\n\n'
         f'[nodes.n3]\nssh_host = "{h3.address}"\nssh_user = "nobody-here"\n'
@@ -111,6 +124,11 @@ def test_import_status_and_aliases(
         assert main([*url, "setup", "import", str(inventory)]) == 1
         out = capsys.readouterr().out
         assert "exists   n0" in out and "exists   n1" in out and "added" not in out
+        # The per-node settings travel with the import; unset ones keep their defaults.
+        assert main([*url, "--json", "setup", "list-nodes"]) == 0
+        listed = {n["node_name"]: n for n in json.loads(capsys.readouterr().out)["nodes"]}
+        assert (listed["n0"]["worker_access"], listed["n0"]["model_source"]) == ("direct", "hub")
+        assert (listed["n1"]["worker_access"], listed["n1"]["model_source"]) == ("ssh", "queen")
 
         assert main([*url, "--json", "nodes", "status"]) == 0
         nodes = {n["node_name"]: n for n in json.loads(capsys.readouterr().out)["nodes"]}

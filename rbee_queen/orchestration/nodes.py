@@ -21,6 +21,9 @@ from rbee_queen.orchestration.preflight import run_preflight
 from rbee_queen.store.models import Node, utcnow
 from rbee_queen.validation import HOSTNAME, IDENTIFIER, SSH_USER, Fields
 
+WORKER_ACCESS = ("ssh", "direct")  # how the queen reaches the node's workers
+MODEL_SOURCES = ("queen", "hub")  # where the node's hf: downloads run
+
 
 @dataclass(frozen=True)
 class NodeSpec:
@@ -32,6 +35,8 @@ class NodeSpec:
     install_path: str
     worker_python: str | None
     accept_new_host_key: bool
+    worker_access: str = "ssh"  # "direct": workers listen on the node's address too
+    model_source: str = "queen"  # "hub": the node downloads hf: models itself
 
     @classmethod
     def parse(cls, body: Any) -> NodeSpec:
@@ -47,6 +52,8 @@ class NodeSpec:
         install = f.string("install_path", max_len=4096, required=False, default="~/.rbee")
         python = f.string("worker_python", max_len=4096, required=False)
         accept = f.boolean("accept_new_host_key")
+        access = _one_of(f, "worker_access", WORKER_ACCESS)
+        source = _one_of(f, "model_source", MODEL_SOURCES)
         alias = ssh_config.resolve(host) if host else None
         if alias is not None:
             if not HOSTNAME.match(alias.host):
@@ -61,7 +68,17 @@ class NodeSpec:
         assert name and host and user and install
         # No key file (and none in ~/.ssh/config): authenticate with the ssh-agent.
         key = os.path.expanduser(key) if key else ""
-        return cls(name, host, port or 22, user, key, install, python, accept)
+        return cls(name, host, port or 22, user, key, install, python, accept, access, source)
+
+
+def _one_of(f: Fields, field: str, allowed: tuple[str, ...]) -> str:
+    """An optional setting that takes one of `allowed`; the first is the default."""
+    value = f.string(field, max_len=16, required=False)
+    if value is None:
+        return allowed[0]
+    if value not in allowed:
+        f.fail(field, "enum", f"{field} must be {' or '.join(allowed)}")
+    return value
 
 
 def parse_many(body: Any) -> list[NodeSpec]:
@@ -159,6 +176,8 @@ class NodeInventory:
             ssh_key_path=spec.key_path,
             install_path=spec.install_path,
             worker_python=spec.worker_python,
+            worker_access=spec.worker_access,
+            model_source=spec.model_source,
             status="reachable",
             last_connected=utcnow(),
             backends=probe["backends"],

@@ -1,8 +1,14 @@
 """Will a model fit? Checked before a worker is spawned, from the helper's probe.
 
 RAM for a CPU worker: the weights' size x 1.2 (the original rbee's rule: room
-for activations and the runtime). VRAM for a CUDA worker: the same estimate
-against the card's free memory. A failure names required and available bytes.
+for activations and the runtime). VRAM for a CUDA worker is estimated from the
+model's files and config.json: the weights, plus the KV cache its exllamav2
+worker allocates when the card has room (fp16 keys and values of every layer
+for the model's whole context, once per slot), plus a fixed overhead (CUDA's
+own context and the reserve the worker keeps free). Once a worker of the model
+has loaded on the node's GPU model, the most VRAM such a worker reported
+holding, plus the same overhead, replaces the estimate. A failure names
+required and available bytes.
 Before that, `choose_device` settles which device a worker gets: `cuda` picks
 the GPU with the most free VRAM, `cuda:N` pins one; a node without CUDA or
 without that GPU is BACKEND_UNAVAILABLE (never a silent CPU fallback), and a
@@ -11,14 +17,26 @@ GPU above the temperature limit is GPU_TOO_HOT.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from peewee import fn
 
 from rbee_queen.errors import BackendUnavailable, GpuTooHot, InsufficientRam, InsufficientVram
 from rbee_queen.fleet.session import NodeSession
+from rbee_queen.store.models import Worker
 
 HEADROOM = 1.2
 MIB = 1024 * 1024
 MAX_GPU_TEMP_C = 85  # default limit; nvidia cards throttle from about 83-87 C
+# What the exllamav2 worker does (remote/rbee_worker/backends/cache_budget.py):
+KV_BYTES_PER_ELEMENT = 2  # its cache is fp16, whatever the weights' dtype
+PAGE_TOKENS = 256  # it sizes the cache in pages of this many tokens
+DEFAULT_CONTEXT = 2048  # exllamav2's context when config.json names none
+CACHE_RESERVE_BYTES = 1024 * MIB  # left free for activations (--cache-reserve-mb default)
+CUDA_CONTEXT_BYTES = 512 * MIB  # CUDA's own context and kernels, outside torch's allocator
+VRAM_OVERHEAD = CACHE_RESERVE_BYTES + CUDA_CONTEXT_BYTES
 
 
 def choose_device(
@@ -61,25 +79,100 @@ def _free_bytes(card: dict[str, Any]) -> int:
     return int((total - (card.get("memory_used_mib") or 0)) * MIB)
 
 
-def check_fits(weights_bytes: int, probe: dict[str, Any], device: str, node: str) -> None:
-    """Raise INSUFFICIENT_RAM / INSUFFICIENT_VRAM when the model cannot fit."""
-    required = int(weights_bytes * HEADROOM)
+@dataclass(frozen=True)
+class Placement:
+    """Where a worker will run: its device, and the GPU's model name on CUDA."""
+
+    device: str
+    gpu_name: str | None = None
+
+
+@dataclass(frozen=True)
+class VramNeed:
+    required_bytes: int
+    measured: bool = False  # from an earlier load on this GPU model, not the estimate
+
+
+# Tokens of context per slot the VRAM check insists on; more is a bonus the
+# worker takes when the card has room.
+CONTEXT_COUNTED = 8192
+
+
+def kv_cache_bytes(config: Mapping[str, Any], slots: int) -> int:
+    """The KV cache a CUDA worker needs at least: keys and values x layers x KV
+    heads x head size x context x 2 bytes x slots, the context counted up to
+    CONTEXT_COUNTED tokens. The worker sizes its cache from the VRAM left (up to
+    the model's whole context per slot), so counting a long-context model's full
+    131072 tokens would refuse a card it runs well on. 0 when config.json does
+    not say enough to tell."""
+    layers = int(config.get("num_hidden_layers") or 0)
+    heads = int(config.get("num_attention_heads") or 0)
+    if layers <= 0 or heads <= 0:
+        return 0
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or int(config.get("hidden_size") or 0) // heads)
+    context = min(int(config.get("max_position_embeddings") or DEFAULT_CONTEXT), CONTEXT_COUNTED)
+    context = -(-context // PAGE_TOKENS) * PAGE_TOKENS  # the worker sizes in whole pages
+    return 2 * layers * kv_heads * head_dim * context * KV_BYTES_PER_ELEMENT * max(1, slots)
+
+
+def vram_estimate(weights_bytes: int, config: Mapping[str, Any] | None, slots: int = 1) -> int:
+    return weights_bytes + kv_cache_bytes(config or {}, slots) + VRAM_OVERHEAD
+
+
+def recorded_vram(node: str, model_ref: str, gpu_name: str) -> int | None:
+    """The most VRAM a worker of this model reported holding once loaded on this
+    node's GPU model (any of its workers, stopped ones too); None before the
+    first load."""
+    largest = (
+        Worker.select(fn.MAX(Worker.vram_bytes))
+        .where(
+            (Worker.node == node)
+            & (Worker.model_ref == model_ref)
+            & (Worker.gpu_name == gpu_name)
+            & (Worker.vram_bytes > 0)
+        )
+        .scalar()
+    )
+    return int(largest) if largest else None
+
+
+def vram_need(sized: Mapping[str, Any], slots: int, recorded_bytes: int | None = None) -> VramNeed:
+    """What a CUDA worker needs free: the measurement of an earlier load when
+    there is one, else the estimate from the model's files and config."""
+    if recorded_bytes:
+        return VramNeed(recorded_bytes + VRAM_OVERHEAD, measured=True)
+    return VramNeed(vram_estimate(int(sized["weights_bytes"]), sized.get("config"), slots))
+
+
+def check_fits(
+    weights_bytes: int,
+    probe: dict[str, Any],
+    device: str,
+    node: str,
+    vram: VramNeed | None = None,
+) -> None:
+    """Raise INSUFFICIENT_RAM / INSUFFICIENT_VRAM when the model cannot fit. Without
+    `vram`, a CUDA worker needs the weights plus the fixed overhead (no config read)."""
     if device.startswith("cuda"):
+        need = vram or VramNeed(vram_estimate(weights_bytes, None))
         index = int(device.partition(":")[2] or 0)
         card = next((g for g in probe.get("gpus") or [] if g.get("index") == index), None)
         if card is None or card.get("memory_total_mib") is None:
             return  # no reading: the backend check reports a missing device
         free = _free_bytes(card)
-        if required > free:
+        if need.required_bytes > free:
+            basis = "as measured at an earlier load" if need.measured else "estimated"
             raise InsufficientVram(
-                f"the model needs about {_gib(required)} of VRAM; {device} on {node} has "
-                f"{_gib(free)} free",
-                required_bytes=required,
+                f"the model needs about {_gib(need.required_bytes)} of VRAM ({basis}); "
+                f"{device} on {node} has {_gib(free)} free",
+                required_bytes=need.required_bytes,
                 available_bytes=free,
                 node=node,
                 device=device,
             )
         return
+    required = int(weights_bytes * HEADROOM)
     available = probe.get("ram_available_bytes")
     if available is not None and required > available:
         raise InsufficientRam(
@@ -97,14 +190,31 @@ async def preflight_worker(
     path: str,
     device: str,
     *,
+    model_ref: str,
+    slots: int = 1,
     max_temp_c: float = MAX_GPU_TEMP_C,
-) -> str:
-    """Check the device and that the model fits on it; return the device chosen."""
+) -> Placement:
+    """Check the device and that the model fits on it; return where it will run."""
     sized = await session.call("model_size", path=path)
     probe = await session.call("probe", install_path=session.install_dir)
     chosen = choose_device(probe, device, node, max_temp_c)
-    check_fits(int(sized["weights_bytes"]), probe, chosen, node)
-    return chosen
+    gpu_name = gpu_name_of(probe, chosen)
+    vram = None
+    if chosen.startswith("cuda"):
+        recorded = recorded_vram(node, model_ref, gpu_name) if gpu_name else None
+        vram = vram_need(sized, slots, recorded)
+    check_fits(int(sized["weights_bytes"]), probe, chosen, node, vram)
+    return Placement(chosen, gpu_name)
+
+
+def gpu_name_of(probe: dict[str, Any], device: str) -> str | None:
+    """The model name of the GPU behind `cuda:N` (None for the CPU or no reading)."""
+    if not device.startswith("cuda:"):
+        return None
+    index = int(device.partition(":")[2])
+    card = next((g for g in probe.get("gpus") or [] if g.get("index") == index), None)
+    name = card.get("name") if card else None
+    return str(name) if name else None
 
 
 def _gib(n: int) -> str:

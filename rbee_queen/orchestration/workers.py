@@ -208,16 +208,23 @@ class WorkerManager(LifecycleMixin):
         if not info["is_dir"]:
             raise ModelNotFound(f"model not found on {node.name}: {path}")
         # The device (a GPU picked or checked), then RAM/VRAM, before spawning.
-        chosen = await preflight_worker(
-            session, node.name, path, device, max_temp_c=self.config.gpu_max_temp_c
+        placement = await preflight_worker(
+            session,
+            node.name,
+            path,
+            device,
+            model_ref=model_ref,
+            slots=slots,
+            max_temp_c=self.config.gpu_max_temp_c,
         )
         worker_id = f"w-{secrets.token_hex(4)}"
         row = Worker.create(
             worker_id=worker_id,
             node=node,
             model_ref=model_ref,
-            backend=engine_for(chosen),
-            device=chosen,
+            backend=engine_for(placement.device),
+            device=placement.device,
+            gpu_name=placement.gpu_name,
             state=S.SPAWNING.value,
         )
         record_new(row, "requested")
@@ -286,6 +293,7 @@ class WorkerManager(LifecycleMixin):
             device=row.device,
         )
         await self._wait_until_ready(session, row, live, deadline)
+        row.vram_bytes = await self._loaded_vram(live)  # saved with the state below
         self._live[row.worker_id] = live
         self.mark_idle(row.worker_id)
         transition(row, S.IDLE, "model loaded")
@@ -332,6 +340,17 @@ class WorkerManager(LifecycleMixin):
                         f"worker exited while loading: {await self._last_log_line(session, row)}"
                     )
             await asyncio.sleep(0.1)
+
+    async def _loaded_vram(self, live: LiveWorker) -> int | None:
+        """What a loaded worker holds on its GPU(s), from its /v1/ready: the next
+        start of the model on this GPU model is checked against it. None on the
+        CPU, or when the worker does not answer (the start goes on without it)."""
+        try:
+            resp = await self.http.get(f"{live.url}/v1/ready", timeout=5.0)
+        except httpx.HTTPError:
+            return None
+        vram = _json_or_empty(resp).get("vram_bytes") if resp.status_code == 200 else None
+        return vram if isinstance(vram, int) and not isinstance(vram, bool) else None
 
     async def _last_log_line(self, session: NodeSession, row: Worker) -> str:
         tail = await session.call(
@@ -622,6 +641,7 @@ def worker_json(row: Worker, live: LiveWorker | None) -> dict[str, Any]:
         "url": live.url if live else None,
         "started_at": row.started_at.isoformat() if row.started_at else None,
         "last_error": row.last_error,
+        "vram_bytes": row.vram_bytes,
     }
 
 

@@ -53,6 +53,15 @@ def m006_model_device(db: SqliteDatabase) -> None:
         db.execute_sql("ALTER TABLE models ADD COLUMN device VARCHAR(16) NOT NULL DEFAULT 'cpu'")
 
 
+def m007_worker_vram(db: SqliteDatabase) -> None:
+    # The VRAM a loaded CUDA worker reported and its GPU's model name.
+    columns = {c.name for c in db.get_columns("workers")}
+    if "vram_bytes" not in columns:
+        db.execute_sql("ALTER TABLE workers ADD COLUMN vram_bytes INTEGER")
+    if "gpu_name" not in columns:
+        db.execute_sql("ALTER TABLE workers ADD COLUMN gpu_name VARCHAR(128)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_models", m002_models),
@@ -60,6 +69,7 @@ MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
     ("m004_node_model_source", m004_node_model_source),
     ("m005_node_worker_access", m005_node_worker_access),
     ("m006_model_device", m006_model_device),
+    ("m007_worker_vram", m007_worker_vram),
 ]
 
 

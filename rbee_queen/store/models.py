@@ -69,6 +69,10 @@ class Worker(BaseModel):
     last_error = TextField(null=True)
     started_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
+    # What a CUDA worker reported holding once loaded, and on which GPU model;
+    # the next start's VRAM check uses it instead of the estimate. m007
+    vram_bytes = IntegerField(null=True)
+    gpu_name = CharField(max_length=128, null=True)
 
     class Meta:
         table_name = "workers"

@@ -13,6 +13,7 @@ point a write or a delete elsewhere).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -25,6 +26,16 @@ PARTIAL = ".partial"
 _REL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._@-]{0,127}){1,3}$")
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,2}$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+# What `model_size` reads of config.json: the KV cache's shape and the context.
+CONFIG_INT_FIELDS = (
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "hidden_size",
+    "max_position_embeddings",
+)
+CONFIG_MAX_BYTES = 1 << 20  # a config.json is a few KiB; anything larger is not one
 
 
 def store_root(install_path: str) -> str:
@@ -142,7 +153,8 @@ def model_remove(install_path: str, rel: str) -> dict[str, Any]:
 
 
 def model_size(path: str) -> dict[str, Any]:
-    """Bytes of weight files in a model folder (any folder: `file:` models live anywhere)."""
+    """Bytes of weight files in a model folder (any folder: `file:` models live
+    anywhere), and the few config.json fields the queen's VRAM estimate needs."""
     real = os.path.realpath(os.path.expanduser(path))
     if not os.path.isdir(real):
         raise OpError("MODEL_NOT_FOUND", f"no model folder at {real}")
@@ -151,4 +163,30 @@ def model_size(path: str) -> dict[str, Any]:
         total += item["size"]
         if item["name"].endswith(WEIGHT_SUFFIXES):
             weights += item["size"]
-    return {"path": real, "weights_bytes": weights, "total_bytes": total}
+    return {
+        "path": real,
+        "weights_bytes": weights,
+        "total_bytes": total,
+        "config": _size_fields(os.path.join(real, "config.json")),
+    }
+
+
+def _size_fields(path: str) -> dict[str, Any]:
+    """The KV cache's shape and the context length from config.json; a field
+    that is missing or not a positive integer is left out, and so is everything
+    when the file is absent, too big to be a config, or not JSON."""
+    try:
+        if os.path.getsize(path) > CONFIG_MAX_BYTES:
+            return {}
+        with open(path, "rb") as fh:
+            config = json.loads(fh.read())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    found: dict[str, Any] = {}
+    for key in CONFIG_INT_FIELDS:
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            found[key] = value
+    return found
