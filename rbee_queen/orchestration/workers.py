@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -489,16 +490,21 @@ class WorkerManager(LifecycleMixin):
                 outcome = str(error.get("code", outcome))
             tokens = int(end.get("tokens_out") or 0)
             decode_ms = end.get("decode_time_ms") or 0
-            self.publish(
-                "request_finished",
-                job_id=end.get("job_id"),
-                worker_id=live.worker_id,
-                node=live.node,
-                outcome=outcome,
-                tokens_out=tokens,
-                ttft_ms=round(first_token_s * 1000, 2) if first_token_s is not None else None,
-                decode_time_ms=decode_ms,
-                tokens_per_s=round(tokens / (decode_ms / 1000), 1) if decode_ms else None,
+            # After release()'s idle record, which is queued the same way: a
+            # dashboard sees the worker idle before the request's figures.
+            asyncio.get_running_loop().call_soon(
+                functools.partial(
+                    self.publish,
+                    "request_finished",
+                    job_id=end.get("job_id"),
+                    worker_id=live.worker_id,
+                    node=live.node,
+                    outcome=outcome,
+                    tokens_out=tokens,
+                    ttft_ms=round(first_token_s * 1000, 2) if first_token_s is not None else None,
+                    decode_time_ms=decode_ms,
+                    tokens_per_s=round(tokens / (decode_ms / 1000), 1) if decode_ms else None,
+                )
             )
 
     async def _connection_lost(self, live: LiveWorker) -> bool:
