@@ -12,7 +12,8 @@ them again at the end. Measured, each as the median of its rounds:
 - rbee cold: new connections, helper start and a ping on every node, with the
   CPU time spent per cold round by the queen side and by the test hosts' sshds
   and all they start (helpers included), which bounds how fast N cold connects
-  can be on this machine's cores
+  can be on this machine's cores, and the queen side's share of it (on real
+  nodes, each with its own CPU, only that share is spent in one place)
 - ssh: `ssh host cat /proc/loadavg` per host, all hosts in parallel
 - Fabric warm: `ThreadingGroup.run("cat /proc/loadavg")` on open connections
 - Fabric cold: the same with new connections each round
@@ -83,23 +84,25 @@ async def probe(session: NodeSession) -> object:
 async def rbee_rounds(bed: Testbed, n: int, rounds: int, keys: HostKeyStore) -> dict[str, float]:
     nodes = targets(bed, n)
 
-    async def cold() -> tuple[float, float]:
-        """Wall seconds of one connect-and-ping round (closing is not timed) and
-        the CPU seconds it cost, closing included: a connection's sshd and helper
-        are counted once the listening sshd has reaped them, after the close."""
+    async def cold() -> tuple[float, float, float]:
+        """Wall seconds of one connect-and-ping round (closing is not timed), the
+        queen side's CPU seconds in it, and the CPU seconds the round cost in all,
+        closing included: a connection's sshd and helper are counted once the
+        listening sshd has reaped them, after the close."""
         pool = SessionPool(keys, 10.0)
-        cpu, started = fleet_cpu_seconds(bed), time.perf_counter()
+        cpu, started, queen_cpu = fleet_cpu_seconds(bed), time.perf_counter(), time.process_time()
         result = await fan_out(pool, nodes, ping, timeout=30)
-        wall = time.perf_counter() - started
+        wall, queen_cpu = time.perf_counter() - started, time.process_time() - queen_cpu
         assert not result.failed, result.failed
         await pool.close_all()
         await asyncio.sleep(0.5)
-        return wall, fleet_cpu_seconds(bed) - cpu
+        return wall, queen_cpu, fleet_cpu_seconds(bed) - cpu
 
     await cold()  # uploads the helper once per host; later cold rounds find it there
     colds = [await cold() for _ in range(max(5, rounds // 20))]
-    cold_times = [wall for wall, _ in colds]
-    cold_cpu = statistics.median(cpu for _, cpu in colds)
+    cold_times = [wall for wall, _, _ in colds]
+    cold_queen_cpu = statistics.median(queen for _, queen, _ in colds)
+    cold_cpu = statistics.median(cpu for _, _, cpu in colds)
     pool = SessionPool(keys, 10.0)
     await fan_out(pool, nodes, ping, timeout=30)
 
@@ -115,6 +118,7 @@ async def rbee_rounds(bed: Testbed, n: int, rounds: int, keys: HostKeyStore) -> 
         "rbee probe": ms(probe_times),
         "rbee cold": ms(cold_times),
         "rbee cold cpu": cold_cpu * 1000,
+        "rbee cold queen cpu": cold_queen_cpu * 1000,
     }
 
 
@@ -205,6 +209,7 @@ def report(rows: list[tuple[int, dict[str, float]]]) -> None:
         "rbee probe",
         "rbee cold",
         "rbee cold cpu",
+        "rbee cold queen cpu",
         "ssh per host",
         "fabric warm",
         "fabric cold",

@@ -38,8 +38,11 @@ class HiveClient:
         req_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = future
-        self._writer.write(json.dumps({"id": req_id, "op": op, "args": args}) + "\n")
         try:
+            try:
+                self._writer.write(json.dumps({"id": req_id, "op": op, "args": args}) + "\n")
+            except Exception as exc:  # the channel closed under us
+                raise NodeUnreachable(f"helper channel to {self.node} closed") from exc
             # asyncio.timeout, not wait_for: no extra task per call (the health
             # round makes one call per node every few seconds).
             async with asyncio.timeout(timeout):
