@@ -379,8 +379,8 @@ class WorkerManager(LifecycleMixin):
     def claim(self, live: LiveWorker, job_id: str) -> None:
         """Count a stream against the worker's slots. Synchronous, so a router's
         choice and its claim happen with no other request in between. The
-        recorded idle -> busy change waits for the worker's answer (see
-        `open_stream`): a database write costs 1-3 ms, and here it would delay
+        recorded idle -> busy change waits for the first token (see `relay`):
+        a database write costs about a millisecond, and here it would delay
         the request on its way to the worker."""
         live.in_flight += 1
         live.no_streams.clear()
@@ -434,8 +434,6 @@ class WorkerManager(LifecycleMixin):
             await response.aread()
             await response.aclose()
             raise _worker_error(response)
-        # The worker computes the first token now: the queen's own writes fit in.
-        self._record_busy(live, str(payload.get("job_id")))
         if self.audit is not None:  # ids and counts only: never the prompt's text
             self.audit.record(
                 "inference.started",
@@ -448,8 +446,12 @@ class WorkerManager(LifecycleMixin):
         return response
 
     async def relay(
-        self, live: LiveWorker, response: httpx.Response
+        self, live: LiveWorker, response: httpx.Response, job_id: str = ""
     ) -> AsyncGenerator[bytes, None]:
+        """The worker's bytes as they come. The recorded idle -> busy change is
+        written once the first token is on its way to the client: a database
+        write costs about a millisecond of the CPU the worker needs for that
+        token, and routing counts slots in memory (`claim`) anyway."""
         sent = 0
         started = time.monotonic()
         first_token_s: float | None = None
@@ -460,10 +462,13 @@ class WorkerManager(LifecycleMixin):
                 async for chunk in response.aiter_raw():
                     sent += len(chunk)
                     self.mark_progress(live.worker_id)
+                    tail = (tail + chunk)[-4096:]
                     if first_token_s is None and b'"token"' in chunk:
                         first_token_s = time.monotonic() - started
-                    tail = (tail + chunk)[-4096:]
-                    yield chunk
+                        yield chunk  # resumes once the chunk is sent
+                        self._record_busy(live, job_id)
+                    else:
+                        yield chunk
             except httpx.HTTPError as exc:
                 # The worker died, was killed, or its node's link went down
                 # mid-stream: end the stream with an error event the client can
