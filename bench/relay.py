@@ -95,11 +95,16 @@ def forward(sshd: SshServer, port: int) -> tuple[subprocess.Popen[bytes], int]:
 
 def sequential(paths: dict[str, Callable[[], Sample]], runs: int) -> dict[str, dict[str, float]]:
     """Each path once per round, `runs` rounds: on a shared, noisy machine a slow
-    spell then slows every path alike instead of the one measured at the time."""
+    spell then slows every path alike instead of the one measured at the time.
+    Each round starts one path further on: the first request a worker gets
+    after serving other paths' requests is slower by a millisecond or two, and
+    in a fixed order that always fell on the same paths."""
     samples: dict[str, list[Sample]] = {name: [] for name in paths}
-    for _ in range(runs):
-        for name, call in paths.items():
-            samples[name].append(call())
+    names = list(paths)
+    for round_ in range(runs):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(paths[name]())
     return {
         name: {
             "ttft_ms": statistics.median(s[0] for s in got) * 1000,
