@@ -135,6 +135,15 @@ def test_hub_errors_corruption_resume_and_copy(
     assert (status, body["error"]["code"]) == (507, "INSUFFICIENT_DISK")
     assert body["error"]["details"]["required_bytes"] >= 1 << 60
 
+    # A small file kept in git (no SHA-256 on the hub, same size when damaged) is
+    # caught by its git blob id.
+    fakehub.corrupt.add("config.json")
+    status, events = download(hub_queen, "n1", "hf:Org/Tiny")
+    assert events[-1]["type"] == "error" and events[-1]["code"] == "DOWNLOAD_FAILED", events
+    assert "config.json" in events[-1]["message"]
+    assert listed(hub_queen) == []
+    fakehub.corrupt.clear()
+
     # A corrupted weights file is caught by its hash: no catalog entry, no model folder.
     fakehub.corrupt.add("model.safetensors")
     status, events = download(hub_queen, "n1", "hf:Org/Tiny")

@@ -38,6 +38,7 @@ class HubFile:
     name: str
     size: int
     sha256: str | None  # known up front for LFS files; else computed after download
+    blob_id: str | None = None  # git's id for files kept in git (no SHA-256 on the hub)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def list_files(ref: HubRef, token: str | None, allow_bin: bool) -> Listing:
         raise hub_error(exc, ref) from exc
     names = [s.rfilename for s in info.siblings or []]
     files = tuple(
-        HubFile(s.rfilename, int(s.size or 0), s.lfs.sha256 if s.lfs else None)
+        HubFile(s.rfilename, int(s.size or 0), s.lfs.sha256 if s.lfs else None, s.blob_id or None)
         for s in sorted(info.siblings or [], key=lambda s: s.rfilename)
         if wanted(s.rfilename, allow_bin)
     )
@@ -91,12 +92,17 @@ def fetch(
     dest = cache / ref.org / ref.repo / listing.commit / item.name
     try:
         digest = hubfetch.fetch_file(
-            ref.repo_id, item.name, listing.commit, item.size, item.sha256, str(dest), token
+            ref.repo_id,
+            item.name,
+            listing.commit,
+            item.size,
+            item.sha256,
+            str(dest),
+            token,
+            blob_id=item.blob_id,
         )
     except hubfetch.Corrupt as exc:
-        raise DownloadFailed(
-            f"{item.name} from {ref.ref} failed its size or SHA-256 check"
-        ) from exc
+        raise DownloadFailed(f"{item.name} from {ref.ref} failed its size or hash check") from exc
     except Exception as exc:
         raise hub_error(exc, ref) from exc
     return str(dest), digest

@@ -47,7 +47,10 @@ async def fetch_on_node(
         pythonpath=session.helper_dir,
         repo_id=ref.repo_id,
         commit=listing.commit,
-        files=[{"name": f.name, "size": f.size, "sha256": f.sha256} for f in files],
+        files=[
+            {"name": f.name, "size": f.size, "sha256": f.sha256, "blob_id": f.blob_id}
+            for f in files
+        ],
         token=token or "",
         env={"HF_ENDPOINT": constants.ENDPOINT, "HF_HUB_DISABLE_TELEMETRY": "1"},
     )
