@@ -76,8 +76,8 @@ Feature: Models on nodes
     Then it fails with exit code 1 and error INSUFFICIENT_RAM
     And no worker was started
 
-  Scenario Outline: GPU checks before a CUDA worker, read from recorded nvidia-smi output
-    # No GPU here: recorded nvidia-smi output stands in for the node's cards,
+  Scenario Outline: GPU checks before a CUDA worker, read from nvidia-smi answers
+    # No GPU here: nvidia-smi answers written in its CSV format stand in for the node's cards,
     # parsed by the helper's own parser and checked by the queen's preflight.
     Given a node whose nvidia-smi printed "<recording>"
     When a CUDA worker for a <gib> GiB model asks for "<device>" with a limit of <limit> C

@@ -2,7 +2,7 @@
 GPU failures that reach the client with their code and never fall back to the CPU.
 
 This machine has no GPU. Where a test needs a node that reports one, the node's
-sshd puts a script first on PATH that prints a recorded `nvidia-smi` answer
+sshd puts a script first on PATH that prints an `nvidia-smi` answer written in its CSV format
 (tests/data/nvidia-smi/1x-h100.csv): the helper then sees an H100, the queen
 picks it, and the worker that starts on it finds CUDA missing for real.
 """
@@ -111,7 +111,7 @@ def test_a_gpu_node_gets_an_exllamav2_worker_that_fails_fast_without_cuda(
     with queen.client() as c:
         r = c.get("/v2/nodes/status", params={"node": "gpu"})
         assert r.status_code == 200, r.text
-        assert "NVIDIA H100 80GB HBM3" in r.text  # the helper read the recorded answer
+        assert "NVIDIA H100 80GB HBM3" in r.text  # the helper read that answer
         before = set(worker_pids())
         r = c.post(
             "/v2/tasks",

@@ -148,7 +148,7 @@ def test_gpu_source_falls_back_to_nvidia_smi(
 ) -> None:
     if nvml.read_gpus() is not None:
         pytest.skip("NVML is present here")
-    # A stand-in nvidia-smi on PATH that prints a recorded output.
+    # A stand-in nvidia-smi on PATH that prints an answer in its CSV format.
     fake = tmp_path / "nvidia-smi"
     fake.write_text(f"#!/bin/sh\nexec /bin/cat {DATA / '2x-rtx3090.csv'}\n")
     fake.chmod(0o755)

@@ -1,5 +1,6 @@
-"""Device choice and GPU checks before a worker starts, from recorded nvidia-smi
-output (no GPU here: the recordings stand in for the cards)."""
+"""Device choice and GPU checks before a worker starts, from nvidia-smi answers
+(no GPU here: tests/data/nvidia-smi, written by hand in nvidia-smi's CSV format,
+stand in for the cards)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The VRAM a CUDA worker needs: estimated from the model's files and config.json,
 then corrected by what a loaded worker of that model reported on that GPU model.
-No GPU here: recorded nvidia-smi output stands in for the cards, and recorded
-worker rows (in a real SQLite database) for the loads that happened on them."""
+No GPU here: nvidia-smi answers in its CSV format (written by hand) stand in for
+the cards, and recorded worker rows (in a real SQLite database) for the loads
+that happened on them."""
 
 from __future__ import annotations
 
@@ -185,7 +186,7 @@ def test_the_largest_recorded_load_on_the_same_gpu_model_replaces_the_estimate(
 
 
 class RecordedNode:
-    """A node session whose probe answers with recorded nvidia-smi output (no GPU
+    """A node session whose probe answers with an nvidia-smi answer from tests/data (no GPU
     here); `model_size` runs the helper's own function on a real folder."""
 
     install_dir = "/unused"

@@ -64,7 +64,7 @@ def start_sshd(
     root: Path, *, detached: bool = False, session_env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], SshServer]:
     """A loopback sshd under root; `session_env` is set in every session it opens
-    (sshd's SetEnv), e.g. a PATH that puts a recorded `nvidia-smi` first."""
+    (sshd's SetEnv), e.g. a PATH that puts a stand-in `nvidia-smi` first."""
     root.mkdir(parents=True, exist_ok=True)
     # sshd insists on its privilege-separation dir, which a fresh container lacks.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
