@@ -47,7 +47,7 @@ Feature: Models on nodes
     And the hub serves "model.safetensors" with one byte changed
     When I run rbee-keeper models download --node local hf:Org/Tiny
     Then it fails with exit code 1 and error DOWNLOAD_FAILED
-    And the error mentions "SHA-256"
+    And the error mentions "hash check"
     And no model is listed
     And the node has no folder for "hf:Org/Tiny"
 
