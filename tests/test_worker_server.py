@@ -139,7 +139,11 @@ def test_stream_has_started_tokens_end_done_in_order(
     client: httpx.Client, tiny_model_dir: Path
 ) -> None:
     with client.stream(
-        "POST", "/v1/inference", json={"job_id": "order-1", "prompt": "Hello", "max_tokens": 16}
+        "POST",
+        "/v1/inference",
+        # Greedy: the tiny model never ends at EOS then, so the run is exactly
+        # 16 tokens (sampled at the default temperature it sometimes met EOS).
+        json={"job_id": "order-1", "prompt": "Hello", "max_tokens": 16, "temperature": 0},
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
