@@ -66,8 +66,10 @@ def wait_for(what: Callable[[], Any], timeout: float = 30.0) -> Any:
     raise AssertionError("condition not reached in time")
 
 
-def run_task(queen: QueenProcess, model: Path, **extra: Any) -> list[dict[str, Any]]:
-    task = {"node": "n1", "model": f"file:{model}", "prompt": "hello", **extra}
+def run_task(
+    queen: QueenProcess, model: Path, node: str = "n1", **extra: Any
+) -> list[dict[str, Any]]:
+    task = {"node": node, "model": f"file:{model}", "prompt": "hello", **extra}
     events = []
     with queen.client() as c, c.stream("POST", "/v2/tasks", json=task) as r:
         assert r.status_code == 200, r.read()

@@ -4,7 +4,6 @@ calls them there instead of through an SSH port forward."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -23,18 +22,7 @@ from rbee_queen.store.models import Node
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.sshd import SshServer
 from tests.plugins.testbed import Testbed, TestHost
-from tests.test_lifecycle import SYSTEM_PYTHON, worker_python_on
-
-
-def run_task(queen: QueenProcess, node: str, model: Path, **extra: Any) -> list[dict[str, Any]]:
-    task = {"node": node, "model": f"file:{model}", "prompt": "hello", "temperature": 0, **extra}
-    events = []
-    with queen.client() as c, c.stream("POST", "/v2/tasks", json=task) as r:
-        assert r.status_code == 200, r.read()
-        for line in r.iter_lines():
-            if line.startswith("data: {"):
-                events.append(json.loads(line[6:]))
-    return events
+from tests.test_lifecycle import SYSTEM_PYTHON, run_task, worker_python_on
 
 
 def text_of(events: list[dict[str, Any]]) -> str:
@@ -170,7 +158,7 @@ def test_a_direct_node_is_called_on_its_address_with_the_token(
     host = testbed.hosts[2]
     try:
         model = add_host(queen, testbed, host, "direct")
-        events = run_task(queen, host.hostname, model, max_tokens=6)
+        events = run_task(queen, model, host.hostname, temperature=0, max_tokens=6)
         assert events[-1]["type"] == "end" and events[-1]["tokens_out"] == 6
         worker = the_worker(queen)
         # Called on the node's address and the worker's own port: no forward.
@@ -185,7 +173,7 @@ def test_a_direct_node_is_called_on_its_address_with_the_token(
             assert guessed.status_code == 401
             assert guessed.json()["error"]["code"] == "INVALID_API_KEY"
         # Greedy: the same text again, from the same worker.
-        again = run_task(queen, host.hostname, model, max_tokens=6)
+        again = run_task(queen, model, host.hostname, temperature=0, max_tokens=6)
         assert text_of(again) == text_of(events)
         assert the_worker(queen)["worker_id"] == worker["worker_id"]
     finally:
@@ -200,7 +188,8 @@ def test_an_ssh_node_keeps_its_worker_off_the_network(
     host = testbed.hosts[3]
     try:
         model = add_host(queen, testbed, host, "ssh")
-        assert run_task(queen, host.hostname, model, max_tokens=3)[-1]["type"] == "end"
+        events = run_task(queen, model, host.hostname, temperature=0, max_tokens=3)
+        assert events[-1]["type"] == "end"
         worker = the_worker(queen)
         assert worker["url"].startswith("http://127.0.0.1:")  # the forward's local end
         assert not connects(host.address, worker["port"])  # loopback on the node only

@@ -42,8 +42,7 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="python for the node's workers (default: the node's)",
     )
-    add_worker_access(add)
-    add_model_source(add)
+    add_node_settings(add)
     add.set_defaults(handler=add_node)
 
     listing = actions.add_parser("list-nodes", parents=[common], help="show the registered nodes")
@@ -72,8 +71,7 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     update.add_argument("--ssh-key", metavar="PATH", help="private key file")
     update.add_argument("--install-path", metavar="PATH")
     update.add_argument("--worker-python", metavar="PATH")
-    add_worker_access(update)
-    add_model_source(update)
+    add_node_settings(update)
     update.add_argument(
         "--accept-new-host-key",
         action="store_true",
@@ -114,16 +112,15 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     remove.set_defaults(handler=remove_node)
 
 
-def add_worker_access(parser: argparse.ArgumentParser) -> None:
+def add_node_settings(parser: argparse.ArgumentParser) -> None:
+    """The node's settings that add-node and update-node both take (an update
+    without them keeps the node's values)."""
     parser.add_argument(
         "--worker-access",
         choices=("ssh", "direct"),
         help="how the queen reaches the node's workers: ssh (a port forward, the default) "
         "or direct (the worker's port on the node's address; see docs/security.md)",
     )
-
-
-def add_model_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-source",
         choices=("queen", "hub"),

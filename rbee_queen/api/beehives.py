@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -11,31 +9,27 @@ from starlette.routing import Route
 from rbee_queen.api.auth import principal_of
 from rbee_queen.api.body import json_body
 from rbee_queen.orchestration.install import InstallOptions
-from rbee_queen.orchestration.nodes import NodeSpec, get_node, node_json, parse_many
+from rbee_queen.orchestration.nodes import (
+    MODEL_SOURCES,
+    WORKER_ACCESS,
+    NodeSpec,
+    get_node,
+    node_json,
+    parse_many,
+    setting,
+)
 from rbee_queen.services import services
 from rbee_queen.store.models import Node
 from rbee_queen.validation import HOSTNAME, IDENTIFIER, SSH_USER, Fields
 
-WORKER_ACCESS = ("ssh", "direct")
-MODEL_SOURCES = ("queen", "hub")
-
 
 async def add(request: Request) -> JSONResponse:
-    body = await json_body(request)
-    access = worker_access(body)  # checked before anything connects or is written
-    source = model_source(body)
-    spec = NodeSpec.parse(body)
+    spec = NodeSpec.parse(await json_body(request))  # before anything connects or is written
     inventory = services(request).inventory
     node = await inventory.add(spec)
-    if access is not None:
-        node.worker_access = access
-        node.save()
-    if source is not None:
-        node.model_source = source
-        node.save()
     services(request).audit.record("node.added", node=spec.name, by=principal_of(request).name)
     preflight = inventory.last_preflight.pop(node.name, [])
-    return JSONResponse({"node": with_access(node), "preflight": preflight}, status_code=201)
+    return JSONResponse({"node": node_json(node), "preflight": preflight}, status_code=201)
 
 
 async def import_nodes(request: Request) -> JSONResponse:
@@ -60,8 +54,8 @@ async def update(request: Request) -> JSONResponse:
         "worker_python": f.string("worker_python", max_len=4096, required=False),
     }
     accept = f.boolean("accept_new_host_key")
-    access = worker_access(f.body, f)
-    source = model_source(f.body, f)
+    access = setting(f, "worker_access", WORKER_ACCESS)
+    source = setting(f, "model_source", MODEL_SOURCES)
     f.raise_if_any()
     assert name is not None
     svc = services(request)
@@ -75,7 +69,7 @@ async def update(request: Request) -> JSONResponse:
     svc.audit.record(
         "node.updated", node=name, by=principal_of(request).name, host_key_replaced=accept
     )
-    return JSONResponse({"node": with_access(node), "accepted_host_key": fingerprint})
+    return JSONResponse({"node": node_json(node), "accepted_host_key": fingerprint})
 
 
 async def install(request: Request) -> JSONResponse:
@@ -107,7 +101,7 @@ async def install(request: Request) -> JSONResponse:
 async def list_nodes(request: Request) -> JSONResponse:
     nodes = Node.select().order_by(Node.name)
     health = services(request).health
-    answer = [{**with_access(n), "latency_ms": health.health(n.name).latency_ms} for n in nodes]
+    answer = [{**node_json(n), "latency_ms": health.health(n.name).latency_ms} for n in nodes]
     return JSONResponse({"nodes": answer})
 
 
@@ -123,42 +117,6 @@ async def remove(request: Request) -> JSONResponse:
     node.delete_instance(recursive=True)
     svc.audit.record("node.removed", node=name, by=principal_of(request).name)
     return JSONResponse({"removed": name, "workers_stopped": stopped})
-
-
-def worker_access(body: Any, f: Fields | None = None) -> str | None:
-    """`worker_access`: "ssh" (a port forward on the node's connection, the
-    default) or "direct" (the worker's port on the node's address); None when
-    the request leaves it out. Reported with the request's other bad fields."""
-    fields = f or Fields(body)
-    value = fields.string("worker_access", max_len=16, required=False)
-    if value is not None and value not in WORKER_ACCESS:
-        fields.fail("worker_access", "enum", "worker_access must be ssh or direct")
-        value = None
-    if f is None:
-        fields.raise_if_any()
-    return value
-
-
-def with_access(node: Node) -> dict[str, Any]:
-    return {
-        **node_json(node),
-        "worker_access": node.worker_access,
-        "model_source": node.model_source,
-    }
-
-
-def model_source(body: Any, f: Fields | None = None) -> str | None:
-    """`model_source`: where the node's hub downloads run, "queen" (there, then
-    copied over SFTP; the default) or "hub" (on the node, which must reach the
-    hub); None when the request leaves it out."""
-    fields = f or Fields(body)
-    value = fields.string("model_source", max_len=8, required=False)
-    if value is not None and value not in MODEL_SOURCES:
-        fields.fail("model_source", "enum", "model_source must be queen or hub")
-        value = None
-    if f is None:
-        fields.raise_if_any()
-    return value
 
 
 routes = [

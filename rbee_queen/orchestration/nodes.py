@@ -73,11 +73,17 @@ class NodeSpec:
 
 def _one_of(f: Fields, field: str, allowed: tuple[str, ...]) -> str:
     """An optional setting that takes one of `allowed`; the first is the default."""
+    return setting(f, field, allowed) or allowed[0]
+
+
+def setting(f: Fields, field: str, allowed: tuple[str, ...]) -> str | None:
+    """One of `allowed`, or None when the request leaves the field out (an
+    update then keeps the node's value); a bad value is reported with the
+    request's other bad fields."""
     value = f.string(field, max_len=16, required=False)
-    if value is None:
-        return allowed[0]
-    if value not in allowed:
+    if value is not None and value not in allowed:
         f.fail(field, "enum", f"{field} must be {' or '.join(allowed)}")
+        return None
     return value
 
 
@@ -126,6 +132,8 @@ def node_json(node: Node) -> dict[str, Any]:
         "ssh_key_path": node.ssh_key_path,
         "install_path": node.install_path,
         "worker_python": node.worker_python,
+        "worker_access": node.worker_access,
+        "model_source": node.model_source,
         "status": node.status,
         "last_connected": node.last_connected.isoformat() if node.last_connected else None,
         "last_error": node.last_error,

@@ -91,14 +91,14 @@ class Supervisor:
         if verdict == "ok":
             self.failures.pop(live.worker_id, None)
             idle = self.manager.idle_for(live.worker_id)
-            serving = row.state == S.BUSY or live.in_flight > 0
-            if not serving and idle is not None and idle > self.settings.idle_stop_s:
+            if live.in_flight == 0 and idle is not None and idle > self.settings.idle_stop_s:
                 await self.manager.stop_idle(live.worker_id, idle)
             return
         self.manager.note_health_failure(live.worker_id, verdict)
         if verdict == "process gone":
             await self.manager.recover(live.worker_id, S.FAILED, "worker process died")
-        elif verdict == "timeout" and (row.state == S.BUSY or live.in_flight > 0):
+        elif verdict == "timeout" and live.in_flight > 0:
+            # in_flight, not the row: the busy record waits for the first token.
             await self.manager.recover(live.worker_id, S.HUNG, "health call timed out while busy")
         else:
             count = self.failures[live.worker_id] = self.failures.get(live.worker_id, 0) + 1

@@ -34,11 +34,14 @@ class Corrupt(Exception):
 
 
 def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
+    return _hash_file(hashlib.sha256(), path)
+
+
+def _hash_file(digest: Any, path: str) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return str(digest.hexdigest())
 
 
 def bytes_present(dest: str, size: int) -> int:
@@ -97,11 +100,8 @@ def git_blob_id(path: str) -> str:
     """The id git (and the hub, as `blobId`) gives a file's content: SHA-1 of
     a `blob <size>` header, a NUL and the bytes. Not a defence against a
     forger, as SHA-1 is broken; it catches bytes damaged on the way."""
-    digest = hashlib.sha1(b"blob %d\0" % os.path.getsize(path), usedforsecurity=False)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    header = b"blob %d\0" % os.path.getsize(path)
+    return _hash_file(hashlib.sha1(header, usedforsecurity=False), path)
 
 
 def _get_rest(url: str, headers: dict[str, str], fh: BinaryIO) -> None:
