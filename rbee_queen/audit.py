@@ -13,11 +13,14 @@ prompt are refused outright, and strings are cut to one short line.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import json
 import os
 import re
 import threading
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +66,9 @@ class AuditLog:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
         self._seq, self._last_hash, self._file = self._resume()
+        self._fd: int | None = None
+        self._closer: weakref.finalize | None = None
+        self._size = 0
 
     def _resume(self) -> tuple[int, str, Path]:
         files = audit_files(self.directory)
@@ -73,10 +79,15 @@ class AuditLog:
                 return int(entry["seq"]), str(entry["hash"]), files[-1]
         return 0, GENESIS, files[-1] if files else self.directory / "audit-000001.jsonl"
 
+    def record_soon(self, event: str, **fields: Any) -> None:
+        """Record once the running request has moved on (at the event loop's next
+        turn): for entries on the path of every request, where a write would
+        delay the request itself. Entries keep their order."""
+        _refuse_secrets(fields)
+        asyncio.get_running_loop().call_soon(functools.partial(self.record, event, **fields))
+
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
-        bad = FORBIDDEN_FIELDS.intersection(fields)
-        if bad:
-            raise ValueError(f"audit entries never carry {sorted(bad)}")
+        _refuse_secrets(fields)
         with self._lock:
             entry: dict[str, Any] = {
                 "seq": self._seq + 1,
@@ -92,13 +103,28 @@ class AuditLog:
         return entry
 
     def _append(self, line: bytes) -> None:
-        if self._file.exists() and self._file.stat().st_size + len(line) > self.max_bytes:
+        # The file stays open between entries (an entry is written on every
+        # request, and opening and sizing the file each time cost as much as the
+        # rest); each entry is one write(2), in the file when record returns.
+        if self._fd is None:
+            self._fd = os.open(self._file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._closer = weakref.finalize(self, os.close, self._fd)
+            self._size = os.fstat(self._fd).st_size
+        if self._size and self._size + len(line) > self.max_bytes:
+            assert self._closer is not None
+            self._closer()  # closes the fd, once
+            self._fd = None
             self._file = _next_file(self._file)
-        fd = os.open(self._file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+            self._append(line)
+            return
+        os.write(self._fd, line)
+        self._size += len(line)
+
+
+def _refuse_secrets(fields: dict[str, Any]) -> None:
+    bad = FORBIDDEN_FIELDS.intersection(fields)
+    if bad:
+        raise ValueError(f"audit entries never carry {sorted(bad)}")
 
 
 def _next_file(current: Path) -> Path:

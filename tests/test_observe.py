@@ -66,15 +66,18 @@ def test_events_and_metrics_agree_with_workers_list(
     connected = threading.Event()
 
     def listen() -> None:
-        # Until the request's figures are in (published after the worker is idle).
+        # Until the request's figures are in and the worker is recorded idle again
+        # (a moment after its last request: back-to-back ones make one busy spell).
         with queen.client() as c, c.stream("GET", "/v2/events", timeout=60) as r:
             connected.set()
+            finished = False
             for line in r.iter_lines():
                 if not line.startswith("data: "):
                     continue
                 event = json.loads(line[6:])
                 events.append(event)
-                if event.get("type") == "request_finished":
+                finished = finished or event.get("type") == "request_finished"
+                if finished and event.get("type") == "worker" and event["state"] == "idle":
                     return
 
     listener = threading.Thread(target=listen, daemon=True)
@@ -105,7 +108,7 @@ def test_events_and_metrics_agree_with_workers_list(
     assert states[-1] == "idle" and "busy" in states
     assert {e["worker_id"] for e in events if e["type"] == "worker"} == {worker["worker_id"]}
     (started,) = [e for e in events if e["type"] == "request_started"]
-    finished = events[-1]
+    (finished,) = [e for e in events if e["type"] == "request_finished"]
     assert started["worker_id"] == finished["worker_id"] == worker["worker_id"]
     assert finished["outcome"] == "MAX_TOKENS" and finished["tokens_out"] == 4
     assert finished["ttft_ms"] > 0 and finished["tokens_per_s"] > 0

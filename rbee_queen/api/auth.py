@@ -121,7 +121,7 @@ def authenticate(request: Request, keys: KeyRing, audit: AuditLog) -> Principal:
     if needs_admin(method, path) and not principal.admin:
         audit.record("auth.forbidden", key=principal.name, **where)
         raise Forbidden(f"key {principal.name!r} is not an admin key: {method} {path} needs one")
-    audit.record("auth.success", key=principal.name, **where)
+    audit.record_soon("auth.success", key=principal.name, **where)
     return principal
 
 

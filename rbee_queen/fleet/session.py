@@ -11,6 +11,7 @@ import asyncio
 import os
 import posixpath
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,6 +171,12 @@ class NodeSession:
             listener = await self.conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", remote_port)
             self._forwards[remote_port] = listener
         return listener.get_port()
+
+    async def open_channel(self, remote_port: int, factory: Callable[[], Any]) -> Any:
+        """A direct-tcpip channel to 127.0.0.1:remote_port on the node, its data
+        handed to the session `factory` makes (no local socket in between)."""
+        _, session = await self.conn.create_connection(factory, "127.0.0.1", remote_port)
+        return session
 
     def close_forward(self, remote_port: int) -> None:
         listener = self._forwards.pop(remote_port, None)

@@ -3,12 +3,15 @@ reference, the nodes it may run on (in order of preference) and its slots."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from rbee_queen.errors import InvalidRequest, ModelAlreadyExists, ModelNotFound
 from rbee_queen.orchestration.nodes import get_node
-from rbee_queen.store.models import ModelEntry
+from rbee_queen.store.models import ModelEntry, database_proxy
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,27 @@ def add_model(
     entry: ModelEntry = ModelEntry.create(
         name=name, model_ref=model_ref, nodes=nodes, slots=slots, device=device
     )
+    _lookups.clear()
     return entry
+
+
+# What requests look up here, kept in memory: every inference resolves its
+# model through the catalog, and a query costs more than all the rest of its
+# routing. The catalog changes only through add_model and remove_model, which
+# clear it; a different database (tests open several) starts it anew.
+_lookups: dict[tuple[str, str], Any] = {}
+_lookups_db: list[object] = [None]
+
+
+def _remembered(kind: str, key: str, load: Callable[[], T]) -> T:
+    if _lookups_db[0] is not database_proxy.obj:
+        _lookups.clear()
+        _lookups_db[0] = database_proxy.obj
+    try:
+        found: T = _lookups[kind, key]
+    except KeyError:
+        found = _lookups[kind, key] = load()
+    return found
 
 
 def placement(
@@ -54,10 +77,13 @@ def placement(
                 ],
             )
         return Placement(model, nodes, slots_for(model), device or "cpu")
-    entry = get_model(model)
-    return Placement(
-        entry.model_ref, nodes or list(entry.nodes), int(entry.slots), device or entry.device
-    )
+    ref, entry_nodes, slots, entry_device = _remembered("name", model, lambda: _placed(model))
+    return Placement(ref, nodes or list(entry_nodes), slots, device or entry_device)
+
+
+def _placed(name: str) -> tuple[str, tuple[str, ...], int, str]:
+    entry = get_model(name)  # MODEL_NOT_FOUND is not remembered
+    return entry.model_ref, tuple(entry.nodes), int(entry.slots), entry.device
 
 
 def get_model(name: str) -> ModelEntry:
@@ -73,12 +99,17 @@ def list_models() -> list[ModelEntry]:
 
 def remove_model(name: str) -> None:
     get_model(name).delete_instance()
+    _lookups.clear()
 
 
 def slots_for(model_ref: str) -> int:
     """The slots configured for a model reference (1 when it is not in the catalog)."""
-    entry = ModelEntry.get_or_none(ModelEntry.model_ref == model_ref)
-    return int(entry.slots) if entry is not None else 1
+
+    def load() -> int:
+        entry = ModelEntry.get_or_none(ModelEntry.model_ref == model_ref)
+        return int(entry.slots) if entry is not None else 1
+
+    return _remembered("slots", model_ref, load)
 
 
 def model_json(entry: ModelEntry) -> dict[str, Any]:

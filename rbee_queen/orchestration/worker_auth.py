@@ -34,6 +34,9 @@ class WorkerTokens(httpx.Auth):
     def forget(self, port: int, host: str = "127.0.0.1") -> None:
         self._by_address.pop((host, port), None)
 
+    def token_at(self, host: str, port: int) -> str | None:
+        return self._by_address.get((host, port))
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         token = self._by_address.get((request.url.host, request.url.port or 0))
         if token is not None:

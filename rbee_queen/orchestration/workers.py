@@ -44,6 +44,7 @@ from rbee_queen.errors import (
 )
 from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession
+from rbee_queen.orchestration import worker_stream
 from rbee_queen.orchestration.devices import engine_for, serves
 from rbee_queen.orchestration.lifecycle import LifecycleMixin, TokenFile
 from rbee_queen.orchestration.models import local_path_for_worker
@@ -52,11 +53,24 @@ from rbee_queen.orchestration.resources import preflight_worker
 from rbee_queen.orchestration.restart_policy import RestartPolicy, RestartSettings
 from rbee_queen.orchestration.states import LIVE, WorkerState, record_new, transition
 from rbee_queen.orchestration.worker_auth import TOKEN_ENV, WorkerTokens
+from rbee_queen.orchestration.worker_stream import (
+    ConnectionPool,
+    StreamError,
+    WorkerStream,
+    tcp_opener,
+)
 from rbee_queen.store.models import Node, Worker
 from rbee_queen.validation import model_path
 
 log = logging.getLogger("rbee.queen.workers")
 S = WorkerState
+
+# A worker's recorded state goes back to idle this long after its last stream
+# ended, unless another one started meanwhile: back-to-back requests make one
+# busy spell in the database, not two writes each (a write costs about a
+# millisecond of the CPU the next request's first token needs). Routing, the
+# supervisor and GET /v2/workers read the exact in-memory count instead.
+IDLE_RECORD_DELAY_S = 0.25
 
 # A worker reached directly has no SSH keepalive watching its link: a link that
 # goes dead mid-stream is noticed by TCP keepalives instead, as soon as the SSH
@@ -89,23 +103,50 @@ class LiveWorker:
     # The node's address when the queen calls the worker directly (no forward).
     direct_host: str | None = None
     device: str = "cpu"  # cpu or cuda:N; routing matches requests on it
+    # Kept-alive connections for inference streams (see worker_stream); made on
+    # first use, dropped when the node's connection is made anew.
+    streams: ConnectionPool | None = None
+    busy_recorded: bool = False  # the row says busy (see IDLE_RECORD_DELAY_S)
+    idle_record: asyncio.TimerHandle | None = None
 
     @property
     def free_slots(self) -> int:
         return self.slots - self.in_flight
 
     @property
-    def url(self) -> str:
+    def address(self) -> tuple[str, int]:
+        """Where the queen's HTTP calls reach the worker: its node's address, or
+        the local end of the forward."""
         if self.direct_host is not None:
-            host = f"[{self.direct_host}]" if ":" in self.direct_host else self.direct_host
-            return f"http://{host}:{self.remote_port}"
-        return f"http://127.0.0.1:{self.local_port}"
+            return self.direct_host, self.remote_port
+        return "127.0.0.1", self.local_port
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def stream_pool(self) -> ConnectionPool:
+        if self.streams is None:
+            if self.direct_host is not None:
+                opener = tcp_opener(self.direct_host, self.remote_port, KEEPALIVE_SOCKET_OPTIONS)
+            else:
+                assert self.session is not None
+                opener = functools.partial(self.session.open_channel, self.remote_port)
+            self.streams = ConnectionPool(opener)
+        return self.streams
+
+    def drop_streams(self) -> None:
+        if self.streams is not None:
+            self.streams.close()
+            self.streams = None
 
     def forget_address(self, tokens: WorkerTokens) -> None:
         """Stop sending the worker's token to where the queen called it."""
         if self.direct_host is not None:
             tokens.forget(self.remote_port, host=self.direct_host)
         tokens.forget(self.local_port)
+        self.drop_streams()
 
 
 class WorkerManager(LifecycleMixin):
@@ -394,7 +435,8 @@ class WorkerManager(LifecycleMixin):
         )
 
     def _record_busy(self, live: LiveWorker, job_id: str) -> None:
-        if live.in_flight > 0:
+        if live.in_flight > 0 and not live.busy_recorded:
+            live.busy_recorded = True
             row = Worker.get_or_none(Worker.worker_id == live.worker_id)
             if row is not None and row.state == S.IDLE:
                 transition(row, S.BUSY, f"job {job_id}")
@@ -404,36 +446,56 @@ class WorkerManager(LifecycleMixin):
         if live.in_flight == 0:
             live.no_streams.set()
             self.mark_idle(live.worker_id)
-            # Recorded once the stream's last bytes are on their way, not before.
-            asyncio.get_running_loop().call_soon(self._record_idle, live)
+            if live.busy_recorded and live.idle_record is None:
+                live.idle_record = asyncio.get_running_loop().call_later(
+                    IDLE_RECORD_DELAY_S, self._record_idle, live
+                )
 
     def _record_idle(self, live: LiveWorker) -> None:
-        if live.in_flight == 0:
+        live.idle_record = None
+        if live.in_flight == 0 and live.busy_recorded:
+            live.busy_recorded = False
             row = Worker.get_or_none(Worker.worker_id == live.worker_id)
             if row is not None and row.state == S.BUSY:
-                transition(row, S.IDLE, "job finished")
+                transition(row, S.IDLE, "no request in flight")
 
-    async def open_stream(self, live: LiveWorker, payload: dict[str, Any]) -> httpx.Response:
+    async def open_stream(self, live: LiveWorker, payload: dict[str, Any]) -> WorkerStream:
         """Start an inference on a worker already claimed; errors before the first
         byte release the claim and raise. The request's correlation id and
         deadline go along as headers."""
+        host, port = live.address
+        headers = [("content-type", "application/json"), *ctx.outgoing_headers().items()]
+        token = self.tokens.token_at(host, port)
+        if token is not None:
+            headers.append(("authorization", f"Bearer {token}"))
+        body = json.dumps(payload).encode()
         try:
             await self._reattach(live)
-            request = self.http.build_request(
-                "POST", f"{live.url}/v1/inference", json=payload, headers=ctx.outgoing_headers()
+            response = await worker_stream.open_stream(
+                live.stream_pool(), f"{host}:{port}", "/v1/inference", body, headers
             )
-            response = await self.http.send(request, stream=True)
-        except httpx.HTTPError as exc:
+        except StreamError as exc:
             self.release(live)
             raise InferenceFailed(f"worker {live.worker_id} did not answer: {exc}") from exc
         except BaseException:
             self.release(live)
             raise
-        if response.status_code != 200:
+        if response.status != 200:
             self.release(live)
-            await response.aread()
-            await response.aclose()
-            raise _worker_error(response)
+            try:
+                answer = await response.read()
+            except StreamError:
+                answer = b""
+            finally:
+                await response.aclose()
+            raise _worker_error(response.status, answer)
+        # With the request's correlation id, like every line logged for it.
+        log.info(
+            "job %s: streaming from worker %s on %s",
+            payload.get("job_id"),
+            live.worker_id,
+            live.node,
+        )
         if self.audit is not None:  # ids and counts only: never the prompt's text
             self.audit.record(
                 "inference.started",
@@ -446,7 +508,7 @@ class WorkerManager(LifecycleMixin):
         return response
 
     async def relay(
-        self, live: LiveWorker, response: httpx.Response, job_id: str = ""
+        self, live: LiveWorker, response: WorkerStream, job_id: str = ""
     ) -> AsyncGenerator[bytes, None]:
         """The worker's bytes as they come. The recorded idle -> busy change is
         written once the first token is on its way to the client: a database
@@ -459,7 +521,7 @@ class WorkerManager(LifecycleMixin):
         outcome = "CANCELLED"  # the client went away, unless the stream says otherwise
         try:
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in response.chunks():
                     sent += len(chunk)
                     self.mark_progress(live.worker_id)
                     tail = (tail + chunk)[-4096:]
@@ -469,7 +531,7 @@ class WorkerManager(LifecycleMixin):
                         self._record_busy(live, job_id)
                     else:
                         yield chunk
-            except httpx.HTTPError as exc:
+            except StreamError as exc:
                 # The worker died, was killed, or its node's link went down
                 # mid-stream: end the stream with an error event the client can
                 # act on, instead of a silent cut.
@@ -485,7 +547,7 @@ class WorkerManager(LifecycleMixin):
         finally:
             await response.aclose()
             if self.audit is not None:
-                self.audit.record("inference.completed", worker_id=live.worker_id, bytes=sent)
+                self.audit.record_soon("inference.completed", worker_id=live.worker_id, bytes=sent)
             self.release(live)
             end = _last_event(tail, "end") or {}
             error = _last_event(tail, "error")
@@ -532,6 +594,7 @@ class WorkerManager(LifecycleMixin):
         if live.session is session:
             return
         if live.direct_host is not None:  # reached without a forward: nothing to redo
+            live.drop_streams()
             live.session = session
             return
         status = await session.call(
@@ -541,6 +604,7 @@ class WorkerManager(LifecycleMixin):
         if not status["alive"] or token is None:
             raise InferenceFailed(f"worker {live.worker_id} is gone from {live.node}")
         local_port = await session.forward(live.remote_port)
+        live.drop_streams()  # they ran over the connection that was lost
         self.tokens.forget(live.local_port)
         self.tokens.bind(local_port, token)
         live.local_port, live.session = local_port, session
@@ -619,6 +683,8 @@ class WorkerManager(LifecycleMixin):
         return counts
 
     async def aclose(self) -> None:
+        for live in self._live.values():
+            live.drop_streams()
         await self.http.aclose()
 
 
@@ -640,10 +706,13 @@ def draining_error(live: LiveWorker) -> WorkerDraining:
 
 
 def worker_json(row: Worker, live: LiveWorker | None) -> dict[str, Any]:
+    state = row.state
+    if live is not None and state in (S.IDLE, S.BUSY):  # the exact count, not the record
+        state = S.BUSY.value if live.in_flight else S.IDLE.value
     return {
         "worker_id": row.worker_id,
         "node": row.node_id,  # type: ignore[attr-defined]
-        "state": row.state,
+        "state": state,
         "model_ref": row.model_ref,
         "backend": row.backend,
         "device": row.device,
@@ -694,15 +763,19 @@ def _load_failure(health: dict[str, Any]) -> RbeeError:
     return WorkerStartFailed(f"worker could not load the model: {message}")
 
 
-def _worker_error(response: httpx.Response) -> RbeeError:
-    error = _json_or_empty(response).get("error") or {}
-    message = str(error.get("message") or f"worker answered HTTP {response.status_code}")
+def _worker_error(status: int, body: bytes) -> RbeeError:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = {}
+    error = (answer.get("error") if isinstance(answer, dict) else None) or {}
+    message = str(error.get("message") or f"worker answered HTTP {status}")
     details = error.get("details") or {}
     code = error.get("code")
     if code == "ALL_SLOTS_BUSY":
         return AllSlotsBusy(message, **details)
     if code == "REQUEST_TIMEOUT":
         return RequestTimeout(message)
-    if response.status_code == 400:
+    if status == 400:
         return InvalidRequest(message, **details)
     return InferenceFailed(message, worker_code=code)
