@@ -5,10 +5,19 @@ ways the queen reaches a worker (queen + SSH forward + worker, and queen +
 worker on a node set to `worker_access = "direct"`), sequentially and with 8
 concurrent clients, on the tiny model.
 
-    .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64]
+    .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64] [--no-pin]
 
 Starts its own loopback sshd, queen and a worker of its own in a temp dir, and
-stops them after. Prints medians and each path's ratio to the direct worker.
+stops them after. Prints medians and each path's ratio to the direct worker,
+and the worker's own decode time for each path (from its `end` event).
+
+Pinning: a worker runs on its node, the queen on another machine. Here all of
+them share one machine, and on a small one the queen's and sshd's CPU is taken
+from the worker's: the worker then decodes more slowly on the paths through the
+queen, which is the machine's size and not the relay. So by default every
+worker gets CPU 0 and everything else (queen, sshd and what it started, the
+SSH client, this process) the other CPUs; `--no-pin` shares them all, and the
+decode-time column shows what that costs the worker.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -37,7 +47,8 @@ from tests.plugins.sshd import SshServer, free_port, start_sshd
 
 CONCURRENCY = 8
 TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-Sample = tuple[float, float, int]  # seconds to first token, seconds to end, tokens
+# Seconds to first token, seconds to end, tokens, the worker's decode time (ms).
+Sample = tuple[float, float, int, float]
 
 
 def stream(client: httpx.Client, path: str, body: dict[str, Any]) -> Sample:
@@ -45,6 +56,7 @@ def stream(client: httpx.Client, path: str, body: dict[str, Any]) -> Sample:
     started = time.perf_counter()
     first = None
     tokens = 0
+    decode_ms = 0.0
     with client.stream("POST", path, json=body) as response:
         response.raise_for_status()
         for line in response.iter_lines():
@@ -55,10 +67,47 @@ def stream(client: httpx.Client, path: str, body: dict[str, Any]) -> Sample:
                 first = first or time.perf_counter()
             if event.get("type") == "end":
                 tokens = event["tokens_out"]
+                decode_ms = event["decode_time_ms"]
             elif event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
+                # OpenAI's usage has no decode time: that column stays empty.
     assert first is not None and tokens, "no tokens came back"
-    return first - started, time.perf_counter() - started, tokens
+    return first - started, time.perf_counter() - started, tokens, decode_ms
+
+
+def _threads(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except FileNotFoundError:
+        return []
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Every thread of each process (a process's affinity is per thread)."""
+    for pid in pids:
+        for tid in _threads(pid):
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass  # exited meanwhile
 
 
 def spawn_worker(model: Path, run_dir: Path, slots: int) -> tuple[subprocess.Popen[bytes], int]:
@@ -96,19 +145,22 @@ def forward(sshd: SshServer, port: int) -> tuple[subprocess.Popen[bytes], int]:
 def sequential(paths: dict[str, Callable[[], Sample]], runs: int) -> dict[str, dict[str, float]]:
     """Each path once per round, `runs` rounds: on a shared, noisy machine a slow
     spell then slows every path alike instead of the one measured at the time.
-    Each round starts one path further on: the first request a worker gets
-    after serving other paths' requests is slower by a millisecond or two, and
-    in a fixed order that always fell on the same paths."""
+    Each round takes the paths in a new (seeded) order: the first request a
+    worker gets after other workers served some is a millisecond or two slower,
+    and in any fixed cyclic order that always fell on the same paths (two paths
+    share each worker, so one of them always came second, warm)."""
     samples: dict[str, list[Sample]] = {name: [] for name in paths}
-    names = list(paths)
-    for round_ in range(runs):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
+    order = random.Random(0)
+    for _ in range(runs):
+        names = list(paths)
+        order.shuffle(names)
+        for name in names:
             samples[name].append(paths[name]())
     return {
         name: {
             "ttft_ms": statistics.median(s[0] for s in got) * 1000,
             "tok_s": statistics.median(s[2] / s[1] for s in got),
+            "decode_ms": statistics.median(s[3] for s in got),
         }
         for name, got in samples.items()
     }
@@ -120,13 +172,18 @@ def concurrent(call: Callable[[], Sample], runs: int) -> dict[str, float]:
         samples = list(pool.map(lambda _: call(), range(runs * CONCURRENCY // 4)))
     wall = time.perf_counter() - started
     rate = sum(s[2] for s in samples) / wall  # all clients together
-    return {"ttft_ms": statistics.median(s[0] for s in samples) * 1000, "tok_s": rate}
+    return {
+        "ttft_ms": statistics.median(s[0] for s in samples) * 1000,
+        "tok_s": rate,
+        "decode_ms": statistics.median(s[3] for s in samples),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--no-pin", action="store_true", help="let all processes share all CPUs")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="rbee-relay-"))
     sshd_proc, sshd = start_sshd(root / "sshd")
@@ -181,6 +238,17 @@ def main() -> None:
             )
         for call in paths.values():  # warm: the queen's worker loads on demand here
             call()
+        cpus = os.sched_getaffinity(0)
+        if not args.no_pin and len(cpus) > 1:
+            with httpx.Client(base_url=queen.url, headers=auth) as c:
+                listed = c.get("/v2/workers/list").json()["workers"]
+            workers = [worker.pid, *(w["pid"] for w in listed)]
+            rest = [os.getpid(), queen.proc.pid, sshd_proc.pid, tunnel_proc.pid]
+            rest += [p for p in _descendants(sshd_proc.pid) if p not in workers]
+            worker_cpu = min(cpus)
+            pin(rest, cpus - {worker_cpu})
+            pin(workers, {worker_cpu})
+            print(f"workers pinned to CPU {worker_cpu}, the rest to {sorted(cpus - {worker_cpu})}")
         for together in (False, True):
             title = f"{CONCURRENCY} concurrent clients" if together else "sequential, interleaved"
             print(f"\n{title} ({args.max_tokens} tokens per request):")
@@ -194,6 +262,7 @@ def main() -> None:
                     f"  {name:36s} first token {r['ttft_ms']:7.2f} ms "
                     f"(+{r['ttft_ms'] - base['ttft_ms']:5.2f})  {r['tok_s']:7.0f} tok/s "
                     f"({r['tok_s'] / base['tok_s'] * 100:5.1f} %)"
+                    + (f"  worker decode {r['decode_ms']:5.1f} ms" if r["decode_ms"] else "")
                 )
         tunnel_proc.terminate()
     finally:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rbee_queen.eventbus import EventBus
+from rbee_queen.orchestration.workers import STATE_RECORD_DELAY_S
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.sshd import SshServer
 
@@ -90,7 +92,8 @@ def test_events_and_metrics_agree_with_workers_list(
             "node": "n1",
             "model": f"file:{tiny_model_dir}",
             "prompt": "hi",
-            "max_tokens": 4,
+            # Long enough for the busy spell to be recorded (STATE_RECORD_DELAY_S).
+            "max_tokens": 1000,
             "temperature": 0,
         }
         with c.stream("POST", "/v2/tasks", json=task) as r:
@@ -110,7 +113,7 @@ def test_events_and_metrics_agree_with_workers_list(
     (started,) = [e for e in events if e["type"] == "request_started"]
     (finished,) = [e for e in events if e["type"] == "request_finished"]
     assert started["worker_id"] == finished["worker_id"] == worker["worker_id"]
-    assert finished["outcome"] == "MAX_TOKENS" and finished["tokens_out"] == 4
+    assert finished["outcome"] == "MAX_TOKENS" and finished["tokens_out"] == 1000
     assert finished["ttft_ms"] > 0 and finished["tokens_per_s"] > 0
 
     metrics = _metrics(queen)
@@ -119,7 +122,7 @@ def test_events_and_metrics_agree_with_workers_list(
     assert sum(by_state.values()) == 1
     assert metrics["rbee_node_up"][(("node", "n1"),)] == 1
     assert metrics["rbee_requests_total"][(("outcome", "MAX_TOKENS"),)] == 1
-    assert metrics["rbee_tokens_generated_total"][()] == 4
+    assert metrics["rbee_tokens_generated_total"][()] == 1000
     assert metrics["rbee_requests_in_flight"][()] == 0
 
 
@@ -160,3 +163,34 @@ def test_node_events_carry_latency_and_gpu_readings(
         assert metrics["rbee_node_latency_seconds"][(("node", "n1"),)] > 0
     finally:
         stop_queen(queen)
+
+
+def test_back_to_back_requests_write_no_busy_spells_but_the_list_is_live(
+    queen: QueenProcess, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Short requests cost the database nothing (STATE_RECORD_DELAY_S), while
+    GET /v2/workers/list says busy during a request and idle after it."""
+    body = sshd.node_body("n1", tmp_path / "inst", accept_new_host_key=True)
+    task = {"node": "n1", "model": f"file:{tiny_model_dir}", "prompt": "hi", "temperature": 0}
+    with queen.client() as c:
+        assert c.post("/v2/registry/beehives/add", json=body).status_code == 201
+        with c.stream("POST", "/v2/tasks", json={**task, "max_tokens": 1000}) as r:
+            lines = r.iter_lines()
+            next(line for line in lines if '"token"' in line)
+            (during,) = c.get("/v2/workers/list").json()["workers"]
+            end = json.loads(next(line for line in lines if '"end"' in line)[6:])
+        (after,) = c.get("/v2/workers/list").json()["workers"]
+        worker_id = after["worker_id"]
+        time.sleep(2 * STATE_RECORD_DELAY_S)
+        before = c.get(f"/v2/workers/{worker_id}/events").json()["events"]
+        for _ in range(5):
+            with c.stream("POST", "/v2/tasks", json={**task, "max_tokens": 2}) as r:
+                assert r.status_code == 200
+                r.read()
+        time.sleep(2 * STATE_RECORD_DELAY_S)
+        history = c.get(f"/v2/workers/{worker_id}/events").json()["events"]
+    assert end["tokens_out"] == 1000
+    assert (during["state"], after["state"]) == ("busy", "idle")
+    # The long request made one recorded busy spell, the five short ones none.
+    assert [e["to_state"] for e in before] == ["spawning", "loading", "idle", "busy", "idle"]
+    assert history == before

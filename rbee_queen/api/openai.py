@@ -102,7 +102,7 @@ async def _complete(
             where.model_ref, where.nodes, where.slots, job_id, where.device
         )
         response = await workers.open_stream(live, {"job_id": job_id, **content, **params})
-    relay = workers.relay(live, response, job_id)
+    relay = workers.relay(live, response)
     shape = fmt.Shape(kind, model, job_id)
     if stream:
         body = _stream(shape, relay, include_usage)

@@ -41,7 +41,7 @@ async def create_task(request: Request) -> StreamingResponse:
         )
         response = await workers.open_stream(live, payload)
     return StreamingResponse(
-        workers.relay(live, response, payload["job_id"]),
+        workers.relay(live, response),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )

@@ -65,12 +65,13 @@ from rbee_queen.validation import model_path
 log = logging.getLogger("rbee.queen.workers")
 S = WorkerState
 
-# A worker's recorded state goes back to idle this long after its last stream
-# ended, unless another one started meanwhile: back-to-back requests make one
-# busy spell in the database, not two writes each (a write costs about a
-# millisecond of the CPU the next request's first token needs). Routing, the
+# A worker's recorded idle/busy state follows its in-memory request count this
+# long after a change, and only if the change still holds then: a write costs
+# about a millisecond of CPU, which every request would otherwise pay twice,
+# right beside its first token. So back-to-back requests make one busy spell
+# in the database and a request shorter than this none. Routing, the
 # supervisor and GET /v2/workers read the exact in-memory count instead.
-IDLE_RECORD_DELAY_S = 0.25
+STATE_RECORD_DELAY_S = 0.25
 
 # A worker reached directly has no SSH keepalive watching its link: a link that
 # goes dead mid-stream is noticed by TCP keepalives instead, as soon as the SSH
@@ -106,8 +107,7 @@ class LiveWorker:
     # Kept-alive connections for inference streams (see worker_stream); made on
     # first use, dropped when the node's connection is made anew.
     streams: ConnectionPool | None = None
-    busy_recorded: bool = False  # the row says busy (see IDLE_RECORD_DELAY_S)
-    idle_record: asyncio.TimerHandle | None = None
+    state_record: asyncio.TimerHandle | None = None  # see STATE_RECORD_DELAY_S
 
     @property
     def free_slots(self) -> int:
@@ -419,11 +419,10 @@ class WorkerManager(LifecycleMixin):
 
     def claim(self, live: LiveWorker, job_id: str) -> None:
         """Count a stream against the worker's slots. Synchronous, so a router's
-        choice and its claim happen with no other request in between. The
-        recorded idle -> busy change waits for the first token (see `relay`):
-        a database write costs about a millisecond, and here it would delay
-        the request on its way to the worker."""
+        choice and its claim happen with no other request in between."""
         live.in_flight += 1
+        if live.in_flight == 1:
+            self._record_state_soon(live)
         live.no_streams.clear()
         self.mark_progress(live.worker_id)  # the watchdog's clock starts with the request
         self.publish(
@@ -434,30 +433,28 @@ class WorkerManager(LifecycleMixin):
             model=live.model_ref,
         )
 
-    def _record_busy(self, live: LiveWorker, job_id: str) -> None:
-        if live.in_flight > 0 and not live.busy_recorded:
-            live.busy_recorded = True
-            row = Worker.get_or_none(Worker.worker_id == live.worker_id)
-            if row is not None and row.state == S.IDLE:
-                transition(row, S.BUSY, f"job {job_id}")
-
     def release(self, live: LiveWorker) -> None:
         live.in_flight = max(0, live.in_flight - 1)
         if live.in_flight == 0:
             live.no_streams.set()
             self.mark_idle(live.worker_id)
-            if live.busy_recorded and live.idle_record is None:
-                live.idle_record = asyncio.get_running_loop().call_later(
-                    IDLE_RECORD_DELAY_S, self._record_idle, live
-                )
+            self._record_state_soon(live)
 
-    def _record_idle(self, live: LiveWorker) -> None:
-        live.idle_record = None
-        if live.in_flight == 0 and live.busy_recorded:
-            live.busy_recorded = False
-            row = Worker.get_or_none(Worker.worker_id == live.worker_id)
-            if row is not None and row.state == S.BUSY:
-                transition(row, S.IDLE, "no request in flight")
+    def _record_state_soon(self, live: LiveWorker) -> None:
+        if live.state_record is None:
+            live.state_record = asyncio.get_running_loop().call_later(
+                STATE_RECORD_DELAY_S, self._record_state, live
+            )
+
+    def _record_state(self, live: LiveWorker) -> None:
+        live.state_record = None
+        row = Worker.get_or_none(Worker.worker_id == live.worker_id)
+        if row is None or row.state not in (S.IDLE, S.BUSY):
+            return  # draining, stopped ...: not the request count's to change
+        if live.in_flight and row.state == S.IDLE:
+            transition(row, S.BUSY, f"{live.in_flight} request(s) in flight")
+        elif not live.in_flight and row.state == S.BUSY:
+            transition(row, S.IDLE, "no request in flight")
 
     async def open_stream(self, live: LiveWorker, payload: dict[str, Any]) -> WorkerStream:
         """Start an inference on a worker already claimed; errors before the first
@@ -507,13 +504,8 @@ class WorkerManager(LifecycleMixin):
             )
         return response
 
-    async def relay(
-        self, live: LiveWorker, response: WorkerStream, job_id: str = ""
-    ) -> AsyncGenerator[bytes, None]:
-        """The worker's bytes as they come. The recorded idle -> busy change is
-        written once the first token is on its way to the client: a database
-        write costs about a millisecond of the CPU the worker needs for that
-        token, and routing counts slots in memory (`claim`) anyway."""
+    async def relay(self, live: LiveWorker, response: WorkerStream) -> AsyncGenerator[bytes, None]:
+        """The worker's bytes as they come, and what they said once they end."""
         sent = 0
         started = time.monotonic()
         first_token_s: float | None = None
@@ -527,10 +519,7 @@ class WorkerManager(LifecycleMixin):
                     tail = (tail + chunk)[-4096:]
                     if first_token_s is None and b'"token"' in chunk:
                         first_token_s = time.monotonic() - started
-                        yield chunk  # resumes once the chunk is sent
-                        self._record_busy(live, job_id)
-                    else:
-                        yield chunk
+                    yield chunk
             except StreamError as exc:
                 # The worker died, was killed, or its node's link went down
                 # mid-stream: end the stream with an error event the client can
