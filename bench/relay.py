@@ -2,8 +2,10 @@
 requests sent straight to a worker, to a worker through an SSH port forward (OpenSSH's client),
 through the queen's /v2/tasks and through its /v1/chat/completions, each both
 ways the queen reaches a worker (queen + SSH forward + worker, and queen +
-worker on a node set to `worker_access = "direct"`), sequentially and with 8
-concurrent clients, on the tiny model.
+worker on a node set to `worker_access = "direct"`), on the tiny model:
+sequentially with the paths interleaved (every process idle for a while
+before each request), sequentially back to back (one path at a time, as under
+steady load), and with 8 concurrent clients.
 
     .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64] [--no-pin]
 
@@ -156,6 +158,24 @@ def sequential(paths: dict[str, Callable[[], Sample]], runs: int) -> dict[str, d
         order.shuffle(names)
         for name in names:
             samples[name].append(paths[name]())
+    return _medians(samples)
+
+
+def back_to_back(paths: dict[str, Callable[[], Sample]], runs: int) -> dict[str, dict[str, float]]:
+    """Each path's requests in a row (after 3 not counted), the paths in a
+    seeded order: the queen and the worker as they are under steady load,
+    where the interleaved rounds catch each process after ~0.4 s asleep."""
+    samples: dict[str, list[Sample]] = {}
+    names = list(paths)
+    random.Random(1).shuffle(names)
+    for name in names:
+        for _ in range(3):
+            paths[name]()
+        samples[name] = [paths[name]() for _ in range(runs)]
+    return _medians({name: samples[name] for name in paths})
+
+
+def _medians(samples: dict[str, list[Sample]]) -> dict[str, dict[str, float]]:
     return {
         name: {
             "ttft_ms": statistics.median(s[0] for s in got) * 1000,
@@ -249,13 +269,16 @@ def main() -> None:
             pin(rest, cpus - {worker_cpu})
             pin(workers, {worker_cpu})
             print(f"workers pinned to CPU {worker_cpu}, the rest to {sorted(cpus - {worker_cpu})}")
-        for together in (False, True):
-            title = f"{CONCURRENCY} concurrent clients" if together else "sequential, interleaved"
+        runs: dict[str, Callable[[], dict[str, dict[str, float]]]] = {
+            "sequential, interleaved": lambda: sequential(paths, args.runs),
+            "sequential, back to back": lambda: back_to_back(paths, args.runs),
+            f"{CONCURRENCY} concurrent clients": lambda: {
+                name: concurrent(call, args.runs) for name, call in paths.items()
+            },
+        }
+        for title, run in runs.items():
             print(f"\n{title} ({args.max_tokens} tokens per request):")
-            if together:
-                results = {name: concurrent(call, args.runs) for name, call in paths.items()}
-            else:
-                results = sequential(paths, args.runs)
+            results = run()
             base = results["worker direct"]
             for name, r in results.items():
                 print(

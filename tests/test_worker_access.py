@@ -4,12 +4,15 @@ calls them there instead of through an SSH port forward."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -194,4 +197,48 @@ def test_an_ssh_node_keeps_its_worker_off_the_network(
         assert worker["url"].startswith("http://127.0.0.1:")  # the forward's local end
         assert not connects(host.address, worker["port"])  # loopback on the node only
     finally:
+        stop_queen(queen)
+
+
+def test_a_direct_node_cut_mid_stream_ends_the_stream_within_seconds(
+    fleet: tuple[QueenProcess, Path], testbed: Testbed
+) -> None:
+    """No SSH channel carries a direct node's stream: TCP keepalives on the
+    queen's connection to the worker notice the dead link (about 8 s), and the
+    client gets NODE_UNREACHABLE instead of a stream that hangs."""
+    queen, _ = fleet
+    host = testbed.hosts[3]
+    events: list[dict[str, Any]] = []
+    first_token = threading.Event()
+    try:
+        model = add_host(queen, testbed, host, "direct")
+        assert run_task(queen, model, host.hostname, max_tokens=2)[-1]["type"] == "end"
+
+        def read() -> None:
+            task = {
+                "node": host.hostname,
+                "model": f"file:{model}",
+                "prompt": "hello",
+                "max_tokens": 2048,
+                "temperature": 0,
+            }
+            with queen.client() as c, c.stream("POST", "/v2/tasks", json=task) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        events.append(json.loads(line[6:]))
+                        first_token.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        assert first_token.wait(30)
+        host.set_link(up=False)
+        cut = time.monotonic()
+        reader.join(40)
+        assert not reader.is_alive(), "the stream hung after the link went down"
+        assert time.monotonic() - cut < 30
+        assert events[-1]["type"] == "error", events[-1]
+        assert events[-1]["code"] == "NODE_UNREACHABLE", events[-1]
+        assert not any(e["type"] == "end" for e in events)
+    finally:
+        host.set_link(up=True)
         stop_queen(queen)
