@@ -228,3 +228,22 @@ async def test_a_slow_reader_pauses_the_worker_and_loses_nothing() -> None:
         assert not sent.is_set()  # held back by the paused reader, not buffered here
         assert await collect(stream) == b"".join(pieces)
         assert sent.is_set()
+
+
+async def test_cancelled_while_waiting_for_the_answer_closes_the_connection() -> None:
+    """A deadline or a departed client while the worker has not answered yet:
+    the worker sees its connection close (and cancels the job), and nothing
+    half-used goes back to the pool."""
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        assert await reader.read() == b""  # EOF: the queen closed its end
+        closed.set()
+
+    async with Server(handler) as pool:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await post(pool, {})
+        await asyncio.wait_for(closed.wait(), 5)
+        assert pool.idle == []

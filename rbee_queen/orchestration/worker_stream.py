@@ -267,8 +267,14 @@ async def open_stream(
     for attempt in (1, 2):
         conn = await pool.connection()
         conn.send(request)
-        while not conn.headers_done and conn.error is None:
-            await conn.wait()
+        try:
+            while not conn.headers_done and conn.error is None:
+                await conn.wait()
+        except BaseException:
+            # Cancelled (a deadline, the client gone): the worker must see the
+            # connection close, or it would generate for nobody in a held slot.
+            conn.close()
+            raise
         if conn.headers_done:
             return WorkerStream(pool, conn)
         conn.close()
