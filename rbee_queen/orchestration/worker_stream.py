@@ -3,11 +3,11 @@ over a kept-alive HTTP/1.1 connection, parsed by httptools (the C parser
 uvicorn uses), with each worker's idle connections kept for the next request.
 
 Control calls (health, ready, cancel, metrics) go through httpx; this path
-carries every token of every request, and httpx cost the queen about 0.5 ms
-per request and 85 us per token (a cProfile of the relay) where this costs a
-fraction of that. A worker behind SSH is reached over a direct-tcpip channel
-of the node's connection (no local socket in between); a worker set to direct
-access over TCP with the same keepalives as before.
+carries every token of every request, where httpx cost the queen about 85 us
+per token (a cProfile of the relay; docs/benchmarks.md has the figures since).
+A worker behind SSH is reached over a direct-tcpip channel of the node's
+connection (no local socket in between); a worker set to direct access over
+TCP with the same keepalives as before.
 
 Chunks that arrive while the client is still being sent earlier ones are
 handed on together: one write to the client instead of several.
@@ -25,9 +25,9 @@ from typing import Any, Protocol
 import httptools
 
 CONNECT_TIMEOUT_S = 10.0
-# Reading from the worker pauses while this much is waiting for a slow client.
+# Reading from the worker pauses while this much is waiting for a slow client,
+# and resumes once the client has taken it.
 HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
 
 
 class StreamError(Exception):
