@@ -7,7 +7,7 @@ sequentially with the paths interleaved (every process idle for a while
 before each request), sequentially back to back (one path at a time, as under
 steady load), and with 8 concurrent clients.
 
-    .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64] [--no-pin]
+    .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64] [--pin workers|node|none]
 
 Starts its own loopback sshd, queen and a worker of its own in a temp dir, and
 stops them after. Prints medians and each path's ratio to the direct worker,
@@ -16,10 +16,12 @@ and the worker's own decode time for each path (from its `end` event).
 Pinning: a worker runs on its node, the queen on another machine. Here all of
 them share one machine, and on a small one the queen's and sshd's CPU is taken
 from the worker's: the worker then decodes more slowly on the paths through the
-queen, which is the machine's size and not the relay. So by default every
-worker gets CPU 0 and everything else (queen, sshd and what it started, the
-SSH client, this process) the other CPUs; `--no-pin` shares them all, and the
-decode-time column shows what that costs the worker.
+queen, which is the machine's size and not the relay. So by default
+(`--pin workers`) every worker gets CPU 0 and everything else (queen, sshd and
+what it started, the SSH client, this process) the other CPUs. `--pin node`
+puts what runs on a node (sshd, everything it started, every worker) on CPU 0
+and the queen and the clients on the others; `--pin none` shares them all. The
+decode-time column shows what sharing costs the worker.
 """
 
 from __future__ import annotations
@@ -203,7 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--no-pin", action="store_true", help="let all processes share all CPUs")
+    parser.add_argument("--pin", choices=("workers", "node", "none"), default="workers")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="rbee-relay-"))
     sshd_proc, sshd = start_sshd(root / "sshd")
@@ -259,16 +261,18 @@ def main() -> None:
         for call in paths.values():  # warm: the queen's worker loads on demand here
             call()
         cpus = os.sched_getaffinity(0)
-        if not args.no_pin and len(cpus) > 1:
+        if args.pin != "none" and len(cpus) > 1:
             with httpx.Client(base_url=queen.url, headers=auth) as c:
                 listed = c.get("/v2/workers/list").json()["workers"]
             workers = [worker.pid, *(w["pid"] for w in listed)]
-            rest = [os.getpid(), queen.proc.pid, sshd_proc.pid, tunnel_proc.pid]
-            rest += [p for p in _descendants(sshd_proc.pid) if p not in workers]
-            worker_cpu = min(cpus)
-            pin(rest, cpus - {worker_cpu})
-            pin(workers, {worker_cpu})
-            print(f"workers pinned to CPU {worker_cpu}, the rest to {sorted(cpus - {worker_cpu})}")
+            node_side = [sshd_proc.pid, *_descendants(sshd_proc.pid)]
+            first = [*workers, *node_side] if args.pin == "node" else workers
+            rest = [os.getpid(), queen.proc.pid, tunnel_proc.pid]
+            rest += [p for p in node_side if p not in first]
+            pin(rest, cpus - {min(cpus)})
+            pin(first, {min(cpus)})
+            what = "the node side (workers, sshd)" if args.pin == "node" else "workers"
+            print(f"{what} pinned to CPU {min(cpus)}, the rest to {sorted(cpus - {min(cpus)})}")
         runs: dict[str, Callable[[], dict[str, dict[str, float]]]] = {
             "sequential, interleaved": lambda: sequential(paths, args.runs),
             "sequential, back to back": lambda: back_to_back(paths, args.runs),
