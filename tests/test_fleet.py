@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from rbee_queen.fleet.known_hosts import HostKeyStore
 from rbee_queen.fleet.pool import PoolLimits, SessionPool
 from rbee_queen.fleet.session import NodeSession, NodeTarget
 from rbee_queen.orchestration.node_health import HealthMonitor
+from rbee_queen.orchestration.worker_stream import ConnectionPool, StreamError
 from rbee_queen.store.db import open_database
 from rbee_queen.store.models import Node
 from tests.plugins.testbed import Testbed
@@ -154,3 +156,19 @@ async def test_health_loop_marks_a_cut_host_unreachable_then_reachable(
         await monitor.stop()
         await pool.close_all()
         db.close()
+
+
+async def test_a_channel_to_a_closed_port_is_a_connection_error(
+    testbed: Testbed, pool: SessionPool
+) -> None:
+    """What an inference stream meets when the worker is gone: sshd refuses the
+    direct-tcpip channel, and the session says so as a socket would."""
+    try:
+        session = await pool.get(targets(testbed)[0])
+        with pytest.raises(ConnectionError, match="no channel to port 9"):
+            await session.open_channel(9, asyncio.Protocol)
+        streams = ConnectionPool(functools.partial(session.open_channel, 9))
+        with pytest.raises(StreamError, match="cannot connect: no channel"):
+            await streams.connection()
+    finally:
+        await pool.close_all()

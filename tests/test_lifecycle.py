@@ -83,19 +83,26 @@ class Streaming:
     """A long task read on a thread; `first_token` is set once a token arrived."""
 
     def __init__(
-        self, queen: QueenProcess, model: Path, max_tokens: int, temperature: float = 0.8
+        self,
+        queen: QueenProcess,
+        model: Path,
+        max_tokens: int,
+        temperature: float = 0.8,
+        node: str = "n1",
     ) -> None:
         self.events: list[dict[str, Any]] = []
         self.first_token = threading.Event()
         self.ended_at: float | None = None
         self._thread = threading.Thread(
-            target=self._run, args=(queen, model, max_tokens, temperature), daemon=True
+            target=self._run, args=(queen, model, max_tokens, temperature, node), daemon=True
         )
         self._thread.start()
 
-    def _run(self, queen: QueenProcess, model: Path, max_tokens: int, temperature: float) -> None:
+    def _run(
+        self, queen: QueenProcess, model: Path, max_tokens: int, temperature: float, node: str
+    ) -> None:
         task = {
-            "node": "n1",
+            "node": node,
             "model": f"file:{model}",
             "prompt": "hello",
             "max_tokens": max_tokens,

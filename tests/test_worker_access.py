@@ -4,14 +4,12 @@ calls them there instead of through an SSH port forward."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from rbee_queen.store.models import Node
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.sshd import SshServer
 from tests.plugins.testbed import Testbed, TestHost
-from tests.test_lifecycle import SYSTEM_PYTHON, run_task, worker_python_on
+from tests.test_lifecycle import SYSTEM_PYTHON, Streaming, run_task, worker_python_on
 
 
 def text_of(events: list[dict[str, Any]]) -> str:
@@ -208,37 +206,19 @@ def test_a_direct_node_cut_mid_stream_ends_the_stream_within_seconds(
     client gets NODE_UNREACHABLE instead of a stream that hangs."""
     queen, _ = fleet
     host = testbed.hosts[3]
-    events: list[dict[str, Any]] = []
-    first_token = threading.Event()
     try:
         model = add_host(queen, testbed, host, "direct")
         assert run_task(queen, model, host.hostname, max_tokens=2)[-1]["type"] == "end"
-
-        def read() -> None:
-            task = {
-                "node": host.hostname,
-                "model": f"file:{model}",
-                "prompt": "hello",
-                "max_tokens": 2048,
-                "temperature": 0,
-            }
-            with queen.client() as c, c.stream("POST", "/v2/tasks", json=task) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: {"):
-                        events.append(json.loads(line[6:]))
-                        first_token.set()
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        assert first_token.wait(30)
+        stream = Streaming(queen, model, max_tokens=2048, temperature=0, node=host.hostname)
+        assert stream.first_token.wait(30)
         host.set_link(up=False)
         cut = time.monotonic()
-        reader.join(40)
-        assert not reader.is_alive(), "the stream hung after the link went down"
-        assert time.monotonic() - cut < 30
-        assert events[-1]["type"] == "error", events[-1]
-        assert events[-1]["code"] == "NODE_UNREACHABLE", events[-1]
-        assert not any(e["type"] == "end" for e in events)
+        stream.join(40)
+        assert stream.ended_at is not None, "the stream hung after the link went down"
+        assert stream.ended_at - cut < 30
+        assert stream.events[-1]["type"] == "error", stream.events[-1]
+        assert stream.events[-1]["code"] == "NODE_UNREACHABLE", stream.events[-1]
+        assert not any(e["type"] == "end" for e in stream.events)
     finally:
         host.set_link(up=True)
         stop_queen(queen)

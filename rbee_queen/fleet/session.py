@@ -174,8 +174,12 @@ class NodeSession:
 
     async def open_channel(self, remote_port: int, factory: Callable[[], Any]) -> Any:
         """A direct-tcpip channel to 127.0.0.1:remote_port on the node, its data
-        handed to the session `factory` makes (no local socket in between)."""
-        _, session = await self.conn.create_connection(factory, "127.0.0.1", remote_port)
+        handed to the session `factory` makes (no local socket in between).
+        asyncssh's refusals come out as ConnectionError, like a socket's."""
+        try:
+            _, session = await self.conn.create_connection(factory, "127.0.0.1", remote_port)
+        except asyncssh.Error as exc:
+            raise ConnectionError(f"no channel to port {remote_port}: {exc.reason}") from exc
         return session
 
     def close_forward(self, remote_port: int) -> None:

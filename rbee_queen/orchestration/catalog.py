@@ -44,13 +44,14 @@ def add_model(
 # routing. The catalog changes only through add_model and remove_model, which
 # clear it; a different database (tests open several) starts it anew.
 _lookups: dict[tuple[str, str], Any] = {}
-_lookups_db: list[object] = [None]
+_lookups_db: object = None
 
 
 def _remembered(kind: str, key: str, load: Callable[[], T]) -> T:
-    if _lookups_db[0] is not database_proxy.obj:
+    global _lookups_db
+    if _lookups_db is not database_proxy.obj:
         _lookups.clear()
-        _lookups_db[0] = database_proxy.obj
+        _lookups_db = database_proxy.obj
     try:
         found: T = _lookups[kind, key]
     except KeyError:

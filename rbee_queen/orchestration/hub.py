@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import rbee_worker.hubfetch as hubfetch
 from rbee_queen.errors import DownloadFailed, HubTokenRequired, ModelNotFound, RbeeError
 from rbee_queen.orchestration.models import HubRef
-from rbee_worker import hubfetch
 
 NEEDED = (
     "*.safetensors",

@@ -38,7 +38,7 @@ class WorkerTokens(httpx.Auth):
         return self._by_address.get((host, port))
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self._by_address.get((request.url.host, request.url.port or 0))
+        token = self.token_at(request.url.host, request.url.port or 0)
         if token is not None:
             request.headers["Authorization"] = f"Bearer {token}"
         yield request

@@ -186,10 +186,8 @@ class ConnectionPool:
                 return await self.opener(Connection)
         except TimeoutError:
             raise StreamError(f"no connection within {CONNECT_TIMEOUT_S:g}s") from None
-        except (OSError, StreamError) as exc:
+        except OSError as exc:  # a socket's, or an SSH channel refused (fleet/session.py)
             raise StreamError(f"cannot connect: {exc}") from exc
-        except Exception as exc:  # asyncssh's channel-open and connection errors
-            raise StreamError(f"cannot open a channel: {exc}") from exc
 
     def put_back(self, conn: Connection) -> None:
         conn.reused = True

@@ -367,7 +367,7 @@ class WorkerManager(LifecycleMixin):
             if resp is not None and resp.status_code == 200:
                 return
             if resp is not None and resp.status_code == 500:
-                raise _load_failure(_json_or_empty(resp))
+                raise _load_failure(_json_or_empty(resp.content))
             if time.monotonic() > deadline:
                 raise LoadingTimeout(
                     f"worker {row.worker_id} still loading after "
@@ -391,7 +391,7 @@ class WorkerManager(LifecycleMixin):
             resp = await self.http.get(f"{live.url}/v1/ready", timeout=5.0)
         except httpx.HTTPError:
             return None
-        vram = _json_or_empty(resp).get("vram_bytes") if resp.status_code == 200 else None
+        vram = _json_or_empty(resp.content).get("vram_bytes") if resp.status_code == 200 else None
         return vram if isinstance(vram, int) and not isinstance(vram, bool) else None
 
     async def _last_log_line(self, session: NodeSession, row: Worker) -> str:
@@ -460,14 +460,14 @@ class WorkerManager(LifecycleMixin):
         """Start an inference on a worker already claimed; errors before the first
         byte release the claim and raise. The request's correlation id and
         deadline go along as headers."""
-        host, port = live.address
-        headers = [("content-type", "application/json"), *ctx.outgoing_headers().items()]
-        token = self.tokens.token_at(host, port)
-        if token is not None:
-            headers.append(("authorization", f"Bearer {token}"))
         body = json.dumps(payload).encode()
         try:
-            await self._reattach(live)
+            await self._reattach(live)  # may move the forward: the address comes after
+            host, port = live.address
+            headers = [("content-type", "application/json"), *ctx.outgoing_headers().items()]
+            token = self.tokens.token_at(host, port)
+            if token is not None:
+                headers.append(("authorization", f"Bearer {token}"))
             response = await worker_stream.open_stream(
                 live.stream_pool(), f"{host}:{port}", "/v1/inference", body, headers
             )
@@ -731,12 +731,12 @@ def _last_event(tail: bytes, kind: str) -> dict[str, Any] | None:
     return None
 
 
-def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+def _json_or_empty(body: bytes) -> dict[str, Any]:
     try:
-        body = response.json()
+        answer = json.loads(body)
     except ValueError:
         return {}
-    return body if isinstance(body, dict) else {}
+    return answer if isinstance(answer, dict) else {}
 
 
 def _load_failure(health: dict[str, Any]) -> RbeeError:
@@ -753,11 +753,7 @@ def _load_failure(health: dict[str, Any]) -> RbeeError:
 
 
 def _worker_error(status: int, body: bytes) -> RbeeError:
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        answer = {}
-    error = (answer.get("error") if isinstance(answer, dict) else None) or {}
+    error = _json_or_empty(body).get("error") or {}
     message = str(error.get("message") or f"worker answered HTTP {status}")
     details = error.get("details") or {}
     code = error.get("code")
