@@ -137,11 +137,31 @@ def forward(sshd: SshServer, port: int) -> tuple[subprocess.Popen[bytes], int]:
     argv = ["ssh", "-N", "-p", str(sshd.port), "-i", str(sshd.client_key)]
     argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
     argv += ["-o", "LogLevel=ERROR", "-L", f"127.0.0.1:{local}:127.0.0.1:{port}"]
-    proc = subprocess.Popen([*argv, f"{sshd.user}@{sshd.host}"])
+    return _listening(subprocess.Popen([*argv, f"{sshd.user}@{sshd.host}"]), local)
+
+
+def byte_relay(port: int) -> tuple[subprocess.Popen[bytes], int]:
+    """One more hop that only copies bytes: bench/byte_relay.py (Python, uvloop)."""
+    local = free_port()
+    argv = [sys.executable, "-m", "bench.byte_relay", str(local), str(port)]
+    return _listening(subprocess.Popen(argv), local)
+
+
+def socat_relay(port: int) -> tuple[subprocess.Popen[bytes], int] | None:
+    """The same in C, where socat is installed (it is not an rbee dependency)."""
+    if shutil.which("socat") is None:
+        return None
+    local = free_port()
+    argv = ["socat", f"TCP-LISTEN:{local},bind=127.0.0.1,reuseaddr,fork,nodelay"]
+    argv.append(f"TCP:127.0.0.1:{port},nodelay")
+    return _listening(subprocess.Popen(argv), local)
+
+
+def _listening(proc: subprocess.Popen[bytes], port: int) -> tuple[subprocess.Popen[bytes], int]:
     while True:
         try:
-            socket.create_connection(("127.0.0.1", local), timeout=0.2).close()
-            return proc, local
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
         except OSError:
             time.sleep(0.05)
 
@@ -205,7 +225,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--pin", choices=("workers", "node", "none"), default="workers")
+    parser.add_argument("--pin", choices=("workers", "node", "clients", "none"), default="workers")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="rbee-relay-"))
     sshd_proc, sshd = start_sshd(root / "sshd")
@@ -215,6 +235,7 @@ def main() -> None:
     home.mkdir()
     queen = start_queen(home)
     worker, worker_port = spawn_worker(model, root, slots=CONCURRENCY)
+    helpers: list[subprocess.Popen[bytes]] = []
     try:
         token = (home / "api-token").read_text().strip() if (home / "api-token").exists() else ""
         auth = {"Authorization": f"Bearer {token}"}
@@ -229,6 +250,12 @@ def main() -> None:
                 entry = {"name": name, "model_ref": f"file:{model}", "nodes": [node]}
                 c.post("/v2/registry/models/add", json={**entry, "slots": CONCURRENCY})
         tunnel_proc, forwarded = forward(sshd, worker_port)
+        helpers.append(tunnel_proc)
+        relays = [byte_relay(worker_port)]
+        socat = socat_relay(worker_port)
+        if socat is not None:
+            relays.append(socat)
+        helpers += [proc for proc, _ in relays]
         prompt = "Once upon a time"
         params = {"max_tokens": args.max_tokens, "temperature": 0.0}
         worker_auth = {"Authorization": "Bearer bench-token-0123456789"}
@@ -239,6 +266,12 @@ def main() -> None:
         tunnel = httpx.Client(
             base_url=f"http://127.0.0.1:{forwarded}", headers=worker_auth, limits=limits
         )
+        floors = {
+            f"worker via byte relay ({kind})": httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers=worker_auth, limits=limits
+            )
+            for kind, (_, port) in zip(("Python", "socat"), relays, strict=False)
+        }
         via_queen = httpx.Client(base_url=queen.url, headers=auth, limits=limits, timeout=300)
         counter = iter(range(10**9))
         messages = [{"role": "user", "content": prompt}]
@@ -251,6 +284,13 @@ def main() -> None:
                 tunnel, "/v1/inference", {"job_id": f"j{next(counter)}", "prompt": prompt, **params}
             ),
         }
+        for label, client in floors.items():
+            paths[label] = partial(
+                lambda c: stream(
+                    c, "/v1/inference", {"job_id": f"j{next(counter)}", "prompt": prompt, **params}
+                ),
+                client,
+            )
         for suffix, name in (("", "tiny"), (", direct", "tiny-direct")):
             task = {"model": name, "prompt": prompt, **params}
             chat = {"model": name, "messages": messages, **params, **chat_options}
@@ -267,11 +307,15 @@ def main() -> None:
             workers = [worker.pid, *(w["pid"] for w in listed)]
             node_side = [sshd_proc.pid, *_descendants(sshd_proc.pid)]
             first = [*workers, *node_side] if args.pin == "node" else workers
-            rest = [os.getpid(), queen.proc.pid, tunnel_proc.pid]
+            rest = [queen.proc.pid, tunnel_proc.pid, *(p.pid for p, _ in relays)]
+            (first if args.pin == "clients" else rest).append(os.getpid())
+            rest += [d for p, _ in relays for d in _descendants(p.pid)]  # socat forks
             rest += [p for p in node_side if p not in first]
             pin(rest, cpus - {min(cpus)})
             pin(first, {min(cpus)})
-            what = "the node side (workers, sshd)" if args.pin == "node" else "workers"
+            what = {"node": "the node side (workers, sshd)", "clients": "workers and clients"}.get(
+                args.pin, "workers"
+            )
             print(f"{what} pinned to CPU {min(cpus)}, the rest to {sorted(cpus - {min(cpus)})}")
         runs: dict[str, Callable[[], dict[str, dict[str, float]]]] = {
             "sequential, interleaved": lambda: sequential(paths, args.runs),
@@ -291,8 +335,9 @@ def main() -> None:
                     f"({r['tok_s'] / base['tok_s'] * 100:5.1f} %)"
                     + (f"  worker decode {r['decode_ms']:5.1f} ms" if r["decode_ms"] else "")
                 )
-        tunnel_proc.terminate()
     finally:
+        for proc in helpers:  # before they outlive this process holding its stdout
+            proc.terminate()
         worker.terminate()
         worker.wait()
         stop_queen(queen)

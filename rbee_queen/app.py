@@ -51,14 +51,16 @@ def create_app(config: QueenConfig) -> Starlette:
 
     return Starlette(
         routes=[
+            # Inference first: Starlette tries the routes in order, a regex each,
+            # and these are the ones on the path to a first token.
+            *tasks.routes,
+            *openai.routes,
             *health.routes,
             *beehives.routes,
             *nodes.routes,
             *workers.routes,
-            *tasks.routes,
             *model_catalog.routes,
             *node_models.routes,
-            *openai.routes,
             *observe.routes,
             *logs.routes,
             *keys.routes,
