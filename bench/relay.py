@@ -2,12 +2,16 @@
 requests sent straight to a worker, to a worker through an SSH port forward (OpenSSH's client),
 through the queen's /v2/tasks and through its /v1/chat/completions, each both
 ways the queen reaches a worker (queen + SSH forward + worker, and queen +
-worker on a node set to `worker_access = "direct"`), on the tiny model:
+worker on a node set to `worker_access = "direct"`), and through two relays
+that only copy bytes (bench/byte_relay.py in Python, and socat where it is
+installed: what one more hop costs here, the floor for the queen's addition),
+on the tiny model:
 sequentially with the paths interleaved (every process idle for a while
 before each request), sequentially back to back (one path at a time, as under
 steady load), and with 8 concurrent clients.
 
-    .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64] [--pin workers|node|none]
+    .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64]
+        [--pin workers|node|clients|none]
 
 Starts its own loopback sshd, queen and a worker of its own in a temp dir, and
 stops them after. Prints medians and each path's ratio to the direct worker,
@@ -20,7 +24,9 @@ queen, which is the machine's size and not the relay. So by default
 (`--pin workers`) every worker gets CPU 0 and everything else (queen, sshd and
 what it started, the SSH client, this process) the other CPUs. `--pin node`
 puts what runs on a node (sshd, everything it started, every worker) on CPU 0
-and the queen and the clients on the others; `--pin none` shares them all. The
+and the queen and the clients on the others; `--pin clients` puts the clients
+with the workers, so the queen (with sshd and the relays) does not wait for the
+client's CPU; `--pin none` shares them all. The
 decode-time column shows what sharing costs the worker.
 """
 
@@ -51,14 +57,16 @@ from tests.plugins.sshd import SshServer, free_port, start_sshd
 
 CONCURRENCY = 8
 TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-# Seconds to first token, seconds to end, tokens, the worker's decode time (ms).
-Sample = tuple[float, float, int, float]
+# Seconds to first token, seconds to end, tokens, the worker's decode time (ms),
+# seconds to the last token (where a relay's cost during the stream and at its
+# end part ways).
+Sample = tuple[float, float, int, float, float]
 
 
 def stream(client: httpx.Client, path: str, body: dict[str, Any]) -> Sample:
     """One streamed request; every path's events are read the same way."""
     started = time.perf_counter()
-    first = None
+    first = last = None
     tokens = 0
     decode_ms = 0.0
     with client.stream("POST", path, json=body) as response:
@@ -68,15 +76,17 @@ def stream(client: httpx.Client, path: str, body: dict[str, Any]) -> Sample:
                 continue
             event = json.loads(line[6:])
             if event.get("type") == "token" or event.get("choices"):
-                first = first or time.perf_counter()
+                last = time.perf_counter()
+                first = first or last
             if event.get("type") == "end":
                 tokens = event["tokens_out"]
                 decode_ms = event["decode_time_ms"]
             elif event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
                 # OpenAI's usage has no decode time: that column stays empty.
-    assert first is not None and tokens, "no tokens came back"
-    return first - started, time.perf_counter() - started, tokens, decode_ms
+    assert first is not None and last is not None and tokens, "no tokens came back"
+    end = time.perf_counter()
+    return first - started, end - started, tokens, decode_ms, last - started
 
 
 def _threads(pid: int) -> list[int]:
@@ -203,6 +213,8 @@ def _medians(samples: dict[str, list[Sample]]) -> dict[str, dict[str, float]]:
             "ttft_ms": statistics.median(s[0] for s in got) * 1000,
             "tok_s": statistics.median(s[2] / s[1] for s in got),
             "decode_ms": statistics.median(s[3] for s in got),
+            "span_ms": statistics.median(s[4] - s[0] for s in got) * 1000,
+            "tail_ms": statistics.median(s[1] - s[4] for s in got) * 1000,
         }
         for name, got in samples.items()
     }
@@ -334,6 +346,11 @@ def main() -> None:
                     f"(+{r['ttft_ms'] - base['ttft_ms']:5.2f})  {r['tok_s']:7.0f} tok/s "
                     f"({r['tok_s'] / base['tok_s'] * 100:5.1f} %)"
                     + (f"  worker decode {r['decode_ms']:5.1f} ms" if r["decode_ms"] else "")
+                    + (
+                        f"  first->last token {r['span_ms']:5.2f} ms, last->end {r['tail_ms']:4.2f}"
+                        if "span_ms" in r
+                        else ""
+                    )
                 )
     finally:
         for proc in helpers:  # before they outlive this process holding its stdout

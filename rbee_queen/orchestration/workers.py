@@ -538,30 +538,36 @@ class WorkerManager(LifecycleMixin):
             if self.audit is not None:
                 self.audit.record_soon("inference.completed", worker_id=live.worker_id, bytes=sent)
             self.release(live)
-            end = _last_event(tail, "end") or {}
-            error = _last_event(tail, "error")
-            if end:
-                outcome = str(end.get("stop_reason", outcome))
-            elif error:
-                outcome = str(error.get("code", outcome))
-            tokens = int(end.get("tokens_out") or 0)
-            decode_ms = end.get("decode_time_ms") or 0
-            # After release()'s idle record, which is queued the same way: a
-            # dashboard sees the worker idle before the request's figures.
+            # The figures at the loop's next turn, after the client's response has
+            # ended (reading them was about 0.1 ms before its last bytes), and
+            # after release()'s idle record, queued the same way: a dashboard
+            # sees the worker idle before the request's figures.
             asyncio.get_running_loop().call_soon(
-                functools.partial(
-                    self.publish,
-                    "request_finished",
-                    job_id=end.get("job_id"),
-                    worker_id=live.worker_id,
-                    node=live.node,
-                    outcome=outcome,
-                    tokens_out=tokens,
-                    ttft_ms=round(first_token_s * 1000, 2) if first_token_s is not None else None,
-                    decode_time_ms=decode_ms,
-                    tokens_per_s=round(tokens / (decode_ms / 1000), 1) if decode_ms else None,
-                )
+                self._publish_finished, live, tail, outcome, first_token_s
             )
+
+    def _publish_finished(
+        self, live: LiveWorker, tail: bytes, outcome: str, first_token_s: float | None
+    ) -> None:
+        end = _last_event(tail, "end") or {}
+        error = _last_event(tail, "error")
+        if end:
+            outcome = str(end.get("stop_reason", outcome))
+        elif error:
+            outcome = str(error.get("code", outcome))
+        tokens = int(end.get("tokens_out") or 0)
+        decode_ms = end.get("decode_time_ms") or 0
+        self.publish(
+            "request_finished",
+            job_id=end.get("job_id"),
+            worker_id=live.worker_id,
+            node=live.node,
+            outcome=outcome,
+            tokens_out=tokens,
+            ttft_ms=round(first_token_s * 1000, 2) if first_token_s is not None else None,
+            decode_time_ms=decode_ms,
+            tokens_per_s=round(tokens / (decode_ms / 1000), 1) if decode_ms else None,
+        )
 
     async def _connection_lost(self, live: LiveWorker) -> bool:
         """Whether a stream broke because the node's connection closed (it closes
