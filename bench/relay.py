@@ -15,7 +15,9 @@ steady load), and with 8 concurrent clients.
 
 Starts its own loopback sshd, queen and a worker of its own in a temp dir, and
 stops them after. Prints medians and each path's ratio to the direct worker,
-and the worker's own decode time for each path (from its `end` event).
+the worker's own decode time for each path (from its `end` event), and the
+time from the first token event to the last and from the last to the
+response's end (a relay's cost during the stream and at its end).
 
 Pinning: a worker runs on its node, the queen on another machine. Here all of
 them share one machine, and on a small one the queen's and sshd's CPU is taken
