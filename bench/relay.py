@@ -14,7 +14,9 @@ steady load), and with 8 concurrent clients.
         [--pin workers|node|clients|none]
 
 Starts its own loopback sshd, queen and a worker of its own in a temp dir, and
-stops them after. Prints medians and each path's ratio to the direct worker,
+stops them after. Prints medians and each path's ratio to the direct worker
+(for the chat paths, to the direct worker sent the same messages: the worker
+renders the chat template, which a prompt does not pay for),
 the worker's own decode time for each path (from its `end` event), and the
 time from the first token event to the last and from the last to the
 response's end (a relay's cost during the stream and at its end).
@@ -58,6 +60,7 @@ from tests.plugins.queen import start_queen, stop_queen
 from tests.plugins.sshd import SshServer, free_port, start_sshd
 
 CONCURRENCY = 8
+CHAT_BASE = "worker direct, messages"
 TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 # Seconds to first token, seconds to end, tokens, the worker's decode time (ms),
 # seconds to the last token (where a relay's cost during the stream and at its
@@ -297,6 +300,13 @@ def main() -> None:
             "worker via SSH forward": lambda: stream(
                 tunnel, "/v1/inference", {"job_id": f"j{next(counter)}", "prompt": prompt, **params}
             ),
+            # The chat paths' baseline: the worker renders the chat template itself,
+            # which a prompt does not pay for.
+            CHAT_BASE: lambda: stream(
+                direct,
+                "/v1/inference",
+                {"job_id": f"j{next(counter)}", "messages": messages, **params},
+            ),
         }
         for label, client in floors.items():
             paths[label] = partial(
@@ -341,8 +351,8 @@ def main() -> None:
         for title, run in runs.items():
             print(f"\n{title} ({args.max_tokens} tokens per request):")
             results = run()
-            base = results["worker direct"]
             for name, r in results.items():
+                base = results[CHAT_BASE if "chat" in name else "worker direct"]
                 print(
                     f"  {name:36s} first token {r['ttft_ms']:7.2f} ms "
                     f"(+{r['ttft_ms'] - base['ttft_ms']:5.2f})  {r['tok_s']:7.0f} tok/s "

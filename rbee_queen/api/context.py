@@ -77,7 +77,7 @@ class RequestContext:
             await _send_error(error, cid, scope, receive, send)
             return
         try:
-            async with asyncio.timeout_at(_loop_time(at)) as timer:
+            async with asyncio.timeout_at(ctx.loop_time_at(at)) as timer:
                 await self.app(scope, receive, send_with_id)
         except TimeoutError:
             if not started:
@@ -97,10 +97,6 @@ class RequestContext:
         if path in STREAMING_PATHS:
             return sent
         return ctx.earliest(sent, time.time() + self.control_timeout_s)
-
-
-def _loop_time(unix: float) -> float:
-    return asyncio.get_running_loop().time() + (unix - time.time())
 
 
 async def _send_error(exc: RbeeError, cid: str, scope: Scope, receive: Receive, send: Send) -> None:

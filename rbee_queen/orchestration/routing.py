@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from rbee_queen import requestcontext as ctx
@@ -81,14 +82,14 @@ class Router:
 @contextlib.asynccontextmanager
 async def before_deadline() -> AsyncIterator[None]:
     """Run the block within the current request's deadline; REQUEST_TIMEOUT after it."""
-    left = ctx.remaining()
-    if left is None:
+    at = ctx.deadline.get()
+    if at is None:
         yield
         return
-    if left <= 0:
+    if at <= time.time():
         raise RequestTimeout("the request deadline passed before the work could start")
     try:
-        async with asyncio.timeout(left):
+        async with asyncio.timeout_at(ctx.loop_time_at(at)):
             yield
     except TimeoutError:
         raise RequestTimeout("the request deadline passed before the first token") from None
