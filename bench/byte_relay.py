@@ -41,6 +41,7 @@ class _Side(asyncio.Protocol):
 
 async def main(listen: int, target: int) -> None:
     loop = asyncio.get_running_loop()
+    connecting: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
 
     def accepted() -> _Side:
         client = _Side()
@@ -48,12 +49,17 @@ async def main(listen: int, target: int) -> None:
         async def connect() -> None:
             _, upstream = await loop.create_connection(_Side, "127.0.0.1", target)
             upstream.peer, client.peer = client, upstream
-            assert upstream.transport is not None
+            assert upstream.transport is not None and client.transport is not None
+            if client.transport.is_closing():  # the client left while this connected
+                upstream.transport.close()
+                return
             for chunk in client.pending:
                 upstream.transport.write(chunk)
             client.pending.clear()
 
-        loop.create_task(connect())
+        task = loop.create_task(connect())
+        connecting.add(task)
+        task.add_done_callback(connecting.discard)
         return client
 
     server = await loop.create_server(accepted, "127.0.0.1", listen)

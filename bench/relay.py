@@ -293,28 +293,21 @@ def main() -> None:
         counter = iter(range(10**9))
         messages = [{"role": "user", "content": prompt}]
         chat_options = {"stream": True, "stream_options": {"include_usage": True}}
+
+        def on_worker(client: httpx.Client, **content: Any) -> Callable[[], Sample]:
+            """A request to the worker's own API, each with a job id of its own."""
+            return lambda: stream(
+                client, "/v1/inference", {"job_id": f"j{next(counter)}", **content, **params}
+            )
+
         paths: dict[str, Callable[[], Sample]] = {
-            "worker direct": lambda: stream(
-                direct, "/v1/inference", {"job_id": f"j{next(counter)}", "prompt": prompt, **params}
-            ),
-            "worker via SSH forward": lambda: stream(
-                tunnel, "/v1/inference", {"job_id": f"j{next(counter)}", "prompt": prompt, **params}
-            ),
+            "worker direct": on_worker(direct, prompt=prompt),
+            "worker via SSH forward": on_worker(tunnel, prompt=prompt),
             # The chat paths' baseline: the worker renders the chat template itself,
             # which a prompt does not pay for.
-            CHAT_BASE: lambda: stream(
-                direct,
-                "/v1/inference",
-                {"job_id": f"j{next(counter)}", "messages": messages, **params},
-            ),
+            CHAT_BASE: on_worker(direct, messages=messages),
+            **{label: on_worker(client, prompt=prompt) for label, client in floors.items()},
         }
-        for label, client in floors.items():
-            paths[label] = partial(
-                lambda c: stream(
-                    c, "/v1/inference", {"job_id": f"j{next(counter)}", "prompt": prompt, **params}
-                ),
-                client,
-            )
         for suffix, name in (("", "tiny"), (", direct", "tiny-direct")):
             task = {"model": name, "prompt": prompt, **params}
             chat = {"model": name, "messages": messages, **params, **chat_options}

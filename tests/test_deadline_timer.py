@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 import uvloop
@@ -41,11 +43,14 @@ async def give_up_times(rounds: int) -> list[float]:
     return late
 
 
+Runner = Callable[[Coroutine[Any, Any, list[float]]], list[float]]
+
+
 @pytest.mark.parametrize("run", [uvloop.run, asyncio.run], ids=["uvloop", "asyncio"])
-def test_a_deadline_is_not_enforced_before_it_passes(run: object) -> None:
-    late = run(give_up_times(200))  # type: ignore[operator]
+def test_a_deadline_is_not_enforced_before_it_passes(run: Runner) -> None:
+    late = run(give_up_times(200))
     assert min(late) >= 0, f"gave up {-min(late) * 1000:.2f} ms before the deadline"
-    assert max(late) < 1, late  # and still at about the deadline
+    assert max(late) < 0.25, max(late)  # and still at about the deadline
 
 
 def test_a_deadline_already_passed_is_refused_at_once() -> None:

@@ -550,7 +550,7 @@ class WorkerManager(LifecycleMixin):
         self, live: LiveWorker, tail: bytes, outcome: str, first_token_s: float | None
     ) -> None:
         end = _last_event(tail, "end") or {}
-        error = _last_event(tail, "error")
+        error = None if end else _last_event(tail, "error")
         if end:
             outcome = str(end.get("stop_reason", outcome))
         elif error:
