@@ -24,6 +24,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -188,6 +189,7 @@ def _make_host(slot: int, i: int, root: Path) -> TestHost:
     home = Path(host.home)
     (home / ".ssh").mkdir(parents=True)
     _add_user(host.user, home)
+    _let_through(Path(__file__).resolve().parents[2])
     (home / ".ssh" / "authorized_keys").write_text((root / "id_ed25519.pub").read_text())
     info = pwd.getpwnam(host.user)
     for path in (home, home / ".ssh", home / ".ssh" / "authorized_keys"):
@@ -218,6 +220,17 @@ def _make_host(slot: int, i: int, root: Path) -> TestHost:
         )
     )
     return host
+
+
+def _let_through(checkout: Path) -> None:
+    """The hosts' ordinary users run this checkout's Python (its .venv): every
+    directory down to it must let them pass (search only, not list). A checkout
+    made under `mktemp -d` (mode 0700) would not, and every worker a host
+    started would fail to import its packages."""
+    for parent in (checkout, *checkout.parents):
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
 
 
 def _add_user(user: str, home: Path) -> None:
