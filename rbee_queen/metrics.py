@@ -17,8 +17,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from rbee_queen.eventbus import Event
-from rbee_queen.orchestration.states import WorkerState
-from rbee_queen.store.models import Node, Worker
+from rbee_queen.store.tables import Node, Worker
+from rbee_queen.workers.states import WorkerState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

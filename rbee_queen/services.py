@@ -18,15 +18,15 @@ from rbee_queen.fleet.known_hosts import HostKeyStore
 from rbee_queen.fleet.pool import PoolLimits, SessionPool
 from rbee_queen.keys import KeyRing
 from rbee_queen.metrics import QueenMetrics
-from rbee_queen.orchestration.install import Installer
-from rbee_queen.orchestration.model_ops import ModelManager
-from rbee_queen.orchestration.node_health import HealthMonitor
-from rbee_queen.orchestration.nodes import NodeInventory
-from rbee_queen.orchestration.states import WorkerState, on_transition
-from rbee_queen.orchestration.supervisor import Supervisor, SupervisorSettings
-from rbee_queen.orchestration.workers import WorkerManager
+from rbee_queen.models.operations import ModelManager
+from rbee_queen.nodes.health import HealthMonitor
+from rbee_queen.nodes.install import Installer
+from rbee_queen.nodes.inventory import NodeInventory
 from rbee_queen.store.db import open_database
-from rbee_queen.store.models import Worker
+from rbee_queen.store.tables import Worker
+from rbee_queen.workers.manager import WorkerManager
+from rbee_queen.workers.states import WorkerState, on_transition
+from rbee_queen.workers.supervisor import Supervisor, SupervisorSettings
 
 log = logging.getLogger("rbee.queen")
 

@@ -18,7 +18,7 @@ import uvloop
 
 from rbee_queen import requestcontext as ctx
 from rbee_queen.errors import RequestTimeout
-from rbee_queen.orchestration.routing import before_deadline
+from rbee_queen.workers.routing import before_deadline
 
 
 async def give_up_times(rounds: int) -> list[float]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rbee_queen.orchestration.devices import engine_for, requested_device, serves
+from rbee_queen.workers.devices import engine_for, requested_device, serves
 from tests.plugins.procs import worker_pids
 from tests.plugins.queen import QueenProcess
 from tests.plugins.sshd import SshServer, start_sshd

@@ -424,8 +424,8 @@ async def test_the_queen_reads_backend_unavailable_from_the_worker(
     from rbee_queen.errors import from_envelope
     from rbee_queen.fleet.known_hosts import HostKeyStore
     from rbee_queen.fleet.pool import SessionPool
-    from rbee_queen.orchestration.nodes import NodeInventory
-    from rbee_queen.orchestration.workers import LiveWorker, WorkerManager
+    from rbee_queen.nodes.inventory import NodeInventory
+    from rbee_queen.workers.manager import LiveWorker, WorkerManager
 
     config = QueenConfig.from_env(home=rbee_home)
     pool = SessionPool(HostKeyStore(rbee_home / "known_hosts"), 3.0)

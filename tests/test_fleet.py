@@ -14,10 +14,10 @@ from rbee_queen.fleet.fanout import fan_out
 from rbee_queen.fleet.known_hosts import HostKeyStore
 from rbee_queen.fleet.pool import PoolLimits, SessionPool
 from rbee_queen.fleet.session import NodeSession, NodeTarget
-from rbee_queen.orchestration.node_health import HealthMonitor
-from rbee_queen.orchestration.worker_stream import ConnectionPool, StreamError
+from rbee_queen.fleet.worker_stream import ConnectionPool, StreamError
+from rbee_queen.nodes.health import HealthMonitor
 from rbee_queen.store.db import open_database
-from rbee_queen.store.models import Node
+from rbee_queen.store.tables import Node
 from tests.plugins.testbed import Testbed
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rbee_queen.orchestration.wheel import build_wheel
+from rbee_queen.nodes.wheel import build_wheel
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.sshd import SshServer
 from tests.test_infer_e2e import stream_task, workers

@@ -11,7 +11,7 @@ import pytest
 
 from rbee_hive.gpus import parse_nvidia_smi
 from rbee_queen.errors import BackendUnavailable, GpuTooHot, InsufficientVram
-from rbee_queen.orchestration.resources import VRAM_OVERHEAD, check_fits, choose_device
+from rbee_queen.workers.resources import VRAM_OVERHEAD, check_fits, choose_device
 
 RECORDED = Path(__file__).parent / "data" / "nvidia-smi"
 GIB = 1024**3

@@ -10,7 +10,7 @@ import pytest
 from rbee_hive.models import model_commit, model_prepare, model_remove, model_scan, resolve
 from rbee_hive.ops import OpError
 from rbee_queen.errors import InsufficientRam, InsufficientVram
-from rbee_queen.orchestration.resources import check_fits
+from rbee_queen.workers.resources import check_fits
 
 
 @pytest.mark.parametrize(

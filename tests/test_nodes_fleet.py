@@ -13,7 +13,7 @@ from rbee_keeper.cli import main
 from rbee_keeper.inventory import load_inventory
 from rbee_queen.errors import InvalidRequest
 from rbee_queen.fleet import ssh_config
-from rbee_queen.orchestration.nodes import NodeSpec
+from rbee_queen.nodes.inventory import NodeSpec
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.testbed import Testbed
 

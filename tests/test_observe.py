@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rbee_queen.eventbus import EventBus
-from rbee_queen.orchestration.workers import STATE_RECORD_DELAY_S
+from rbee_queen.workers.manager import STATE_RECORD_DELAY_S
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.sshd import SshServer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from rbee_queen.orchestration.restart_policy import RestartPolicy, RestartSettings
+from rbee_queen.workers.restart_policy import RestartPolicy, RestartSettings
 
 KEY = ("gpu1", "file:/m")
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from rbee_queen.orchestration.states import (
+from rbee_queen.store.db import open_database
+from rbee_queen.store.tables import Node, Worker, WorkerEvent
+from rbee_queen.workers.states import (
     ALLOWED,
     IllegalTransition,
     WorkerState,
     on_transition,
     transition,
 )
-from rbee_queen.store.db import open_database
-from rbee_queen.store.models import Node, Worker, WorkerEvent
 
 
 @pytest.fixture

@@ -18,7 +18,9 @@ from peewee import SqliteDatabase
 from rbee_hive.gpus import parse_nvidia_smi
 from rbee_hive.models import model_size
 from rbee_queen.errors import InsufficientVram
-from rbee_queen.orchestration.resources import (
+from rbee_queen.store.db import open_database
+from rbee_queen.store.tables import Node, Worker
+from rbee_queen.workers.resources import (
     VRAM_OVERHEAD,
     Placement,
     check_fits,
@@ -27,8 +29,6 @@ from rbee_queen.orchestration.resources import (
     recorded_vram,
     vram_need,
 )
-from rbee_queen.store.db import open_database
-from rbee_queen.store.models import Node, Worker
 from tests.plugins.queen import QueenProcess
 from tests.plugins.sshd import SshServer
 from tests.test_infer_e2e import add_node, stream_task, workers

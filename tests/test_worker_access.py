@@ -19,7 +19,7 @@ import pytest
 
 from rbee_keeper.cli import main as keeper
 from rbee_queen.store.db import open_database
-from rbee_queen.store.models import Node
+from rbee_queen.store.tables import Node
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.sshd import SshServer
 from tests.plugins.testbed import Testbed, TestHost

@@ -1,4 +1,4 @@
-"""The queen's inference connection to a worker (orchestration/worker_stream.py),
+"""The queen's inference connection to a worker (fleet/worker_stream.py),
 against small HTTP servers on real loopback sockets that misbehave on purpose:
 closing kept-alive connections, cutting a body short, speaking nonsense,
 sending faster than the reader takes."""
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from rbee_queen.orchestration import worker_stream as ws
+from rbee_queen.fleet import worker_stream as ws
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -16,7 +16,7 @@ from behave.runner import Context
 
 from rbee_hive.gpus import parse_nvidia_smi
 from rbee_queen.errors import RbeeError
-from rbee_queen.orchestration.resources import check_fits, choose_device
+from rbee_queen.workers.resources import check_fits, choose_device
 from tests.plugins.fakehub import running_fakehub
 
 RECORDED = Path(__file__).resolve().parents[2] / "tests" / "data" / "nvidia-smi"

@@ -8,8 +8,8 @@ from starlette.routing import Route
 
 from rbee_queen.api.auth import principal_of
 from rbee_queen.api.body import json_body
-from rbee_queen.orchestration.install import InstallOptions
-from rbee_queen.orchestration.nodes import (
+from rbee_queen.nodes.install import InstallOptions
+from rbee_queen.nodes.inventory import (
     MODEL_SOURCES,
     WORKER_ACCESS,
     NodeSpec,
@@ -19,7 +19,7 @@ from rbee_queen.orchestration.nodes import (
     setting,
 )
 from rbee_queen.services import services
-from rbee_queen.store.models import Node
+from rbee_queen.store.tables import Node
 from rbee_queen.validation import HOSTNAME, IDENTIFIER, SSH_USER, Fields
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from rbee_queen.orchestration.devices import BACKENDS, requested_device
 from rbee_queen.validation import Fields
+from rbee_queen.workers.devices import BACKENDS, requested_device
 
 MAX_STOPS = 4
 MAX_STOP_CHARS = 100

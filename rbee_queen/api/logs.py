@@ -7,9 +7,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from rbee_queen.errors import WorkerNotFound
-from rbee_queen.orchestration.nodes import get_node
+from rbee_queen.nodes.inventory import get_node
 from rbee_queen.services import services
-from rbee_queen.store.models import Worker
+from rbee_queen.store.tables import Worker
 from rbee_queen.validation import IDENTIFIER, WORKER_ID, Fields
 
 

@@ -10,8 +10,8 @@ from starlette.routing import Route
 
 from rbee_queen.api import inference
 from rbee_queen.api.body import json_body
-from rbee_queen.orchestration import catalog
-from rbee_queen.orchestration.models import is_catalog_ref, parse_ref
+from rbee_queen.models import catalog
+from rbee_queen.models.node_models import is_catalog_ref, parse_ref
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields, model_path
 
 # OpenAI clients show model names; dots are common in them ("llama-3.1-8b").

@@ -6,10 +6,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from rbee_queen.orchestration.node_status import fleet_status
-from rbee_queen.orchestration.nodes import get_node
+from rbee_queen.nodes.inventory import get_node
+from rbee_queen.nodes.status import fleet_status
 from rbee_queen.services import services
-from rbee_queen.store.models import Node
+from rbee_queen.store.tables import Node
 from rbee_queen.validation import IDENTIFIER, Fields
 
 

@@ -11,11 +11,11 @@ from starlette.routing import Route
 
 from rbee_queen.eventbus import Event, Subscription
 from rbee_queen.metrics import CONTENT_TYPE
-from rbee_queen.orchestration.nodes import node_json
-from rbee_queen.orchestration.states import LIVE
-from rbee_queen.orchestration.workers import worker_json
+from rbee_queen.nodes.inventory import node_json
 from rbee_queen.services import services
-from rbee_queen.store.models import Node, Worker
+from rbee_queen.store.tables import Node, Worker
+from rbee_queen.workers.manager import worker_json
+from rbee_queen.workers.states import LIVE
 
 
 def snapshot(request: Request) -> Event:

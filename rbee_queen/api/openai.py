@@ -23,10 +23,10 @@ from rbee_queen.api.auth import require_model
 from rbee_queen.api.body import json_body
 from rbee_queen.api.tasks import SSE_HEADERS
 from rbee_queen.errors import InferenceFailed, RbeeError, RequestTimeout
-from rbee_queen.orchestration import catalog
-from rbee_queen.orchestration.routing import Router, before_deadline
+from rbee_queen.models import catalog
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
+from rbee_queen.workers.routing import Router, before_deadline
 
 Handler = Callable[[Request], Awaitable[Response]]
 

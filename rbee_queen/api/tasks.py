@@ -14,10 +14,10 @@ from starlette.routing import Route
 from rbee_queen.api import inference
 from rbee_queen.api.auth import require_model
 from rbee_queen.api.body import json_body
-from rbee_queen.orchestration import catalog
-from rbee_queen.orchestration.routing import Router, before_deadline
+from rbee_queen.models import catalog
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
+from rbee_queen.workers.routing import Router, before_deadline
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 

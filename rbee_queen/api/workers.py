@@ -8,11 +8,11 @@ from starlette.routing import Route
 
 from rbee_queen.api.body import json_body
 from rbee_queen.errors import WorkerNotFound
-from rbee_queen.orchestration.states import LISTED
-from rbee_queen.orchestration.workers import worker_json
 from rbee_queen.services import services
-from rbee_queen.store.models import Worker, WorkerEvent
+from rbee_queen.store.tables import Worker, WorkerEvent
 from rbee_queen.validation import WORKER_ID, Fields
+from rbee_queen.workers.manager import worker_json
+from rbee_queen.workers.states import LISTED
 
 
 async def list_workers(request: Request) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""The code the queen uploads to a node: `rbee_hive` and `rbee_worker` sources.
+"""The code the queen uploads to a node: `rbee_hive`, `rbee_worker` and `rbee_wire` sources.
 
 The upload goes into a folder named after the hash of its contents, so a node
 that already has this exact version skips the upload, and two queen versions
@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 
 import rbee_hive
+import rbee_wire
 import rbee_worker
 
 COMPLETE_MARKER = ".complete"
@@ -28,7 +29,7 @@ class Bundle:
 @cache
 def local_bundle() -> Bundle:
     files: list[tuple[str, bytes]] = []
-    for package in (rbee_hive, rbee_worker):
+    for package in (rbee_hive, rbee_worker, rbee_wire):
         root = Path(str(package.__file__)).parent
         for path in sorted(root.rglob("*.py")):
             rel = f"{root.name}/{path.relative_to(root).as_posix()}"

@@ -11,7 +11,7 @@ from pathlib import Path
 from peewee import SqliteDatabase
 
 from rbee_queen.store.migrations import apply_migrations
-from rbee_queen.store.models import ALL_MODELS, database_proxy
+from rbee_queen.store.tables import ALL_MODELS, database_proxy
 
 
 def open_database(path: Path) -> SqliteDatabase:

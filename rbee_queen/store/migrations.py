@@ -12,19 +12,19 @@ from peewee import SqliteDatabase
 
 
 def m001_initial(db: SqliteDatabase) -> None:
-    from rbee_queen.store.models import Node, Worker, WorkerEvent
+    from rbee_queen.store.tables import Node, Worker, WorkerEvent
 
     db.create_tables([Node, Worker, WorkerEvent])
 
 
 def m002_models(db: SqliteDatabase) -> None:
-    from rbee_queen.store.models import ModelEntry
+    from rbee_queen.store.tables import ModelEntry
 
     db.create_tables([ModelEntry])
 
 
 def m003_node_models(db: SqliteDatabase) -> None:
-    from rbee_queen.store.models import NodeModel
+    from rbee_queen.store.tables import NodeModel
 
     db.create_tables([NodeModel])
 

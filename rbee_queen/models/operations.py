@@ -27,15 +27,15 @@ from rbee_queen.errors import (
     ModelNotFound,
 )
 from rbee_queen.fleet.session import NodeSession
-from rbee_queen.orchestration import hub
-from rbee_queen.orchestration import models as catalog
-from rbee_queen.orchestration.node_fetch import fetch_on_node
-from rbee_queen.orchestration.nodes import get_node
-from rbee_queen.orchestration.states import LIVE
-from rbee_queen.orchestration.transfer import Event, Progress, relay_file, upload_file
-from rbee_queen.orchestration.workers import WorkerManager
+from rbee_queen.models import hub
+from rbee_queen.models import node_models as catalog
+from rbee_queen.models.node_fetch import fetch_on_node
+from rbee_queen.models.transfer import Event, Progress, relay_file, upload_file
+from rbee_queen.nodes.inventory import get_node
 from rbee_queen.secrets import load_secret_file
-from rbee_queen.store.models import Node, NodeModel, Worker
+from rbee_queen.store.tables import Node, NodeModel, Worker
+from rbee_queen.workers.manager import WorkerManager
+from rbee_queen.workers.states import LIVE
 
 COMMIT_TIMEOUT_S = 3600.0  # the helper hashes every file: minutes for a large model
 

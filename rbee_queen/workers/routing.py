@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 
 from rbee_queen import requestcontext as ctx
 from rbee_queen.errors import AllSlotsBusy, NodeNotFound, RequestTimeout
-from rbee_queen.orchestration.devices import serves
-from rbee_queen.orchestration.workers import LiveWorker, WorkerManager, draining_error
-from rbee_queen.store.models import Node
+from rbee_queen.store.tables import Node
+from rbee_queen.workers.devices import serves
+from rbee_queen.workers.manager import LiveWorker, WorkerManager, draining_error
 
 
 class Router:

@@ -12,9 +12,9 @@ from typing import Any
 from rbee_queen.fleet.fanout import NodeOutcome, fan_out
 from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession
-from rbee_queen.orchestration.node_health import HealthMonitor, ping_latency
-from rbee_queen.orchestration.nodes import target_of
-from rbee_queen.store.models import Node
+from rbee_queen.nodes.health import HealthMonitor, ping_latency
+from rbee_queen.nodes.inventory import target_of
+from rbee_queen.store.tables import Node
 
 PROBE_FIELDS = (
     "hostname",

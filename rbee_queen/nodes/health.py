@@ -23,8 +23,8 @@ from typing import Any
 from rbee_queen.fleet.fanout import GroupResult, NodeOutcome, fan_out
 from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession
-from rbee_queen.orchestration.nodes import target_of
-from rbee_queen.store.models import Node, utcnow
+from rbee_queen.nodes.inventory import target_of
+from rbee_queen.store.tables import Node, utcnow
 
 log = logging.getLogger("rbee.queen.health")
 

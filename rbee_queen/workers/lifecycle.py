@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from rbee_queen.errors import RbeeError, WorkerStartFailed
-from rbee_queen.orchestration.restart_policy import RestartPolicy
-from rbee_queen.orchestration.states import ALLOWED, LIVE, RECOVERING, WorkerState, transition
-from rbee_queen.store.models import Worker
+from rbee_queen.store.tables import Worker
+from rbee_queen.workers.restart_policy import RestartPolicy
+from rbee_queen.workers.states import ALLOWED, LIVE, RECOVERING, WorkerState, transition
 
 if TYPE_CHECKING:
     from rbee_queen.audit import AuditLog
     from rbee_queen.fleet.session import NodeSession
-    from rbee_queen.orchestration.worker_auth import WorkerTokens
-    from rbee_queen.orchestration.workers import LiveWorker
-    from rbee_queen.store.models import Node
+    from rbee_queen.fleet.worker_auth import WorkerTokens
+    from rbee_queen.store.tables import Node
+    from rbee_queen.workers.manager import LiveWorker
 
 log = logging.getLogger("rbee.queen.lifecycle")
 S = WorkerState
@@ -260,7 +260,7 @@ class LifecycleMixin:
             except httpx.HTTPError:
                 health = None
             if health is not None and health.status_code == 200:
-                from rbee_queen.orchestration.workers import LiveWorker  # a cycle otherwise
+                from rbee_queen.workers.manager import LiveWorker  # a cycle otherwise
 
                 self._live[row.worker_id] = LiveWorker(
                     row.worker_id,

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from rbee_queen.errors import InvalidRequest, ModelAlreadyExists, ModelNotFound
-from rbee_queen.orchestration.nodes import get_node
-from rbee_queen.store.models import ModelEntry, database_proxy
+from rbee_queen.nodes.inventory import get_node
+from rbee_queen.store.tables import ModelEntry, database_proxy
 
 T = TypeVar("T")
 

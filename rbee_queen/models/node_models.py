@@ -15,7 +15,7 @@ from typing import Any
 
 from rbee_queen.errors import InvalidRequest, ModelNotFound
 from rbee_queen.fleet.session import NodeSession
-from rbee_queen.store.models import Node, NodeModel, utcnow
+from rbee_queen.store.tables import Node, NodeModel, utcnow
 
 HF_REF = re.compile(
     r"^hf:(?P<org>[A-Za-z0-9][A-Za-z0-9._-]{0,95})/(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]{0,95})"

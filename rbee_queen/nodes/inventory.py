@@ -17,8 +17,8 @@ from rbee_queen.errors import (
 from rbee_queen.fleet import ssh_config
 from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeTarget, accept_changed_host_key
-from rbee_queen.orchestration.preflight import run_preflight
-from rbee_queen.store.models import Node, utcnow
+from rbee_queen.nodes.preflight import run_preflight
+from rbee_queen.store.tables import Node, utcnow
 from rbee_queen.validation import HOSTNAME, IDENTIFIER, SSH_USER, Fields
 
 WORKER_ACCESS = ("ssh", "direct")  # how the queen reaches the node's workers

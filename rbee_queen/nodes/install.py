@@ -27,8 +27,8 @@ from rbee_queen.errors import (
     RbeeError,
 )
 from rbee_queen.fleet.pool import SessionPool
-from rbee_queen.orchestration.nodes import get_node, target_of
-from rbee_queen.orchestration.wheel import Wheel, build_wheel
+from rbee_queen.nodes.inventory import get_node, target_of
+from rbee_queen.nodes.wheel import Wheel, build_wheel
 
 # pip may download torch and friends (GBs on a CUDA index): allow for a slow link.
 INSTALL_TIMEOUT_S = 3600.0

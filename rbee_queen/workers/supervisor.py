@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 import httpx
 
 from rbee_queen.errors import RbeeError
-from rbee_queen.orchestration.states import WorkerState
-from rbee_queen.store.models import Worker
+from rbee_queen.store.tables import Worker
+from rbee_queen.workers.states import WorkerState
 
 if TYPE_CHECKING:
-    from rbee_queen.orchestration.workers import LiveWorker, WorkerManager
+    from rbee_queen.workers.manager import LiveWorker, WorkerManager
 
 log = logging.getLogger("rbee.queen.supervisor")
 S = WorkerState

@@ -25,7 +25,7 @@ from peewee import fn
 
 from rbee_queen.errors import BackendUnavailable, GpuTooHot, InsufficientRam, InsufficientVram
 from rbee_queen.fleet.session import NodeSession
-from rbee_queen.store.models import Worker
+from rbee_queen.store.tables import Worker
 
 HEADROOM = 1.2
 MIB = 1024 * 1024

@@ -18,7 +18,7 @@ from typing import Any
 
 import rbee_worker.hubfetch as hubfetch
 from rbee_queen.errors import DownloadFailed, HubTokenRequired, ModelNotFound, RbeeError
-from rbee_queen.orchestration.models import HubRef
+from rbee_queen.models.node_models import HubRef
 
 NEEDED = (
     "*.safetensors",

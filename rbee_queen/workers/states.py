@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 
-from rbee_queen.store.models import Worker, WorkerEvent, utcnow
+from rbee_queen.store.tables import Worker, WorkerEvent, utcnow
 
 
 class WorkerState(StrEnum):

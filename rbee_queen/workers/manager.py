@@ -42,25 +42,25 @@ from rbee_queen.errors import (
     WorkerNotFound,
     WorkerStartFailed,
 )
+from rbee_queen.fleet import worker_stream
 from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession
-from rbee_queen.orchestration import worker_stream
-from rbee_queen.orchestration.devices import engine_for, serves
-from rbee_queen.orchestration.lifecycle import LifecycleMixin, TokenFile
-from rbee_queen.orchestration.models import local_path_for_worker
-from rbee_queen.orchestration.nodes import NodeInventory, get_node, target_of
-from rbee_queen.orchestration.resources import preflight_worker
-from rbee_queen.orchestration.restart_policy import RestartPolicy, RestartSettings
-from rbee_queen.orchestration.states import LIVE, WorkerState, record_new, transition
-from rbee_queen.orchestration.worker_auth import TOKEN_ENV, WorkerTokens
-from rbee_queen.orchestration.worker_stream import (
+from rbee_queen.fleet.worker_auth import TOKEN_ENV, WorkerTokens
+from rbee_queen.fleet.worker_stream import (
     ConnectionPool,
     StreamError,
     WorkerStream,
     tcp_opener,
 )
-from rbee_queen.store.models import Node, Worker
+from rbee_queen.models.node_models import local_path_for_worker
+from rbee_queen.nodes.inventory import NodeInventory, get_node, target_of
+from rbee_queen.store.tables import Node, Worker
 from rbee_queen.validation import model_path
+from rbee_queen.workers.devices import engine_for, serves
+from rbee_queen.workers.lifecycle import LifecycleMixin, TokenFile
+from rbee_queen.workers.resources import preflight_worker
+from rbee_queen.workers.restart_policy import RestartPolicy, RestartSettings
+from rbee_queen.workers.states import LIVE, WorkerState, record_new, transition
 
 log = logging.getLogger("rbee.queen.workers")
 S = WorkerState

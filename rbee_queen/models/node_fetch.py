@@ -19,9 +19,9 @@ from huggingface_hub import constants
 
 from rbee_queen.errors import DownloadFailed, RbeeError
 from rbee_queen.fleet.session import NodeSession
-from rbee_queen.orchestration.hub import HubFile, Listing, hub_error_from
-from rbee_queen.orchestration.models import HubRef
-from rbee_queen.orchestration.transfer import Event, Progress
+from rbee_queen.models.hub import HubFile, Listing, hub_error_from
+from rbee_queen.models.node_models import HubRef
+from rbee_queen.models.transfer import Event, Progress
 
 POLL_WAIT_S = 1.0
 

@@ -1,0 +1,2 @@
+"""Nodes: the inventory, their health and status, checks before adding one, and
+the worker venv a node gets."""
