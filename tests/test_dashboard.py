@@ -12,15 +12,10 @@ import pytest
 from textual.widgets import Checkbox, Input, Label
 
 from rbee_keeper.tui.app import DashboardApp, create_app
+from rbee_keeper.tui.dialogs import AddNodeForm, ConfirmDialog, StartWorkerForm
 from rbee_keeper.tui.fleet import Fleet
-from rbee_keeper.tui.screens import (
-    AddNodeForm,
-    Confirm,
-    FleetView,
-    NodeView,
-    StartWorkerForm,
-    WorkerView,
-)
+from rbee_keeper.tui.messages import AddNode, RestartWorker, StartWorkerOn
+from rbee_keeper.tui.screens import FleetScreen, NodeScreen, WorkerScreen
 from rbee_keeper.tui.source import QueenActions, QueenSource
 from rbee_keeper.tui.widgets import NodesTable, Totals, WorkersTable
 from rbee_queen import errors
@@ -148,18 +143,18 @@ async def test_drill_down_node_then_worker_with_log() -> None:
         await settle(pilot, app, lambda: nodes.row_count == 2)
         nodes.focus()
         await pilot.press("enter")
-        await settle(pilot, app, lambda: isinstance(app.screen, NodeView))
+        await settle(pilot, app, lambda: isinstance(app.screen, NodeScreen))
         screen = app.screen
         await settle(pilot, app, lambda: screen.query_one("#gpus").row_count == 1)
         gpu_row = [str(c) for c in screen.query_one("#gpus").get_row_at(0)]
         assert "18.0/24 GiB" in gpu_row[2] and gpu_row[3] == "67 °C"
         screen.query_one("#node-workers").focus()
         await pilot.press("enter")
-        await settle(pilot, app, lambda: isinstance(app.screen, WorkerView))
+        await settle(pilot, app, lambda: isinstance(app.screen, WorkerScreen))
         log = app.screen.query_one("#log")
         await settle(pilot, app, lambda: "log of w-1 on gpu1" in "\n".join(log.lines))
         await pilot.press("escape", "escape")
-        assert isinstance(app.screen, FleetView)
+        assert isinstance(app.screen, FleetScreen)
 
 
 async def test_stop_asks_first_and_read_only_hides_it() -> None:
@@ -170,7 +165,7 @@ async def test_stop_asks_first_and_read_only_hides_it() -> None:
         await settle(pilot, app, lambda: workers.row_count == 2)
         workers.focus()
         await pilot.press("s")
-        assert isinstance(app.screen, Confirm)
+        assert isinstance(app.screen, ConfirmDialog)
         await pilot.press("n")
         assert actions.stopped == []
         await pilot.press("s")
@@ -184,7 +179,7 @@ async def test_stop_asks_first_and_read_only_hides_it() -> None:
         workers.focus()
         await pilot.press("s")
         await pilot.pause(0.2)
-        assert not isinstance(read_only.screen, Confirm)
+        assert not isinstance(read_only.screen, ConfirmDialog)
         assert "Stop" not in footer_text(read_only) and "Help" in footer_text(read_only)
 
 
@@ -221,7 +216,7 @@ async def test_restart_asks_first_then_stops_and_starts_the_same_model_on_the_sa
         await fleet_ready(pilot, app)
         assert "Stop (drain)" in footer_text(app) and "Restart" in footer_text(app)
         await pilot.press("r")
-        assert isinstance(app.screen, Confirm)
+        assert isinstance(app.screen, ConfirmDialog)
         assert "file:/m/tiny" in app.screen.question and "gpu1" in app.screen.question
         await pilot.press("n")
         await pilot.pause()
@@ -241,23 +236,23 @@ async def test_stop_says_it_drains_and_a_failed_stop_is_shown_and_no_start_follo
     async with app.run_test(size=(140, 40)) as pilot:
         await fleet_ready(pilot, app)
         await pilot.press("s")
-        assert isinstance(app.screen, Confirm) and "drains" in app.screen.question
+        assert isinstance(app.screen, ConfirmDialog) and "drains" in app.screen.question
         await pilot.press("y")
         await settle(pilot, app, lambda: any(sev == "error" for _, sev in notes))
         await pilot.press("r", "y")
         await settle(pilot, app, lambda: len([n for n in notes if n[1] == "error"]) == 2)
         assert actions.calls == [("stop", "w-1"), ("stop", "w-1")]
         assert notes[0] == ("stop failed: WORKER_NOT_FOUND: no running worker 'w-1'", "error")
-        assert isinstance(app.screen, FleetView)
+        assert isinstance(app.screen, FleetScreen)
 
 
-async def open_node(pilot: Any, app: DashboardApp) -> NodeView:
+async def open_node(pilot: Any, app: DashboardApp) -> NodeScreen:
     nodes = app.screen.query_one(NodesTable)
     await settle(pilot, app, lambda: nodes.row_count == 2)
     nodes.focus()
     await pilot.press("enter")
-    await settle(pilot, app, lambda: isinstance(app.screen, NodeView))
-    assert isinstance(app.screen, NodeView)
+    await settle(pilot, app, lambda: isinstance(app.screen, NodeScreen))
+    assert isinstance(app.screen, NodeScreen)
     return app.screen
 
 
@@ -276,18 +271,18 @@ async def test_start_worker_form_validates_the_model_and_asks_first() -> None:
         assert isinstance(app.screen, StartWorkerForm)
         assert "model:" in str(app.screen.query_one("#form-error", Label).render())
         await pilot.press("escape")
-        assert isinstance(app.screen, NodeView) and actions.calls == []
+        assert isinstance(app.screen, NodeScreen) and actions.calls == []
 
         for answer in ("n", "y"):
             await pilot.press("w")
             app.screen.query_one("#model", Input).value = "hf:Org/Repo@main"
             await pilot.press("enter")
-            assert isinstance(app.screen, Confirm)
+            assert isinstance(app.screen, ConfirmDialog)
             assert app.screen.question == "Start a worker for hf:Org/Repo@main on gpu1?"
             await pilot.press(answer)
             if answer == "n":
                 await pilot.pause()
-                assert actions.calls == [] and isinstance(app.screen, NodeView)
+                assert actions.calls == [] and isinstance(app.screen, NodeScreen)
         await settle(pilot, app, lambda: actions.calls == [("start", "gpu1", "hf:Org/Repo@main")])
         await settle(
             pilot,
@@ -315,7 +310,7 @@ async def test_a_start_that_fails_in_the_stream_is_shown() -> None:
         await pilot.press("enter", "y")
         await settle(pilot, app, lambda: bool(notes))
         assert notes == [("start on gpu1 failed: MODEL_NOT_FOUND: no such model", "error")]
-        assert isinstance(app.screen, NodeView)
+        assert isinstance(app.screen, NodeScreen)
 
 
 def fill_add_node(form: AddNodeForm, **values: str) -> None:
@@ -342,7 +337,7 @@ async def test_add_node_form_validates_asks_and_shows_the_preflight() -> None:
         fill_add_node(form, key="/keys/id_ed25519", install="/srv/rbee")
         form.query_one("#accept", Checkbox).value = True
         await pilot.press("enter")
-        assert isinstance(app.screen, Confirm)
+        assert isinstance(app.screen, ConfirmDialog)
         assert "gpu3 (bob@10.0.0.9:2222)" in app.screen.question
         await pilot.press("y")
         await settle(pilot, app, lambda: bool(notes))
@@ -376,13 +371,13 @@ async def test_add_node_error_is_one_line_and_a_cancelled_form_calls_nothing() -
         await fleet_ready(pilot, app)
         await pilot.press("a")
         await pilot.press("escape")
-        assert isinstance(app.screen, FleetView)
+        assert isinstance(app.screen, FleetScreen)
         await pilot.press("a")
         fill_add_node(app.screen, name="gpu3", host="10.0.0.9", user="bob")  # type: ignore[arg-type]
         app.screen.query_one("#user", Input).focus()
         await pilot.press("enter", "n")
         await pilot.pause()
-        assert actions.calls == [] and isinstance(app.screen, FleetView)
+        assert actions.calls == [] and isinstance(app.screen, FleetScreen)
         await pilot.press("a")
         fill_add_node(app.screen, name="gpu3", host="10.0.0.9", user="bob")  # type: ignore[arg-type]
         await pilot.press("enter", "y")
@@ -395,7 +390,7 @@ async def test_add_node_error_is_one_line_and_a_cancelled_form_calls_nothing() -
                 "error",
             )
         ]
-        assert isinstance(app.screen, FleetView)
+        assert isinstance(app.screen, FleetScreen)
 
 
 async def test_palette_offers_the_actions_and_read_only_hides_them_all() -> None:
@@ -415,7 +410,7 @@ async def test_palette_offers_the_actions_and_read_only_hides_them_all() -> None
         await pilot.press(*"restart", "space", *"worker", "space", "w", "minus", "2")
         await pilot.pause(0.5)
         await pilot.press("enter")
-        await settle(pilot, app, lambda: isinstance(app.screen, Confirm))
+        await settle(pilot, app, lambda: isinstance(app.screen, ConfirmDialog))
         assert "Restart worker w-2?" in app.screen.question  # type: ignore[attr-defined]
 
     read_only = app_with([SNAPSHOT], actions=RecordingActions(), read_only=True)
@@ -431,19 +426,18 @@ async def test_palette_offers_the_actions_and_read_only_hides_them_all() -> None
         for key in ("s", "r", "a"):
             await pilot.press(key)
             await pilot.pause()
-            assert isinstance(read_only.screen, FleetView)
+            assert isinstance(read_only.screen, FleetScreen)
         read_only.screen.query_one(NodesTable).focus()
         await pilot.press("enter")
-        await settle(pilot, read_only, lambda: isinstance(read_only.screen, NodeView))
+        await settle(pilot, read_only, lambda: isinstance(read_only.screen, NodeScreen))
         assert "Start worker" not in footer_text(read_only)
         await pilot.press("w")
         await pilot.pause()
-        assert isinstance(read_only.screen, NodeView)
-        read_only.open_add_node_form()
-        read_only.open_start_form("gpu1")
-        read_only.confirm_restart("w-1")
+        assert isinstance(read_only.screen, NodeScreen)
+        for message in (AddNode(), StartWorkerOn("gpu1"), RestartWorker("w-1")):
+            read_only.post_message(message)
         await pilot.pause()
-        assert isinstance(read_only.screen, NodeView)
+        assert isinstance(read_only.screen, NodeScreen)
 
 
 async def test_queen_going_away_is_shown_and_the_dashboard_reconnects() -> None:
@@ -535,7 +529,7 @@ def test_snapshots(snap_compare: Any, screen: str) -> None:
         if screen == "node":
             app.screen.query_one(NodesTable).focus()
             await pilot.press("enter")
-            await settle(pilot, app, lambda: isinstance(app.screen, NodeView))
+            await settle(pilot, app, lambda: isinstance(app.screen, NodeScreen))
             await pilot.pause(0.4)
         if screen == "add-node":
             app.screen.query_one(WorkersTable).focus()

@@ -1,8 +1,10 @@
 """The dashboard app. `create_app()` is the factory the CLI and the tests call.
 
-Events arrive on an async worker and are applied to the `Fleet` picture; the
-screen redraws at most a few times a second however many events arrive, which
-keeps a fleet of hundreds of workers smooth.
+Events arrive on an async worker and are applied to the `Fleet` picture, the
+app's reactive `fleet`; at most a few times a second its watchers (the screens,
+bound with `data_bind`) redraw, however many events arrive, which keeps a fleet
+of hundreds of workers smooth. The screens ask for actions with messages
+(rbee_keeper.tui.messages), handled here with `@on`.
 """
 
 from __future__ import annotations
@@ -12,21 +14,26 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.app import App
 from textual.command import Hit, Hits, Provider
+from textual.message import Message
+from textual.reactive import reactive
 
 from rbee_keeper.client import error_from_event
+from rbee_keeper.tui.dialogs import AddNodeForm, ConfirmDialog, HelpScreen, StartWorkerForm
 from rbee_keeper.tui.fleet import Fleet
-from rbee_keeper.tui.screens import (
-    AddNodeForm,
-    Confirm,
-    FleetView,
-    Help,
-    NodeView,
-    StartWorkerForm,
-    WorkerView,
+from rbee_keeper.tui.messages import (
+    AddNode,
+    LoadLog,
+    LogTail,
+    OpenNode,
+    OpenWorker,
+    RestartWorker,
+    StartWorkerOn,
+    StopWorker,
 )
+from rbee_keeper.tui.screens import FleetScreen, LiveScreen, NodeScreen, WorkerScreen
 from rbee_keeper.tui.source import EventSource, FleetActions
 from rbee_queen.errors import RbeeError
 
@@ -42,9 +49,9 @@ class FleetCommands(Provider):
         app = self.app
         assert isinstance(app, DashboardApp)
         matcher = self.matcher(query)
-        for text, run in app.commands():
+        for text, message in app.commands():
             if (score := matcher.match(text)) > 0:
-                yield Hit(score, matcher.highlight(text), run)
+                yield Hit(score, matcher.highlight(text), partial(app.post_message, message))
 
 
 class DashboardApp(App[None]):
@@ -52,7 +59,10 @@ class DashboardApp(App[None]):
     SUB_TITLE = "fleet dashboard"
     CSS_PATH = "styles.tcss"
     COMMANDS = App.COMMANDS | {FleetCommands}
-    SCREENS = {"help": Help}
+    SCREENS = {"help": HelpScreen}
+
+    # Mutated in place as events arrive; `mutate_reactive` tells the watchers.
+    fleet: reactive[Fleet] = reactive(Fleet, init=False)
 
     def __init__(
         self,
@@ -67,14 +77,17 @@ class DashboardApp(App[None]):
         self.actions = actions
         self.queen_url = queen_url
         self.read_only = read_only or actions is None
-        self.fleet = Fleet()
         self.events_seen = 0
         self._dirty = True
 
     def on_mount(self) -> None:
-        self.push_screen(FleetView())
+        self.push_screen(self.bound(FleetScreen(self.queen_url, read_only=self.read_only)))
         self.set_interval(REDRAW_INTERVAL_S, self._redraw)
         self.follow_events()
+
+    def bound(self, screen: LiveScreen) -> LiveScreen:
+        """The screen, its `fleet` following the app's."""
+        return screen.data_bind(DashboardApp.fleet)
 
     # --- the event stream ----------------------------------------------------------
 
@@ -105,38 +118,37 @@ class DashboardApp(App[None]):
         self._dirty = True
 
     def _redraw(self) -> None:
-        if not self._dirty:
-            return
-        self._dirty = False
-        refresh = getattr(self.screen, "refresh_view", None)
-        if refresh is not None:
-            refresh()
+        if self._dirty:
+            self._dirty = False
+            self.mutate_reactive(DashboardApp.fleet)
 
-    # --- actions -----------------------------------------------------------------
-    # Each asks first (Confirm) and does nothing in read-only mode; the calls run
-    # on a thread and report by notification, errors included.
+    # --- what the screens ask for ----------------------------------------------------
+    # Each action asks first (ConfirmDialog) and does nothing in read-only mode;
+    # the calls run on a thread and report by notification, errors included.
 
-    def commands(self) -> list[tuple[str, Callable[[], Any]]]:
-        """The command palette's entries."""
-        found: list[tuple[str, Callable[[], Any]]] = []
+    def commands(self) -> list[tuple[str, Message]]:
+        """The command palette's entries, each the message its choice posts."""
+        found: list[tuple[str, Message]] = []
         if not self.read_only:
-            found.append(("Add node", self.open_add_node_form))
+            found.append(("Add node", AddNode()))
         for name in sorted(self.fleet.nodes):
-            found.append((f"Open node {name}", partial(self.push_screen, NodeView(name))))
+            found.append((f"Open node {name}", OpenNode(name)))
             if not self.read_only:
-                found.append((f"Start worker on node {name}", partial(self.open_start_form, name)))
+                found.append((f"Start worker on node {name}", StartWorkerOn(name)))
         for worker_id in sorted(self.fleet.workers):
-            found.append(
-                (f"Open worker {worker_id}", partial(self.push_screen, WorkerView(worker_id)))
-            )
+            found.append((f"Open worker {worker_id}", OpenWorker(worker_id)))
             if not self.read_only:
-                found.append(
-                    (f"Stop (drain) worker {worker_id}", partial(self.confirm_stop, worker_id))
-                )
-                found.append(
-                    (f"Restart worker {worker_id}", partial(self.confirm_restart, worker_id))
-                )
+                found.append((f"Stop (drain) worker {worker_id}", StopWorker(worker_id)))
+                found.append((f"Restart worker {worker_id}", RestartWorker(worker_id)))
         return found
+
+    @on(OpenNode)
+    def open_node(self, message: OpenNode) -> None:
+        self.push_screen(self.bound(NodeScreen(message.node, read_only=self.read_only)))
+
+    @on(OpenWorker)
+    def open_worker(self, message: OpenWorker) -> None:
+        self.push_screen(self.bound(WorkerScreen(message.worker_id, read_only=self.read_only)))
 
     @property
     def can_act(self) -> bool:
@@ -147,22 +159,25 @@ class DashboardApp(App[None]):
             if yes:
                 then()
 
-        self.push_screen(Confirm(question), answered)
+        self.push_screen(ConfirmDialog(question), answered)
 
-    def confirm_stop(self, worker_id: str) -> None:
+    @on(StopWorker)
+    def confirm_stop(self, message: StopWorker) -> None:
         if self.can_act:
             self.ask(
-                f"Stop worker {worker_id}? It drains: no new requests, SIGTERM, "
+                f"Stop worker {message.worker_id}? It drains: no new requests, SIGTERM, "
                 "killed only if it outlives the grace period.",
-                partial(self.stop_worker, worker_id),
+                partial(self.stop_worker, message.worker_id),
             )
 
-    def confirm_restart(self, worker_id: str) -> None:
+    @on(RestartWorker)
+    def confirm_restart(self, message: RestartWorker) -> None:
         if not self.can_act:
             return
-        view = self.fleet.workers.get(worker_id)
-        node = str(view.data.get("node") or "") if view else ""
-        model_ref = str(view.data.get("model_ref") or "") if view else ""
+        worker_id = message.worker_id
+        worker = self.fleet.workers.get(worker_id)
+        node = str(worker.data.get("node") or "") if worker else ""
+        model_ref = str(worker.data.get("model_ref") or "") if worker else ""
         if not node or not model_ref:
             self.notify(f"worker {worker_id}: node or model unknown", severity="error")
             return
@@ -172,9 +187,11 @@ class DashboardApp(App[None]):
             partial(self.restart_worker, worker_id, node, model_ref),
         )
 
-    def open_start_form(self, node: str) -> None:
+    @on(StartWorkerOn)
+    def open_start_form(self, message: StartWorkerOn) -> None:
         if not self.can_act:
             return
+        node = message.node
 
         def filled(model_ref: str | None) -> None:
             if model_ref:
@@ -185,6 +202,7 @@ class DashboardApp(App[None]):
 
         self.push_screen(StartWorkerForm(node), filled)
 
+    @on(AddNode)
     def open_add_node_form(self) -> None:
         if not self.can_act:
             return
@@ -199,6 +217,12 @@ class DashboardApp(App[None]):
                 )
 
         self.push_screen(AddNodeForm(), filled)
+
+    @on(LoadLog)
+    def open_log(self, message: LoadLog) -> None:
+        worker = self.fleet.workers.get(message.screen.worker_id)
+        if self.actions is not None and worker is not None and worker.data.get("node"):
+            self.load_log(message.screen, str(worker.data["node"]))
 
     def report(self, message: str, *, error: bool = False) -> None:
         """Notify from an action's thread."""
@@ -259,14 +283,13 @@ class DashboardApp(App[None]):
         )
 
     @work(thread=True, group="logs")
-    def load_log(self, screen: WorkerView, node: str) -> None:
-        if self.actions is None or not node:
-            return
+    def load_log(self, screen: WorkerScreen, node: str) -> None:
+        assert self.actions is not None
         try:
             lines = self.actions.log_tail(node, screen.worker_id)
         except Exception as exc:
             lines = [f"(log unavailable: {exc})"]
-        self.call_from_thread(screen.show_log, lines)
+        screen.post_message(LogTail(lines))  # thread-safe
 
 
 def one_line(exc: BaseException) -> str:

@@ -18,7 +18,10 @@ SPARK_POINTS = 40
 
 
 @dataclass
-class WorkerView:
+class WorkerRow:
+    """One live worker as the dashboard shows it: the queen's record of it, its
+    requests in flight, and its recent speed."""
+
     data: Json
     in_flight: dict[str, Json] = field(default_factory=dict)  # job_id -> request_started
     rates: deque[float] = field(default_factory=lambda: deque(maxlen=SPARK_POINTS))
@@ -32,8 +35,10 @@ class WorkerView:
 
 @dataclass
 class Fleet:
+    """Every node and live worker, and whether the link to the queen is up."""
+
     nodes: dict[str, Json] = field(default_factory=dict)
-    workers: dict[str, WorkerView] = field(default_factory=dict)
+    workers: dict[str, WorkerRow] = field(default_factory=dict)
     finished: deque[tuple[float, int]] = field(default_factory=deque)  # (when, tokens)
     connected: bool = False
     last_error: str | None = None
@@ -50,7 +55,7 @@ class Fleet:
         self.connected = True
         self.last_error = None
         self.nodes = {n["node_name"]: dict(n) for n in event.get("nodes", [])}
-        self.workers = {w["worker_id"]: WorkerView(dict(w)) for w in event.get("workers", [])}
+        self.workers = {w["worker_id"]: WorkerRow(dict(w)) for w in event.get("workers", [])}
 
     def _on_node(self, event: Json, now: float) -> None:
         node = self.nodes.setdefault(event["node"], {"node_name": event["node"]})
@@ -65,8 +70,8 @@ class Fleet:
         if event.get("state") not in LIVE_STATES:
             self.workers.pop(worker_id, None)
             return
-        view = self.workers.setdefault(worker_id, WorkerView({"worker_id": worker_id}))
-        view.data.update(
+        row = self.workers.setdefault(worker_id, WorkerRow({"worker_id": worker_id}))
+        row.data.update(
             node=event.get("node"),
             model_ref=event.get("model_ref"),
             state=event.get("state"),
@@ -74,22 +79,22 @@ class Fleet:
         )
 
     def _on_request_started(self, event: Json, now: float) -> None:
-        view = self.workers.get(str(event.get("worker_id")))
-        if view is not None:
-            view.in_flight[str(event.get("job_id"))] = event
+        row = self.workers.get(str(event.get("worker_id")))
+        if row is not None:
+            row.in_flight[str(event.get("job_id"))] = event
 
     def _on_request_finished(self, event: Json, now: float) -> None:
         tokens = int(event.get("tokens_out") or 0)
         self.finished.append((now, tokens))
-        view = self.workers.get(str(event.get("worker_id")))
-        if view is None:
+        row = self.workers.get(str(event.get("worker_id")))
+        if row is None:
             return
-        view.in_flight.pop(str(event.get("job_id")), None)
-        view.requests_done += 1
+        row.in_flight.pop(str(event.get("job_id")), None)
+        row.requests_done += 1
         if event.get("tokens_per_s") is not None:
-            view.rates.append(float(event["tokens_per_s"]))
+            row.rates.append(float(event["tokens_per_s"]))
         if event.get("ttft_ms") is not None:
-            view.last_ttft_ms = float(event["ttft_ms"])
+            row.last_ttft_ms = float(event["ttft_ms"])
 
     # --- what the screens show --------------------------------------------------
 
@@ -103,7 +108,7 @@ class Fleet:
     def requests_in_flight(self) -> int:
         return sum(len(w.in_flight) for w in self.workers.values())
 
-    def workers_on(self, node: str) -> list[WorkerView]:
+    def workers_on(self, node: str) -> list[WorkerRow]:
         return sorted(
             (w for w in self.workers.values() if w.data.get("node") == node),
             key=lambda w: w.worker_id,

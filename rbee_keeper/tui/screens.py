@@ -1,37 +1,62 @@
-"""Screens: the fleet, one node, one worker, help, a yes/no confirmation, and the
-two forms (start a worker, add a node)."""
+"""The full screens: the fleet, one node, one worker.
+
+Each holds the fleet in a reactive attribute that the app binds to its own
+(`data_bind`), and a watcher redraws the widgets when it changes. What the user
+asks for (open, stop, restart, start, add) is posted as a message for the app.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
-from textual.validation import Integer, Regex, Validator
-from textual.widgets import (
-    Button,
-    Checkbox,
-    DataTable,
-    Footer,
-    Header,
-    Input,
-    Label,
-    Log,
-    Sparkline,
-    Static,
+from textual.containers import Vertical
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label, Log, Sparkline, Static
+
+from rbee_keeper.tui.fleet import Fleet
+from rbee_keeper.tui.messages import (
+    AddNode,
+    LoadLog,
+    LogTail,
+    OpenNode,
+    OpenWorker,
+    RestartWorker,
+    StartWorkerOn,
+    StopWorker,
 )
-
 from rbee_keeper.tui.widgets import GpusTable, NodesTable, Totals, WorkersTable
-from rbee_queen.validation import HOSTNAME, IDENTIFIER, MODEL_REF, SSH_USER
-
-if TYPE_CHECKING:
-    from rbee_keeper.tui.app import DashboardApp
 
 
-class FleetView(Screen[None]):
+class LiveScreen(Screen[None]):
+    """A screen that shows part of the live fleet; hidden ones skip redraws and
+    catch up when they come back."""
+
+    fleet: reactive[Fleet] = reactive(Fleet, init=False)
+    ACTIONS: ClassVar[frozenset[str]] = frozenset()  # hidden with --read-only
+
+    def __init__(self, *, read_only: bool) -> None:
+        super().__init__()
+        self.read_only = read_only
+
+    def watch_fleet(self, fleet: Fleet) -> None:
+        if self.is_current and self.is_mounted:
+            self.show(fleet)
+
+    def on_screen_resume(self) -> None:
+        self.call_after_refresh(lambda: self.show(self.fleet))
+
+    def show(self, fleet: Fleet) -> None:
+        raise NotImplementedError
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in self.ACTIONS and self.read_only)
+
+
+class FleetScreen(LiveScreen):
     """Every node and every worker; Enter drills into the selected row."""
 
     BINDINGS = [
@@ -43,9 +68,9 @@ class FleetView(Screen[None]):
     ]
     ACTIONS = frozenset({"stop_worker", "restart_worker", "add_node"})
 
-    @property
-    def dash(self) -> DashboardApp:
-        return self.app  # type: ignore[return-value]
+    def __init__(self, queen_url: str, *, read_only: bool) -> None:
+        super().__init__(read_only=read_only)
+        self.queen_url = queen_url
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -57,22 +82,19 @@ class FleetView(Screen[None]):
             yield WorkersTable(id="workers")
         yield Footer()
 
-    def on_screen_resume(self) -> None:
-        self.call_after_refresh(self.refresh_view)
-
-    def refresh_view(self) -> None:
-        fleet = self.dash.fleet
-        self.query_one(Totals).show(fleet, self.dash.queen_url)
+    def show(self, fleet: Fleet) -> None:
+        self.query_one(Totals).show(fleet, self.queen_url)
         self.query_one(NodesTable).show(fleet)
         self.query_one(WorkersTable).show(sorted(fleet.workers.values(), key=lambda w: w.worker_id))
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        # Enter (or a click) on a row drills down into it.
+    @on(DataTable.RowSelected)
+    def drill_down(self, event: DataTable.RowSelected) -> None:
+        # Enter (or a click) on a row opens it.
         key = event.row_key.value
         if isinstance(event.data_table, NodesTable) and key:
-            self.app.push_screen(NodeView(key))
+            self.post_message(OpenNode(key))
         elif isinstance(event.data_table, WorkersTable) and key:
-            self.app.push_screen(WorkerView(key))
+            self.post_message(OpenWorker(key))
 
     def selected_worker(self) -> str | None:
         table = self.query_one(WorkersTable)
@@ -82,20 +104,17 @@ class FleetView(Screen[None]):
 
     def action_stop_worker(self) -> None:
         if key := self.selected_worker():
-            self.dash.confirm_stop(key)
+            self.post_message(StopWorker(key))
 
     def action_restart_worker(self) -> None:
         if key := self.selected_worker():
-            self.dash.confirm_restart(key)
+            self.post_message(RestartWorker(key))
 
     def action_add_node(self) -> None:
-        self.dash.open_add_node_form()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (action in self.ACTIONS and self.dash.read_only)
+        self.post_message(AddNode())
 
 
-class NodeView(Screen[None]):
+class NodeScreen(LiveScreen):
     """One node: its GPUs and its workers."""
 
     BINDINGS = [
@@ -103,14 +122,11 @@ class NodeView(Screen[None]):
         Binding("w", "start_worker", "Start worker"),
         Binding("question_mark", "app.push_screen('help')", "Help"),
     ]
+    ACTIONS = frozenset({"start_worker"})
 
-    def __init__(self, node: str) -> None:
-        super().__init__()
+    def __init__(self, node: str, *, read_only: bool) -> None:
+        super().__init__(read_only=read_only)
         self.node = node
-
-    @property
-    def dash(self) -> DashboardApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -121,11 +137,8 @@ class NodeView(Screen[None]):
         yield WorkersTable(id="node-workers")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.call_after_refresh(self.refresh_view)
-
-    def refresh_view(self) -> None:
-        node: dict[str, Any] = self.dash.fleet.nodes.get(self.node, {"status": "removed"})
+    def show(self, fleet: Fleet) -> None:
+        node: dict[str, Any] = fleet.nodes.get(self.node, {"status": "removed"})
         devices = node.get("devices") or {}
         self.query_one("#node-summary", Static).update(
             f"{self.node}  {node.get('ssh_user', '')}@{node.get('ssh_host', '')}  "
@@ -133,20 +146,18 @@ class NodeView(Screen[None]):
             f"devices {devices}"
         )
         self.query_one(GpusTable).show(list(node.get("gpus") or []))
-        self.query_one(WorkersTable).show(self.dash.fleet.workers_on(self.node))
+        self.query_one(WorkersTable).show(fleet.workers_on(self.node))
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if isinstance(event.data_table, WorkersTable) and event.row_key.value:
-            self.app.push_screen(WorkerView(event.row_key.value))
+    @on(DataTable.RowSelected, "WorkersTable")
+    def open_worker(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value:
+            self.post_message(OpenWorker(event.row_key.value))
 
     def action_start_worker(self) -> None:
-        self.dash.open_start_form(self.node)
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (action == "start_worker" and self.dash.read_only)
+        self.post_message(StartWorkerOn(self.node))
 
 
-class WorkerView(Screen[None]):
+class WorkerScreen(LiveScreen):
     """One worker: state, live requests, a tokens-per-second sparkline, its log."""
 
     BINDINGS = [
@@ -156,14 +167,13 @@ class WorkerView(Screen[None]):
         Binding("l", "load_log", "Reload log"),
         Binding("question_mark", "app.push_screen('help')", "Help"),
     ]
+    ACTIONS = frozenset({"stop", "restart"})
 
-    def __init__(self, worker_id: str) -> None:
-        super().__init__()
+    log_lines: reactive[tuple[str, ...]] = reactive((), init=False)
+
+    def __init__(self, worker_id: str, *, read_only: bool) -> None:
+        super().__init__(read_only=read_only)
         self.worker_id = worker_id
-
-    @property
-    def dash(self) -> DashboardApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -176,236 +186,38 @@ class WorkerView(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.call_after_refresh(self.refresh_view)
         self.action_load_log()
 
-    def refresh_view(self) -> None:
-        view = self.dash.fleet.workers.get(self.worker_id)
-        if view is None:
+    def show(self, fleet: Fleet) -> None:
+        worker = fleet.workers.get(self.worker_id)
+        if worker is None:
             self.query_one("#worker-summary", Static).update(f"{self.worker_id}: stopped")
             return
-        data = view.data
-        ttft = f"{view.last_ttft_ms:.0f} ms" if view.last_ttft_ms is not None else "-"
+        data = worker.data
+        ttft = f"{worker.last_ttft_ms:.0f} ms" if worker.last_ttft_ms is not None else "-"
         self.query_one("#worker-summary", Static).update(
             f"{self.worker_id}  node {data.get('node')}  state {data.get('state')}  "
-            f"model {data.get('model_ref')}  requests done {view.requests_done}  "
+            f"model {data.get('model_ref')}  requests done {worker.requests_done}  "
             f"last time to first token {ttft}"
         )
-        self.query_one(Sparkline).data = list(view.rates) or [0.0]
-        jobs = ", ".join(view.in_flight) or "none"
+        self.query_one(Sparkline).data = list(worker.rates) or [0.0]
+        jobs = ", ".join(worker.in_flight) or "none"
         self.query_one("#requests", Static).update(f"live requests: {jobs}")
 
-    def action_load_log(self) -> None:
-        view = self.dash.fleet.workers.get(self.worker_id)
-        node = str(view.data.get("node")) if view else ""
-        self.dash.load_log(self, node)
+    @on(LogTail)
+    def got_log(self, message: LogTail) -> None:
+        self.log_lines = message.lines
 
-    def show_log(self, lines: list[str]) -> None:
+    def watch_log_lines(self, lines: tuple[str, ...]) -> None:
         log = self.query_one(Log)
         log.clear()
         log.write_lines(lines)
 
+    def action_load_log(self) -> None:
+        self.post_message(LoadLog(self))
+
     def action_stop(self) -> None:
-        self.dash.confirm_stop(self.worker_id)
+        self.post_message(StopWorker(self.worker_id))
 
     def action_restart(self) -> None:
-        self.dash.confirm_restart(self.worker_id)
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (action in ("stop", "restart") and self.dash.read_only)
-
-
-class Confirm(ModalScreen[bool]):
-    """Yes or no, keyboard first: y / n, Enter on the focused button, or a click."""
-
-    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Label(self.question)
-            with Horizontal():
-                yield Button("Yes (y)", variant="error", id="yes")
-                yield Button("No (n)", variant="primary", id="no")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, answer: bool) -> None:
-        self.dismiss(answer)
-
-
-def field(label: str, widget: Input) -> Horizontal:
-    return Horizontal(Label(label), widget, classes="field")
-
-
-class Form(ModalScreen[Any]):
-    """A small form: Enter (in any field) or the submit button checks every field,
-    shows what is wrong, or closes with the answer; escape cancels."""
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
-
-    def buttons(self, submit: str) -> ComposeResult:
-        yield Label("", id="form-error")
-        with Horizontal():
-            yield Button(submit, variant="primary", id="submit")
-            yield Button("Cancel", id="cancel")
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "submit":
-            self.submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    def problems(self) -> list[str]:
-        """Every field's validation failures, one line each."""
-        found = []
-        for widget in self.query(Input):
-            result = widget.validate(widget.value.strip())
-            if result is not None and not result.is_valid:
-                found.append(f"{widget.name}: {'; '.join(result.failure_descriptions)}")
-        return found
-
-    def submit(self) -> None:
-        if problems := self.problems():
-            self.query_one("#form-error", Label).update("\n".join(problems))
-            return
-        self.dismiss(self.answer())
-
-    def value(self, input_id: str) -> str:
-        return self.query_one(f"#{input_id}", Input).value.strip()
-
-    def answer(self) -> Any:
-        raise NotImplementedError
-
-
-def pattern(regex: Any, what: str) -> list[Validator]:
-    return [Regex(regex, failure_description=what)]
-
-
-class StartWorkerForm(Form):
-    """Which model to start a worker for on one node."""
-
-    def __init__(self, node: str) -> None:
-        super().__init__()
-        self.node = node
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Label(f"Start a worker on {self.node}", classes="title")
-            yield field(
-                "model",
-                Input(
-                    placeholder="hf:Org/Repo, file:/path/to/model",
-                    id="model",
-                    name="model",
-                    validators=pattern(MODEL_REF, "1 to 512 of A-Z a-z 0-9 - _ / : . @"),
-                ),
-            )
-            yield from self.buttons("Start")
-
-    def answer(self) -> str:
-        return self.value("model")
-
-
-class AddNodeForm(Form):
-    """The fields of `rbee-keeper setup add-node`."""
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Label("Add a node (the queen runs the preflight first)", classes="title")
-            yield field(
-                "name",
-                Input(
-                    id="name",
-                    name="name",
-                    validators=pattern(IDENTIFIER, "1 to 64 of A-Z a-z 0-9 - _"),
-                ),
-            )
-            yield field(
-                "host",
-                Input(
-                    placeholder="address or ~/.ssh/config alias",
-                    id="host",
-                    name="host",
-                    validators=pattern(HOSTNAME, "a host name or address"),
-                ),
-            )
-            yield field(
-                "port",
-                Input(
-                    "22",
-                    id="port",
-                    name="port",
-                    type="integer",
-                    validators=[Integer(1, 65535, failure_description="1 to 65535")],
-                ),
-            )
-            yield field(
-                "user",
-                Input(id="user", name="user", validators=pattern(SSH_USER, "a user name")),
-            )
-            yield field("key path", Input(placeholder="optional", id="key", name="key path"))
-            yield field(
-                "install path",
-                Input("~/.rbee", id="install", name="install path", validators=[NonEmpty()]),
-            )
-            yield Checkbox("accept a new host key (trust on first use)", id="accept")
-            yield from self.buttons("Add")
-
-    def answer(self) -> dict[str, Any]:
-        key = self.value("key")
-        return {
-            "node_name": self.value("name"),
-            "ssh_host": self.value("host"),
-            "ssh_port": int(self.value("port")),
-            "ssh_user": self.value("user"),
-            # As the CLI sends it: absolute, on this machine's terms.
-            "ssh_key_path": str(Path(key).expanduser().absolute()) if key else None,
-            "install_path": self.value("install"),
-            "accept_new_host_key": self.query_one("#accept", Checkbox).value,
-        }
-
-
-class NonEmpty(Validator):
-    def validate(self, value: str) -> Any:
-        return self.success() if value.strip() else self.failure("required")
-
-
-HELP = """\
-rbee dashboard
-
-  Fleet     arrows/tab  move between nodes and workers
-            enter       open the selected node or worker
-            s           stop the selected worker: it drains, then stops (asks first)
-            r           restart the selected worker (same model, same node; asks first)
-            a           add a node (a form; the queen runs the preflight)
-  Node      enter       open the selected worker
-            w           start a worker for a model on this node (a form; asks first)
-  Worker    s  stop it (drains)    r  restart it    l  reload its log
-  Anywhere  escape      back     ?  this help     ctrl+p  command palette     q  quit
-
-The queen's stop drains: the worker takes no new requests, gets SIGTERM, and is
-killed only if it outlives the grace period. Every action asks first; with
---read-only the actions are hidden. When the queen goes away the top line
-says so and the dashboard reconnects by itself.
-"""
-
-
-class Help(ModalScreen[None]):
-    BINDINGS = [Binding("escape,question_mark,q", "app.pop_screen", "Close")]
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Static(HELP)
+        self.post_message(RestartWorker(self.worker_id))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable, Static
 
-from rbee_keeper.tui.fleet import Fleet, WorkerView
+from rbee_keeper.tui.fleet import Fleet, WorkerRow
 
 STATE_STYLES = {
     "reachable": "green",
@@ -118,18 +118,18 @@ class WorkersTable(SyncedTable):
         ("TTFT", 8),
     )
 
-    def show(self, workers: list[WorkerView]) -> None:
+    def show(self, workers: list[WorkerRow]) -> None:
         rows: dict[str, list[object]] = {}
-        for view in workers:
-            rate = view.rates[-1] if view.rates else None
-            rows[view.worker_id] = [
-                view.worker_id,
-                str(view.data.get("node") or "-"),
-                styled(view.data.get("state")),
-                str(view.data.get("model_ref") or "-"),
-                str(len(view.in_flight)),
+        for worker in workers:
+            rate = worker.rates[-1] if worker.rates else None
+            rows[worker.worker_id] = [
+                worker.worker_id,
+                str(worker.data.get("node") or "-"),
+                styled(worker.data.get("state")),
+                str(worker.data.get("model_ref") or "-"),
+                str(len(worker.in_flight)),
                 f"{rate:.0f}" if rate is not None else "-",
-                f"{view.last_ttft_ms:.0f} ms" if view.last_ttft_ms is not None else "-",
+                f"{worker.last_ttft_ms:.0f} ms" if worker.last_ttft_ms is not None else "-",
             ]
         self.sync(rows)
 

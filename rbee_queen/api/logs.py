@@ -35,8 +35,8 @@ async def logs(request: Request) -> JSONResponse:
     out: list[dict[str, object]] = []
     for row in rows[-10:]:  # the most recent workers of the node
         session = await workers.session_for(row.node)
-        tail = await session.call(
-            "log_tail", worker_id=row.worker_id, run_dir=session.run_dir, lines=int(lines_text)
+        tail = await session.ops.log_tail(
+            worker_id=row.worker_id, run_dir=session.run_dir, lines=int(lines_text)
         )
         out.extend({"worker_id": row.worker_id, "line": line} for line in tail["lines"])
     return JSONResponse({"lines": [entry["line"] for entry in out], "entries": out})

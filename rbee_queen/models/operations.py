@@ -239,7 +239,7 @@ class ModelManager:
         if (node.name, ref.ref) in self._busy:
             raise DownloadInProgress(f"{ref.ref} is being written to {node_name}")
         session = await self.workers.session_for(node)
-        await session.call("model_remove", install_path=session.install_dir, rel=ref.rel_path)
+        await session.ops.model_remove(install_path=session.install_dir, rel=ref.rel_path)
         row.delete_instance()
         return {"removed": ref.ref, "node": node.name}
 
@@ -254,9 +254,8 @@ class ModelManager:
     ) -> Plan:
         if (node.name, ref.ref) in self._busy:
             raise DownloadInProgress(f"{ref.ref} is already being written to {node.name}")
-        store = await session.call("model_store", install_path=session.install_dir)
-        prepared = await session.call(
-            "model_prepare",
+        store = await session.ops.model_store(install_path=session.install_dir)
+        prepared = await session.ops.model_prepare(
             install_path=session.install_dir,
             rel=ref.rel_path,
             timeout=COMMIT_TIMEOUT_S,
@@ -276,11 +275,10 @@ class ModelManager:
         return Plan(node, session, ref, prepared["path"], present, needed)
 
     async def _commit(self, plan: Plan, provider: str, files: list[dict[str, Any]]) -> Event:
-        committed = await plan.session.call(
-            "model_commit",
+        committed = await plan.session.ops.model_commit(
             install_path=plan.session.install_dir,
             rel=plan.ref.rel_path,
-            files=files,
+            files=[{"name": f["name"], "size": f["size"], "sha256": f["sha256"]} for f in files],
             timeout=COMMIT_TIMEOUT_S,
         )
         row = catalog.record(plan.node, plan.ref, provider, committed["path"], files)
