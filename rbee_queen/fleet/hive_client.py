@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from typing import Any, Protocol
 
 from rbee_queen.errors import HelperFailed, NodeUnreachable, RbeeError
+from rbee_wire.codec import decode_object
+from rbee_wire.helper_ops import request_line
 
 
 class LineReader(Protocol):
@@ -40,7 +41,7 @@ class HiveClient:
         self._pending[req_id] = future
         try:
             try:
-                self._writer.write(json.dumps({"id": req_id, "op": op, "args": args}) + "\n")
+                self._writer.write(request_line(req_id, op, args))
             except Exception as exc:  # the channel closed under us
                 raise NodeUnreachable(f"helper channel to {self.node} closed") from exc
             # asyncio.timeout, not wait_for: no extra task per call (the health
@@ -67,11 +68,11 @@ class HiveClient:
                 line = await self._reader.readline()
                 if not line:
                     break
-                try:
-                    response = json.loads(line)
-                except ValueError:
+                response = decode_object(line)
+                if response is None:
                     continue  # a stray print on the node must not kill the channel
-                future = self._pending.get(response.get("id"))
+                req_id = response.get("id")
+                future = self._pending.get(req_id) if isinstance(req_id, int) else None
                 if future is not None and not future.done():
                     future.set_result(response)
         except Exception:  # noqa: BLE001 - any read failure means the channel is gone

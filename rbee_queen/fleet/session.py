@@ -26,6 +26,7 @@ from rbee_queen.errors import (
     SshAuthFailed,
 )
 from rbee_queen.fleet.bundle import COMPLETE_MARKER, Bundle, local_bundle
+from rbee_queen.fleet.helper_api import HelperApi
 from rbee_queen.fleet.hive_client import HiveClient
 from rbee_queen.fleet.key_files import check_private_key
 from rbee_queen.fleet.known_hosts import HostKeyStore
@@ -74,6 +75,8 @@ class NodeSession:
         self.hive: HiveClient | None = None
         self._process: asyncssh.SSHClientProcess[str] | None = None
         self._forwards: dict[int, asyncssh.SSHListener] = {}
+        # The helper's ops as typed methods (`session.ops.probe(...)`).
+        self.ops = HelperApi(self.call)
 
     @property
     def run_dir(self) -> str:
@@ -84,6 +87,7 @@ class NodeSession:
         return self.hive is not None and not self.hive.closed and not self.conn.is_closed()
 
     async def call(self, op: str, timeout: float = 30.0, **args: Any) -> Any:
+        """One op by name; `ops` has the same calls typed, and is preferred."""
         if self.hive is None:
             raise HelperFailed(f"helper on {self.target.name} is not running")
         return await self.hive.call(op, timeout=timeout, **args)
@@ -102,7 +106,7 @@ class NodeSession:
         )
         self.hive = HiveClient(self.target.name, self._process.stdout, self._process.stdin)
         try:
-            await self.hive.call("ping", timeout=15.0)
+            await self.ops.ping(timeout=15.0)
         except Exception as exc:
             stderr = await _drain(self._process.stderr)
             raise HelperFailed(
@@ -126,7 +130,7 @@ class NodeSession:
         )
         hive = HiveClient(self.target.name, process.stdout, process.stdin)
         try:
-            pong = await hive.call("ping", timeout=15.0)
+            pong = await HelperApi(hive.call).ping(timeout=15.0)
             where = pong["cwd"]  # the helper's absolute folder: install/hive/<digest>
         except Exception:  # noqa: BLE001 - not uploaded yet, or an older helper
             await hive.aclose()

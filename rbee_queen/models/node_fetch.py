@@ -39,8 +39,7 @@ async def fetch_on_node(
     """Yield progress events while the node downloads `files`; append each file
     it verified to `verified`. A closed generator (the client went away) stops
     the download on the node."""
-    started = await session.call(
-        "model_fetch_start",
+    started = await session.ops.model_fetch_start(
         install_path=session.install_dir,
         rel=ref.rel_path,
         python=python,
@@ -58,8 +57,8 @@ async def fetch_on_node(
     base = progress.done  # bytes done before the file now downloading
     try:
         while not finished:  # until the child has exited, so the helper forgets the job
-            answer = await session.call(
-                "model_fetch_events", timeout=POLL_WAIT_S + 30.0, job=job, cursor=cursor
+            answer = await session.ops.model_fetch_events(
+                job=job, cursor=cursor, timeout=POLL_WAIT_S + 30.0
             )
             cursor, finished = answer["cursor"], bool(answer.get("finished"))
             for event in answer["events"]:
@@ -87,7 +86,7 @@ async def fetch_on_node(
     finally:
         if not finished:
             try:
-                await session.call("model_fetch_cancel", job=job)
+                await session.ops.model_fetch_cancel(job=job)
             except RbeeError:
                 pass  # the channel is gone, and with it the child's stdout
 

@@ -113,8 +113,8 @@ def local_path_for_worker(node_name: str, ref: str) -> str | None:
 async def check(session: NodeSession, rows: list[NodeModel]) -> None:
     """Compare rows with the node's disk; mark what is gone or changed."""
     for row in rows:
-        scan = await session.call(
-            "model_scan", install_path=session.install_dir, rel=parse_ref(row.ref).rel_path
+        scan = await session.ops.model_scan(
+            install_path=session.install_dir, rel=parse_ref(row.ref).rel_path
         )
         on_disk = {f["name"]: f["size"] for f in scan["files"]}
         expected = {f["name"]: f["size"] for f in row.files}

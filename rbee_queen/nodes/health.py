@@ -38,19 +38,19 @@ class NodeHealth:
 async def ping_latency(session: NodeSession) -> float:
     """Round trip of one `ping` over the helper channel, in milliseconds."""
     started = time.perf_counter()
-    await session.call("ping", timeout=30.0)
+    await session.ops.ping(timeout=30.0)
     return round((time.perf_counter() - started) * 1000, 3)
 
 
 async def probe_reading(session: NodeSession) -> tuple[float, list[dict[str, Any]]]:
     """Latency of a `probe`, and the GPU readings it brings back."""
     started = time.perf_counter()
-    probe = await session.call("probe", timeout=30.0, install_path=session.install_dir)
-    return round((time.perf_counter() - started) * 1000, 3), list(probe.get("gpus") or [])
+    probe = await session.ops.probe(install_path=session.install_dir, timeout=30.0)
+    return round((time.perf_counter() - started) * 1000, 3), [dict(card) for card in probe["gpus"]]
 
 
 # Called with (node, status, latency_ms, last_error, gpus or None) after each check.
-NodeListener = Callable[[str, str, float | None, str | None, list[dict[str, Any]] | None], None]
+NodeListener = Callable[[str, str, float | None, str | None, list[dict[str, Any]] | None], object]
 
 
 class HealthMonitor:

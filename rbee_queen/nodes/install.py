@@ -70,7 +70,7 @@ class Installer:
         steps.append(_step("wheel", f"{wheel.filename} ({wheel.digest})", started))
         session = await self.pool.get(target_of(node))
         key = options.key(wheel)
-        status = await session.call("install_status", install_path=session.install_dir)
+        status = await session.ops.install_status(install_path=session.install_dir)
         if status.get("installed") and status.get("key") == key:
             python = str(status["python"])
             _set_worker_python(node_name, python)
@@ -85,8 +85,7 @@ class Installer:
         uploaded = await session.upload(remote_wheel, wheel.path.read_bytes())
         steps.append(_step("upload", remote_wheel if uploaded else "already on the node", started))
         try:
-            result = await session.call(
-                "install_venv",
+            result = await session.ops.install_venv(
                 timeout=INSTALL_TIMEOUT_S + 60.0,
                 install_path=session.install_dir,
                 wheel=remote_wheel,

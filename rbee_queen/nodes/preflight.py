@@ -27,6 +27,7 @@ from rbee_queen.errors import (
 )
 from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession, NodeTarget
+from rbee_wire.helper_ops import ProbeResult
 
 MIN_PYTHON = (3, 10)
 MIN_DISK_FREE_BYTES = 2 * 1024**3
@@ -45,7 +46,7 @@ class Check:
 @dataclass
 class Preflight:
     session: NodeSession
-    probe: dict[str, Any]
+    probe: ProbeResult
     checks: list[Check]
 
 
@@ -98,9 +99,9 @@ async def run_preflight(
     checks += [Check(name, True, where) for name in ("connect", "host_key", "authenticate")]
     checks.append(Check("run", True, f"helper in {session.helper_dir}"))
     started = time.perf_counter()
-    await session.call("ping", timeout=15.0)
+    await session.ops.ping(timeout=15.0)
     checks.append(Check("latency", True, f"{(time.perf_counter() - started) * 1000:.1f} ms"))
-    probe = await session.call("probe", timeout=30.0, install_path=session.install_dir)
+    probe = await session.ops.probe(install_path=session.install_dir, timeout=30.0)
     checks += _node_checks(target, session, probe)
     failed = next((c for c in checks if not c.ok), None)
     if failed is not None:
@@ -114,7 +115,7 @@ async def run_preflight(
     return Preflight(session, probe, checks)
 
 
-def _node_checks(target: NodeTarget, session: NodeSession, probe: dict[str, Any]) -> list[Check]:
+def _node_checks(target: NodeTarget, session: NodeSession, probe: ProbeResult) -> list[Check]:
     version = str(probe.get("python", "0"))
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     free = int(probe.get("disk_free_bytes") or 0)

@@ -32,7 +32,7 @@ PROBE_FIELDS = (
 
 async def probe_node(session: NodeSession) -> dict[str, Any]:
     latency = await ping_latency(session)
-    probe = await session.call("probe", timeout=30.0, install_path=session.install_dir)
+    probe = await session.ops.probe(install_path=session.install_dir, timeout=30.0)
     return {"latency_ms": latency, **probe}
 
 
