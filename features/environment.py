@@ -18,6 +18,7 @@ from behave.runner import Context
 from rbee_worker.tinymodel import write_tiny_model
 from tests.plugins import testbed as testbeds
 from tests.plugins.procs import worker_pids
+from tests.plugins.queen import assert_messages_kept
 from tests.plugins.sshd import free_port, start_sshd
 
 
@@ -55,6 +56,8 @@ def before_scenario(context: Context, scenario: Scenario) -> None:
         "RBEE_HOME": str(context.home),
         "RBEE_QUEEN_URL": context.queen_url,
         "HF_HUB_OFFLINE": "1",
+        # The queen checks every event it publishes or relays against rbee_wire.
+        "RBEE_CHECK_MESSAGES": "1",
     }
     context.result = None
 
@@ -66,6 +69,7 @@ def after_scenario(context: Context, scenario: Scenario) -> None:
     for pid in leftover:
         os.kill(pid, signal.SIGKILL)
     assert not leftover, f"worker processes left after the queen stopped: {leftover}"
+    assert_messages_kept(context.home / "logs" / "queen.log")
 
 
 def stop_local_queen(home: Path) -> None:

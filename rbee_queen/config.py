@@ -59,6 +59,10 @@ class QueenConfig:
     breaker_failures: int = 5
     breaker_window_s: float = 300.0
     restart_reset_after_s: float = 300.0
+    # Check every message that crosses a process boundary against its
+    # definition in rbee_wire, logging "message contract violated" on a
+    # mismatch. For test runs: it costs a parse per relayed chunk.
+    check_messages: bool = False
 
     @property
     def db_path(self) -> Path:
@@ -95,6 +99,7 @@ class QueenConfig:
             "restart_max_attempts": int(_env_float("RBEE_RESTART_MAX_ATTEMPTS", 3)),
             "restart_base_delay_s": _env_float("RBEE_RESTART_BASE_DELAY", 1.0),
             "breaker_failures": int(_env_float("RBEE_BREAKER_FAILURES", 5)),
+            "check_messages": os.environ.get("RBEE_CHECK_MESSAGES") == "1",
             "hf_token_file": Path(os.environ.get("RBEE_HF_TOKEN_FILE") or rbee_home() / "hf-token"),
         }
         values.update(overrides)

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from rbee_wire import queen_events
+from rbee_wire.queen_events import QueenEvent
+
+log = logging.getLogger("rbee.queen.events")
 Event = dict[str, Any]
 Listener = Callable[[Event], None]
 
@@ -32,7 +37,8 @@ class Subscription:
             return False
         if self._queue.qsize() >= self._size:
             self.dropped = True
-            self._queue.put_nowait({"type": "dropped", "reason": "consumer too slow; reconnect"})
+            dropped = queen_events.Dropped(type="dropped", reason="consumer too slow; reconnect")
+            self._queue.put_nowait(dict(dropped))
             return False
         self._queue.put_nowait(event)
         return True
@@ -49,14 +55,19 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self, queue_size: int = 1000) -> None:
+    def __init__(self, queue_size: int = 1000, check_messages: bool = False) -> None:
         self.queue_size = queue_size
+        self.check_messages = check_messages  # see QueenConfig.check_messages
         self._subscriptions: set[Subscription] = set()
         self._listeners: list[Listener] = []
         self._seq = itertools.count(1)
 
-    def publish(self, type_: str, **fields: Any) -> Event:
-        event = {"type": type_, "seq": next(self._seq), "at": time.time(), **fields}
+    def publish(self, message: QueenEvent) -> Event:
+        """Stamp the event (`seq`, `at`) and hand it to every listener and subscriber."""
+        event: Event = {**message, "seq": next(self._seq), "at": time.time()}
+        if self.check_messages:
+            for problem in queen_events.problems(event):
+                log.error("message contract violated: %s in %s", problem, event)
         for listener in self._listeners:
             listener(event)
         for sub in list(self._subscriptions):

@@ -1,10 +1,13 @@
-"""The queen's long-lived parts, built once in the lifespan and shared by routes."""
+"""The queen's long-lived parts, built once in the lifespan and shared by routes.
+
+This is the composition root: events, audit and the worker core's
+collaborators are wired here, by constructor, and nowhere else.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,21 +15,26 @@ from peewee import SqliteDatabase
 from starlette.requests import Request
 
 from rbee_queen.audit import AuditLog
+from rbee_queen.audit_trail import AuditTrail
 from rbee_queen.config import QueenConfig
 from rbee_queen.eventbus import EventBus
 from rbee_queen.fleet.known_hosts import HostKeyStore
 from rbee_queen.fleet.pool import PoolLimits, SessionPool
 from rbee_queen.keys import KeyRing
 from rbee_queen.metrics import QueenMetrics
+from rbee_queen.models.node_models import local_path_for_worker
 from rbee_queen.models.operations import ModelManager
 from rbee_queen.nodes.health import HealthMonitor
 from rbee_queen.nodes.install import Installer
 from rbee_queen.nodes.inventory import NodeInventory
 from rbee_queen.store.db import open_database
 from rbee_queen.store.tables import Worker
-from rbee_queen.workers.manager import WorkerManager
-from rbee_queen.workers.states import WorkerState, on_transition
+from rbee_queen.validation import model_path
+from rbee_queen.workers.core import WorkerCore
+from rbee_queen.workers.routing import Router
+from rbee_queen.workers.states import WorkerState
 from rbee_queen.workers.supervisor import Supervisor, SupervisorSettings
+from rbee_wire.queen_events import NodeChanged, WorkerChanged
 
 log = logging.getLogger("rbee.queen")
 
@@ -37,32 +45,17 @@ class Services:
     db: SqliteDatabase
     pool: SessionPool
     inventory: NodeInventory
-    workers: WorkerManager
+    workers: WorkerCore
+    router: Router
+    supervisor: Supervisor
     keys: KeyRing
     audit: AuditLog
+    bus: EventBus
+    metrics: QueenMetrics
     health: HealthMonitor = field(kw_only=True)
     installer: Installer = field(kw_only=True)
     models: ModelManager = field(kw_only=True)
-    bus: EventBus = field(default_factory=EventBus)
-    metrics: QueenMetrics = field(default_factory=QueenMetrics)
-    _closers: list[Callable[[], None]] = field(default_factory=list)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        # Metrics are a function of the events; worker transitions become events.
-        self.bus.add_listener(self.metrics.observe)
-        self._closers.append(on_transition(self._publish_transition))
-        self.health.listener = self._publish_node
-        self.workers.publish = self.bus.publish
-        self.supervisor = Supervisor(
-            self.workers,
-            SupervisorSettings(
-                interval_s=self.config.supervisor_interval_s,
-                health_timeout_s=self.config.worker_health_timeout_s,
-                hung_after_s=self.config.hung_after_s,
-                idle_stop_s=self.config.idle_stop_s or float("inf"),
-            ),
-        )
 
     async def start_background(self) -> None:
         """Loops that run for the queen's life, and re-adoption of the workers a
@@ -70,36 +63,9 @@ class Services:
         answer must not hold up the start)."""
         self.health.start()
         self.supervisor.start()
-        adoption = asyncio.create_task(self.workers.adopt_all(), name="re-adoption")
+        adoption = asyncio.create_task(self.workers.adoption.adopt_all(), name="re-adoption")
         self._tasks.add(adoption)
         adoption.add_done_callback(self._tasks.discard)
-
-    def _publish_node(
-        self,
-        node: str,
-        status: str,
-        latency_ms: float | None,
-        last_error: str | None,
-        gpus: list[dict[str, Any]] | None,
-    ) -> None:
-        fields: dict[str, Any] = {"status": status, "latency_ms": latency_ms}
-        fields["last_error"] = last_error
-        if gpus is not None:
-            fields["gpus"] = gpus
-        self.bus.publish("node", node=node, **fields)
-
-    def _publish_transition(
-        self, worker: Worker, before: WorkerState | None, after: WorkerState, reason: str
-    ) -> None:
-        self.bus.publish(
-            "worker",
-            worker_id=worker.worker_id,
-            node=worker.node_id,  # type: ignore[attr-defined]
-            model_ref=worker.model_ref,
-            from_state=before.value if before else None,
-            state=after.value,
-            reason=reason,
-        )
 
     @classmethod
     def build(cls, config: QueenConfig) -> Services:
@@ -114,22 +80,41 @@ class Services:
         keys = KeyRing(config.home, config.token_file)
         keys.load()
         audit = AuditLog(config.audit_dir)
-        workers = WorkerManager(config, pool, inventory)
-        workers.audit = audit
+        # Every change is published once; metrics and the audit trail listen.
+        bus = EventBus(check_messages=config.check_messages)
+        metrics = QueenMetrics()
+        bus.add_listener(metrics.observe)
+        bus.add_listener(AuditTrail(audit).observe)
+        workers = WorkerCore.build(
+            config,
+            inventory,
+            publish=bus.publish,
+            on_transition=lambda w, before, after, reason: bus.publish(
+                worker_changed(w, before, after, reason)
+            ),
+            audit=audit,
+            model_dir=worker_model_dir,
+            check_messages=config.check_messages,
+        )
         health = HealthMonitor(pool, config.health_interval_s, gpu_interval_s=config.gpu_interval_s)
-        installer = Installer(pool, config.home)
-        models = ModelManager(config, workers)
+        health.listener = lambda node, status, latency_ms, last_error, gpus: bus.publish(
+            node_changed(node, status, latency_ms, last_error, gpus)
+        )
         return cls(
             config,
             db,
             pool,
             inventory,
             workers,
+            Router(workers.registry, workers.starter),
+            supervisor_for(config, workers),
             keys,
             audit,
+            bus,
+            metrics,
             health=health,
-            installer=installer,
-            models=models,
+            installer=Installer(pool, config.home),
+            models=ModelManager(config, inventory),
         )
 
     async def aclose(self) -> None:
@@ -138,7 +123,7 @@ class Services:
         await self.supervisor.stop()
         await self.health.stop()
         if self.config.stop_workers_on_exit:
-            counts = await self.workers.stop_all()
+            counts = await self.workers.stopper.stop_all()
             log.info(
                 "stopped workers: %d graceful, %d forced, %d failed",
                 counts["graceful"],
@@ -147,9 +132,52 @@ class Services:
             )
         await self.workers.aclose()
         await self.pool.close_all()
-        for close in self._closers:
-            close()
         self.db.close()
+
+
+def worker_model_dir(node_name: str, model_ref: str) -> str | None:
+    """The folder on the node a worker loads: a `file:` path as given, an
+    `hf:` reference through the node's model catalog (never a download)."""
+    return model_path(model_ref) or local_path_for_worker(node_name, model_ref)
+
+
+def supervisor_for(config: QueenConfig, workers: WorkerCore) -> Supervisor:
+    settings = SupervisorSettings(
+        interval_s=config.supervisor_interval_s,
+        health_timeout_s=config.worker_health_timeout_s,
+        hung_after_s=config.hung_after_s,
+        idle_stop_s=config.idle_stop_s or float("inf"),
+    )
+    return Supervisor(workers.registry, workers.access, workers.recovery, workers.stopper, settings)
+
+
+def worker_changed(
+    worker: Worker, before: WorkerState | None, after: WorkerState, reason: str
+) -> WorkerChanged:
+    return WorkerChanged(
+        type="worker",
+        worker_id=worker.worker_id,
+        node=worker.node_id,  # type: ignore[attr-defined]
+        model_ref=worker.model_ref,
+        from_state=before.value if before else None,
+        state=after.value,
+        reason=reason,
+    )
+
+
+def node_changed(
+    node: str,
+    status: str,
+    latency_ms: float | None,
+    last_error: str | None,
+    gpus: list[dict[str, Any]] | None,
+) -> NodeChanged:
+    event = NodeChanged(
+        type="node", node=node, status=status, latency_ms=latency_ms, last_error=last_error
+    )
+    if gpus is not None:
+        event["gpus"] = gpus
+    return event
 
 
 def services(request: Request) -> Services:

@@ -419,25 +419,34 @@ async def test_the_queen_reads_backend_unavailable_from_the_worker(
     ends in BACKEND_UNAVAILABLE (the error the keeper prints as such), not in a
     generic start failure. (The queen does not yet choose exllamav2 for a
     worker by itself, so this drives its manager directly.)"""
+    from rbee_queen.audit import AuditLog
     from rbee_queen.config import QueenConfig
     from rbee_queen.errors import BackendUnavailable as QueenBackendUnavailable
     from rbee_queen.errors import from_envelope
     from rbee_queen.fleet.known_hosts import HostKeyStore
     from rbee_queen.fleet.pool import SessionPool
     from rbee_queen.nodes.inventory import NodeInventory
-    from rbee_queen.workers.manager import LiveWorker, WorkerManager
+    from rbee_queen.workers.core import WorkerCore
+    from rbee_queen.workers.live import LiveWorker
 
     config = QueenConfig.from_env(home=rbee_home)
     pool = SessionPool(HostKeyStore(rbee_home / "known_hosts"), 3.0)
-    manager = WorkerManager(config, pool, NodeInventory(pool))
+    core = WorkerCore.build(
+        config,
+        NodeInventory(pool),
+        publish=lambda event: None,
+        on_transition=lambda *change: None,
+        audit=AuditLog(rbee_home / "audit"),
+        model_dir=lambda node, ref: None,
+    )
     port = int(unusable_worker.url.rsplit(":", 1)[1])
     live = LiveWorker("w-exl", "n1", "file:/m", port, port)
     row = SimpleNamespace(worker_id="w-exl")
     try:
         with pytest.raises(QueenBackendUnavailable) as refused:
-            await manager._wait_until_ready(None, row, live, time.monotonic() + 30)
+            await core.starter.wait_until_ready(None, row, live, time.monotonic() + 30)
     finally:
-        await manager.http.aclose()
+        await core.aclose()
     error = refused.value
     assert error.code == "BACKEND_UNAVAILABLE" and error.status == 502
     assert error.message == f"the worker cannot use its GPU: {expected_reason()}"

@@ -13,9 +13,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rbee_queen.eventbus import EventBus
-from rbee_queen.workers.manager import STATE_RECORD_DELAY_S
+from rbee_queen.workers.registry import STATE_RECORD_DELAY_S
+from rbee_wire.queen_events import HealthFailed
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.sshd import SshServer
+
+
+def tick(n: int) -> HealthFailed:
+    return HealthFailed(type="health_failed", worker_id=f"w-{n}", reason="tick")
 
 
 async def test_slow_consumer_is_dropped_with_a_final_event() -> None:
@@ -27,17 +32,17 @@ async def test_slow_consumer_is_dropped_with_a_final_event() -> None:
     async def drain_fast() -> None:
         async for event in fast.events():
             received.append(event)
-            if event.get("n") == 9:
+            if event.get("worker_id") == "w-9":
                 return
 
     task = asyncio.create_task(drain_fast())
     for n in range(10):
-        bus.publish("tick", n=n)  # never blocks, whatever the subscribers do
+        bus.publish(tick(n))  # never blocks, whatever the subscribers do
         await asyncio.sleep(0)
     await asyncio.wait_for(task, 5)
-    assert [e["n"] for e in received] == list(range(10))
+    assert [e["worker_id"] for e in received] == [f"w-{n}" for n in range(10)]
     seen = [e async for e in slow.events()]
-    assert [e["type"] for e in seen] == ["tick", "tick", "tick", "dropped"]
+    assert [e["type"] for e in seen] == ["health_failed"] * 3 + ["dropped"]
     assert bus.subscriber_count == 0
 
 
@@ -46,7 +51,7 @@ def test_listener_sees_every_event_in_order() -> None:
     seen: list[int] = []
     bus.add_listener(lambda e: seen.append(e["seq"]))
     for _ in range(5):
-        bus.publish("tick")
+        bus.publish(tick(0))
     assert seen == [1, 2, 3, 4, 5]
 
 

@@ -12,9 +12,8 @@ from rbee_queen.store.tables import Node, Worker, WorkerEvent
 from rbee_queen.workers.states import (
     ALLOWED,
     IllegalTransition,
+    StateRecorder,
     WorkerState,
-    on_transition,
-    transition,
 )
 
 
@@ -28,28 +27,26 @@ def worker(tmp_path: Path) -> Worker:
 
 def test_every_pair_of_states(worker: Worker) -> None:
     heard: list[tuple[str | None, str]] = []
-    remove = on_transition(lambda w, a, b, r: heard.append((a and a.value, b.value)))
-    try:
-        for start in WorkerState:
-            for target in WorkerState:
-                if target == start:
-                    continue
-                worker.state = start.value
-                worker.save()
-                events_before = WorkerEvent.select().count()
-                if target in ALLOWED[start]:
+    states = StateRecorder(lambda w, a, b, r: heard.append((a and a.value, b.value)))
+    transition = states.transition
+    for start in WorkerState:
+        for target in WorkerState:
+            if target == start:
+                continue
+            worker.state = start.value
+            worker.save()
+            events_before = WorkerEvent.select().count()
+            if target in ALLOWED[start]:
+                transition(worker, target, "walk")
+                assert Worker.get_by_id("w-1").state == target.value
+                last = WorkerEvent.select().order_by(WorkerEvent.id.desc()).get()
+                assert (last.from_state, last.to_state) == (start.value, target.value)
+                assert heard[-1] == (start.value, target.value)
+            else:
+                with pytest.raises(IllegalTransition):
                     transition(worker, target, "walk")
-                    assert Worker.get_by_id("w-1").state == target.value
-                    last = WorkerEvent.select().order_by(WorkerEvent.id.desc()).get()
-                    assert (last.from_state, last.to_state) == (start.value, target.value)
-                    assert heard[-1] == (start.value, target.value)
-                else:
-                    with pytest.raises(IllegalTransition):
-                        transition(worker, target, "walk")
-                    assert Worker.get_by_id("w-1").state == start.value
-                    assert WorkerEvent.select().count() == events_before
-    finally:
-        remove()
+                assert Worker.get_by_id("w-1").state == start.value
+                assert WorkerEvent.select().count() == events_before
 
 
 def test_stopped_is_final_and_every_state_can_end() -> None:

@@ -18,7 +18,6 @@ import logging
 import re
 import signal
 from collections.abc import Callable
-from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -146,8 +145,7 @@ def reload_secrets(svc: Services) -> bool:
 
 
 def install(svc: Services) -> Callable[[], None]:
-    """Hook the audit log to worker events and SIGHUP to a reload; returns the undo."""
-    svc.bus.add_listener(lambda event: _audit_worker_event(svc.audit, event))
+    """Hook SIGHUP to a reload; returns the undo."""
     loop = asyncio.get_running_loop()
     try:
         loop.add_signal_handler(signal.SIGHUP, reload_secrets, svc)
@@ -158,26 +156,3 @@ def install(svc: Services) -> Callable[[], None]:
         loop.remove_signal_handler(signal.SIGHUP)
 
     return uninstall
-
-
-WORKER_AUDIT_EVENTS = {
-    "spawning": "worker.spawned",
-    "killing": "worker.killed",
-    "restarting": "worker.restarted",
-    "stopped": "worker.stopped",
-    "failed": "worker.failed",
-}
-
-
-def _audit_worker_event(audit: AuditLog, event: dict[str, Any]) -> None:
-    if event.get("type") != "worker":
-        return
-    name = WORKER_AUDIT_EVENTS.get(str(event.get("state")))
-    if name is not None:
-        audit.record(
-            name,
-            worker_id=event.get("worker_id"),
-            node=event.get("node"),
-            model_ref=event.get("model_ref"),
-            reason=event.get("reason"),
-        )

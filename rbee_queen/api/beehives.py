@@ -112,7 +112,7 @@ async def remove(request: Request) -> JSONResponse:
     assert name is not None
     node = get_node(name)
     svc = services(request)
-    stopped = await svc.workers.stop_all(node_name=name)
+    stopped = await svc.workers.stopper.stop_all(node_name=name)
     await svc.pool.drop(name)
     node.delete_instance(recursive=True)
     svc.audit.record("node.removed", node=name, by=principal_of(request).name)

@@ -31,10 +31,10 @@ async def logs(request: Request) -> JSONResponse:
     rows = list(query)
     if worker_id is not None and not rows:
         raise WorkerNotFound(f"no worker {worker_id!r}")
-    workers = services(request).workers
+    inventory = services(request).inventory
     out: list[dict[str, object]] = []
     for row in rows[-10:]:  # the most recent workers of the node
-        session = await workers.session_for(row.node)
+        session = await inventory.session_for(row.node)
         tail = await session.ops.log_tail(
             worker_id=row.worker_id, run_dir=session.run_dir, lines=int(lines_text)
         )

@@ -14,12 +14,12 @@ from rbee_queen.metrics import CONTENT_TYPE
 from rbee_queen.nodes.inventory import node_json
 from rbee_queen.services import services
 from rbee_queen.store.tables import Node, Worker
-from rbee_queen.workers.manager import worker_json
+from rbee_queen.workers.listing import worker_json
 from rbee_queen.workers.states import LIVE
 
 
 def snapshot(request: Request) -> Event:
-    live = services(request).workers.live
+    live = services(request).workers.registry.live
     workers = Worker.select().where(Worker.state.in_([s.value for s in LIVE]))
     return {
         "type": "snapshot",

@@ -26,7 +26,7 @@ from rbee_queen.errors import InferenceFailed, RbeeError, RequestTimeout
 from rbee_queen.models import catalog
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
-from rbee_queen.workers.routing import Router, before_deadline
+from rbee_queen.workers.routing import before_deadline
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -96,13 +96,15 @@ async def _complete(
     require_model(request, model)
     where = catalog.placement(model, nodes, device, node_field="nodes")
     job_id = inference.new_job_id()
-    workers = services(request).workers
+    svc = services(request)
     async with before_deadline():
-        live = await Router(workers).acquire(
+        live = await svc.router.acquire(
             where.model_ref, where.nodes, where.slots, job_id, where.device
         )
-        response = await workers.open_stream(live, {"job_id": job_id, **content, **params})
-    relay = workers.relay(live, response)
+        response = await svc.workers.relay.open_stream(
+            live, {"job_id": job_id, **content, **params}
+        )
+    relay = svc.workers.relay.relay(live, response, job_id)
     shape = fmt.Shape(kind, model, job_id)
     if stream:
         body = _stream(shape, relay, include_usage)

@@ -17,7 +17,7 @@ from rbee_queen.api.body import json_body
 from rbee_queen.models import catalog
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
-from rbee_queen.workers.routing import Router, before_deadline
+from rbee_queen.workers.routing import before_deadline
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -34,14 +34,14 @@ async def create_task(request: Request) -> StreamingResponse:
     require_model(request, model)  # the key's model allow-list
     where = catalog.placement(model, [node] if node else None, device)
     payload = {"job_id": inference.new_job_id(), "prompt": prompt, **params}
-    workers = services(request).workers
+    svc = services(request)
     async with before_deadline():
-        live = await Router(workers).acquire(
+        live = await svc.router.acquire(
             where.model_ref, where.nodes, where.slots, payload["job_id"], where.device
         )
-        response = await workers.open_stream(live, payload)
+        response = await svc.workers.relay.open_stream(live, payload)
     return StreamingResponse(
-        workers.relay(live, response),
+        svc.workers.relay.relay(live, response, payload["job_id"]),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )

@@ -11,12 +11,12 @@ from rbee_queen.errors import WorkerNotFound
 from rbee_queen.services import services
 from rbee_queen.store.tables import Worker, WorkerEvent
 from rbee_queen.validation import WORKER_ID, Fields
-from rbee_queen.workers.manager import worker_json
+from rbee_queen.workers.listing import worker_json
 from rbee_queen.workers.states import LISTED
 
 
 async def list_workers(request: Request) -> JSONResponse:
-    live = services(request).workers.live
+    live = services(request).workers.registry.live
     include_stopped = request.query_params.get("all") == "1"
     query = Worker.select().order_by(Worker.started_at)
     if not include_stopped:
@@ -29,7 +29,7 @@ async def shutdown(request: Request) -> JSONResponse:
     worker_id = f.string("worker_id", pattern=WORKER_ID, max_len=256)
     f.raise_if_any()
     assert worker_id is not None
-    return JSONResponse(await services(request).workers.shutdown(worker_id))
+    return JSONResponse(await services(request).workers.stopper.shutdown(worker_id))
 
 
 async def worker_events(request: Request) -> JSONResponse:

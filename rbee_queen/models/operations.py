@@ -31,10 +31,9 @@ from rbee_queen.models import hub
 from rbee_queen.models import node_models as catalog
 from rbee_queen.models.node_fetch import fetch_on_node
 from rbee_queen.models.transfer import Event, Progress, relay_file, upload_file
-from rbee_queen.nodes.inventory import get_node
+from rbee_queen.nodes.inventory import NodeInventory, get_node
 from rbee_queen.secrets import load_secret_file
 from rbee_queen.store.tables import Node, NodeModel, Worker
-from rbee_queen.workers.manager import WorkerManager
 from rbee_queen.workers.states import LIVE
 
 COMMIT_TIMEOUT_S = 3600.0  # the helper hashes every file: minutes for a large model
@@ -54,9 +53,9 @@ class Plan:
 
 
 class ModelManager:
-    def __init__(self, config: QueenConfig, workers: WorkerManager) -> None:
+    def __init__(self, config: QueenConfig, inventory: NodeInventory) -> None:
         self.config = config
-        self.workers = workers
+        self.inventory = inventory
         self._busy: set[tuple[str, str]] = set()
 
     # --- listing ---------------------------------------------------------------
@@ -69,7 +68,7 @@ class ModelManager:
             by_node.setdefault(row.node_id, []).append(row)  # type: ignore[attr-defined]
         for name, node_rows in by_node.items():
             try:
-                session = await self.workers.session_for(get_node(name))
+                session = await self.inventory.session_for(get_node(name))
                 await catalog.check(session, node_rows)
             except Exception:  # an unreachable node keeps its last known status
                 continue
@@ -91,7 +90,7 @@ class ModelManager:
         ref = catalog.parse_ref(ref_text)
         node = get_node(node_name)
         listing = await asyncio.to_thread(hub.list_files, ref, self.hf_token(), allow_bin)
-        session = await self.workers.session_for(node)
+        session = await self.inventory.session_for(node)
         row = catalog.find(node.name, ref.ref)
         if row is not None:
             await catalog.check(session, [row])
@@ -183,13 +182,13 @@ class ModelManager:
         row = catalog.find(source_node.name, ref.ref)
         if row is None:
             raise ModelNotFound(f"{ref.ref} is not on node {source_name}")
-        source = await self.workers.session_for(source_node)
+        source = await self.inventory.session_for(source_node)
         await catalog.check(source, [row])
         if row.status != "complete":
             raise ModelNotFound(
                 f"{ref.ref} on node {source_name} is {row.status}; download it again"
             )
-        dest = await self.workers.session_for(dest_node)
+        dest = await self.inventory.session_for(dest_node)
         files = [(f["name"], f["size"], f["sha256"]) for f in row.files]
         return await self._plan(dest_node, dest, ref, files), row, source
 
@@ -238,7 +237,7 @@ class ModelManager:
             )
         if (node.name, ref.ref) in self._busy:
             raise DownloadInProgress(f"{ref.ref} is being written to {node_name}")
-        session = await self.workers.session_for(node)
+        session = await self.inventory.session_for(node)
         await session.ops.model_remove(install_path=session.install_dir, rel=ref.rel_path)
         row.delete_instance()
         return {"removed": ref.ref, "node": node.name}

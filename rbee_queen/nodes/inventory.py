@@ -16,7 +16,7 @@ from rbee_queen.errors import (
 )
 from rbee_queen.fleet import ssh_config
 from rbee_queen.fleet.pool import SessionPool
-from rbee_queen.fleet.session import NodeTarget, accept_changed_host_key
+from rbee_queen.fleet.session import NodeSession, NodeTarget, accept_changed_host_key
 from rbee_queen.nodes.preflight import run_preflight
 from rbee_queen.store.tables import Node, utcnow
 from rbee_queen.validation import HOSTNAME, IDENTIFIER, SSH_USER, Fields
@@ -242,6 +242,18 @@ class NodeInventory:
         node.devices = checked.probe["devices"]
         self.mark(node, error=None)
         return node, fingerprint
+
+    async def session_for(self, node: Node) -> NodeSession:
+        """The node's session (connecting if need be); its row follows: an error
+        marks it unreachable, success reachable again."""
+        try:
+            session = await self.pool.get(target_of(node))
+        except RbeeError as exc:
+            self.mark(node, error=exc)
+            raise
+        if node.status != "reachable":
+            self.mark(node, error=None)
+        return session
 
     def mark(self, node: Node, *, error: RbeeError | None) -> None:
         node.status = "unreachable" if error else "reachable"

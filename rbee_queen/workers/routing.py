@@ -17,19 +17,22 @@ from rbee_queen import requestcontext as ctx
 from rbee_queen.errors import AllSlotsBusy, NodeNotFound, RequestTimeout
 from rbee_queen.store.tables import Node
 from rbee_queen.workers.devices import serves
-from rbee_queen.workers.manager import LiveWorker, WorkerManager, draining_error
+from rbee_queen.workers.live import LiveWorker, draining_error
+from rbee_queen.workers.registry import WorkerRegistry
+from rbee_queen.workers.starter import WorkerStarter
 
 
 class Router:
-    def __init__(self, workers: WorkerManager) -> None:
-        self.workers = workers
+    def __init__(self, registry: WorkerRegistry, starter: WorkerStarter) -> None:
+        self.registry = registry
+        self.starter = starter
 
     async def acquire(
         self, model_ref: str, nodes: list[str], slots: int, job_id: str, device: str = "cpu"
     ) -> LiveWorker:
         """A worker for the model on one of `nodes` that serves `device` (cpu,
         cuda or cuda:N), already claimed for this job."""
-        await self.workers.adoption_done.wait()  # a previous queen's workers count too
+        await self.registry.adoption_done.wait()  # a previous queen's workers count too
         candidates = self._running(model_ref, nodes, device)
         running = [w for w in candidates if not w.draining]
         draining = [w for w in candidates if w.draining]
@@ -38,7 +41,7 @@ class Router:
             chosen = min(free, key=lambda w: (w.in_flight / w.slots, nodes.index(w.node)))
             # No await between the choice and the claim: no other request can
             # take the same slot in between.
-            self.workers.claim(chosen, job_id)
+            self.registry.claim(chosen, job_id)
             return chosen
         # A node whose worker for the model is draining gets no second one meanwhile.
         node = self._node_to_start(nodes, {w.node for w in candidates})
@@ -50,14 +53,14 @@ class Router:
                 slots_total=sum(w.slots for w in running),
                 slots_busy=sum(w.in_flight for w in running),
             )
-        live = await self.workers.ensure_worker(node, model_ref, slots, device)
-        self.workers.claim(live, job_id)
+        live = await self.starter.ensure_worker(node, model_ref, slots, device)
+        self.registry.claim(live, job_id)
         return live
 
     def _running(self, model_ref: str, nodes: list[str], device: str) -> list[LiveWorker]:
         return [
             w
-            for w in self.workers.live.values()
+            for w in self.registry.live.values()
             if w.model_ref == model_ref and w.node in nodes and serves(w.device, device)
         ]
 
@@ -68,7 +71,7 @@ class Router:
         if not known:
             raise NodeNotFound(f"none of the model's nodes exists: {', '.join(nodes)}")
         load: dict[str, int] = {}
-        for worker in self.workers.live.values():
+        for worker in self.registry.live.values():
             load[worker.node] = load.get(worker.node, 0) + 1
         options = [n for n in nodes if n in known and n not in busy_nodes]
         if not options:

@@ -5,8 +5,8 @@
          `----------`---------`--> failed / hung -> killing -> restarting
                                                         \\-> stopped
 
-`transition()` is the only function that changes a worker's state; it checks
-the move is allowed, stores it and records the event with its reason.
+`StateRecorder.transition()` is the only code that changes a worker's state;
+it checks the move is allowed, stores it and records the event with its reason.
 """
 
 from __future__ import annotations
@@ -55,39 +55,36 @@ class IllegalTransition(RuntimeError):
     pass
 
 
-TransitionListener = Callable[[Worker, "WorkerState | None", "WorkerState", str], None]
-# Who hears about transitions (the running queen's event bus). Registered by the
-# queen's services at start and removed at stop; a list rather than a parameter
-# because transitions happen all over the lifecycle code.
-_listeners: list[TransitionListener] = []
+TransitionListener = Callable[[Worker, "WorkerState | None", "WorkerState", str], object]
 
 
-def on_transition(listener: TransitionListener) -> Callable[[], None]:
-    """Call `listener` after every transition; returns the function that removes it."""
-    _listeners.append(listener)
-    return lambda: _listeners.remove(listener)
+class StateRecorder:
+    """The one place a worker's state changes: it checks the move is allowed,
+    stores it, records the event with its reason, then tells `on_change` (the
+    queen's event bus, wired at the composition root)."""
 
+    def __init__(self, on_change: TransitionListener | None = None) -> None:
+        self._on_change = on_change
 
-def record_new(worker: Worker, reason: str) -> None:
-    """Record a just-created worker's first state, as a transition from nothing."""
-    WorkerEvent.create(worker_id=worker.worker_id, to_state=worker.state, reason=reason)
-    for listener in list(_listeners):
-        listener(worker, None, WorkerState(worker.state), reason)
+    def record_new(self, worker: Worker, reason: str) -> None:
+        """Record a just-created worker's first state, as a transition from nothing."""
+        WorkerEvent.create(worker_id=worker.worker_id, to_state=worker.state, reason=reason)
+        if self._on_change is not None:
+            self._on_change(worker, None, WorkerState(worker.state), reason)
 
-
-def transition(worker: Worker, to: WorkerState, reason: str = "") -> None:
-    current = WorkerState(worker.state)
-    if current == to:
-        return
-    if to not in ALLOWED[current]:
-        raise IllegalTransition(f"worker {worker.worker_id}: {current} -> {to} is not allowed")
-    worker.state = to.value
-    worker.updated_at = utcnow()
-    if reason and to in (S.FAILED, S.HUNG, S.KILLING):
-        worker.last_error = reason
-    worker.save()
-    WorkerEvent.create(
-        worker_id=worker.worker_id, from_state=current.value, to_state=to.value, reason=reason
-    )
-    for listener in list(_listeners):
-        listener(worker, current, to, reason)
+    def transition(self, worker: Worker, to: WorkerState, reason: str = "") -> None:
+        current = WorkerState(worker.state)
+        if current == to:
+            return
+        if to not in ALLOWED[current]:
+            raise IllegalTransition(f"worker {worker.worker_id}: {current} -> {to} is not allowed")
+        worker.state = to.value
+        worker.updated_at = utcnow()
+        if reason and to in (S.FAILED, S.HUNG, S.KILLING):
+            worker.last_error = reason
+        worker.save()
+        WorkerEvent.create(
+            worker_id=worker.worker_id, from_state=current.value, to_state=to.value, reason=reason
+        )
+        if self._on_change is not None:
+            self._on_change(worker, current, to, reason)

@@ -22,16 +22,17 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import httpx
 
 from rbee_queen.errors import RbeeError
 from rbee_queen.store.tables import Worker
+from rbee_queen.workers.access import WorkerAccess
+from rbee_queen.workers.live import LiveWorker
+from rbee_queen.workers.recovery import WorkerRecovery
+from rbee_queen.workers.registry import WorkerRegistry
 from rbee_queen.workers.states import WorkerState
-
-if TYPE_CHECKING:
-    from rbee_queen.workers.manager import LiveWorker, WorkerManager
+from rbee_queen.workers.stopper import WorkerStopper
 
 log = logging.getLogger("rbee.queen.supervisor")
 S = WorkerState
@@ -47,8 +48,18 @@ class SupervisorSettings:
 
 
 class Supervisor:
-    def __init__(self, manager: WorkerManager, settings: SupervisorSettings) -> None:
-        self.manager = manager
+    def __init__(
+        self,
+        registry: WorkerRegistry,
+        access: WorkerAccess,
+        recovery: WorkerRecovery,
+        stopper: WorkerStopper,
+        settings: SupervisorSettings,
+    ) -> None:
+        self.registry = registry
+        self.access = access
+        self.recovery = recovery
+        self.stopper = stopper
         self.settings = settings
         self.failures: dict[str, int] = {}
         self.rounds = 0
@@ -74,51 +85,51 @@ class Supervisor:
 
     async def check_all(self) -> None:
         self.rounds += 1
-        live = list(self.manager.live.values())
+        live = list(self.registry.live.values())
         await asyncio.gather(*(self.check(w) for w in live), return_exceptions=True)
 
     async def check(self, live: LiveWorker) -> None:
         row = Worker.get_or_none(Worker.worker_id == live.worker_id)
         if row is None or row.state not in (S.IDLE, S.BUSY):
             return
-        stalled = self.manager.stalled_for(live.worker_id)
+        stalled = self.registry.stalled_for(live.worker_id)
         if stalled is not None and stalled > self.settings.hung_after_s:
-            await self.manager.recover(
+            await self.recovery.recover(
                 live.worker_id, S.HUNG, f"no token for {stalled:.0f}s with a request in flight"
             )
             return
         verdict = await self._health(live)
         if verdict == "ok":
             self.failures.pop(live.worker_id, None)
-            idle = self.manager.idle_for(live.worker_id)
+            idle = self.registry.idle_for(live.worker_id)
             if live.in_flight == 0 and idle is not None and idle > self.settings.idle_stop_s:
-                await self.manager.stop_idle(live.worker_id, idle)
+                await self.stopper.stop_idle(live.worker_id, idle)
             return
-        self.manager.note_health_failure(live.worker_id, verdict)
+        self.recovery.note_health_failure(live.worker_id, verdict)
         if verdict == "process gone":
-            await self.manager.recover(live.worker_id, S.FAILED, "worker process died")
+            await self.recovery.recover(live.worker_id, S.FAILED, "worker process died")
         elif verdict == "timeout" and live.in_flight > 0:
             # in_flight, not the row: the busy record waits for the first token.
-            await self.manager.recover(live.worker_id, S.HUNG, "health call timed out while busy")
+            await self.recovery.recover(live.worker_id, S.HUNG, "health call timed out while busy")
         else:
             count = self.failures[live.worker_id] = self.failures.get(live.worker_id, 0) + 1
             if count >= self.settings.failures_to_dead:
                 self.failures.pop(live.worker_id, None)
-                await self.manager.recover(
+                await self.recovery.recover(
                     live.worker_id, S.FAILED, f"{count} failed health checks in a row ({verdict})"
                 )
 
     async def _health(self, live: LiveWorker) -> str:
         """'ok', 'process gone', 'timeout' or a short reason."""
         try:
-            alive = await self.manager.process_alive(live)
+            alive = await self.recovery.process_alive(live)
         except RbeeError as exc:
             return f"node: {exc.code}"
         if not alive:
             return "process gone"
         started = time.monotonic()
         try:
-            response = await self.manager.http.get(
+            response = await self.access.http.get(
                 f"{live.url}/health", timeout=self.settings.health_timeout_s
             )
         except httpx.TimeoutException:

@@ -50,12 +50,24 @@ class QueenProcess:
         return node
 
 
+# What a queen started with RBEE_CHECK_MESSAGES=1 logs when an event it
+# publishes or relays does not match its definition in rbee_wire.
+CONTRACT_VIOLATION = "message contract violated"
+
+
+def assert_messages_kept(log_path: Path) -> None:
+    """Fail when the queen's log shows a message that broke its definition."""
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    broken = [line for line in text.splitlines() if CONTRACT_VIOLATION in line]
+    assert not broken, "\n".join(broken[:5])
+
+
 def start_queen(home: Path, *extra: str) -> QueenProcess:
     port = free_port()
     with open(home / "queen-test.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "rbee_queen", "--port", str(port), *extra],
-            env={**os.environ, "RBEE_HOME": str(home)},
+            env={**os.environ, "RBEE_HOME": str(home), "RBEE_CHECK_MESSAGES": "1"},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -81,6 +93,7 @@ def stop_queen(queen: QueenProcess) -> None:
         except subprocess.TimeoutExpired:
             queen.proc.kill()
             queen.proc.wait()
+    assert_messages_kept(queen.home / "queen-test.log")
 
 
 @pytest.fixture

@@ -1,0 +1,279 @@
+"""Starting a worker: one per (node, model, device), on demand.
+
+The path: the model's folder on the node, the device and RAM/VRAM preflight,
+a `Worker` row, the helper's `spawn_worker` (the token in the environment,
+never argv), the port the worker writes once it listens, a forward (or the
+node's address, for direct access), then `/health` until the model is loaded.
+A start that fails anywhere leaves no process and a `stopped` row with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+from rbee_queen.config import QueenConfig
+from rbee_queen.errors import (
+    BackendUnavailable,
+    InsufficientVram,
+    InvalidRequest,
+    LoadingTimeout,
+    ModelNotFound,
+    RbeeError,
+    WorkerStartFailed,
+)
+from rbee_queen.fleet.session import NodeSession
+from rbee_queen.fleet.worker_auth import TOKEN_ENV
+from rbee_queen.nodes.inventory import NodeInventory, get_node
+from rbee_queen.store.tables import Node, Worker
+from rbee_queen.workers.access import WorkerAccess
+from rbee_queen.workers.devices import engine_for
+from rbee_queen.workers.live import LiveWorker, draining_error, node_address
+from rbee_queen.workers.registry import WorkerRegistry
+from rbee_queen.workers.resources import preflight_worker
+from rbee_queen.workers.restart_policy import RestartPolicy
+from rbee_queen.workers.states import StateRecorder, WorkerState
+from rbee_queen.workers.stopper import WorkerStopper
+from rbee_wire import codec
+
+log = logging.getLogger("rbee.queen.workers")
+S = WorkerState
+# The folder on the node a worker loads for a model reference (None: not a
+# reference the queen can place); given by the composition root.
+ModelDir = Callable[[str, str], "str | None"]
+
+
+class WorkerStarter:
+    def __init__(
+        self,
+        config: QueenConfig,
+        inventory: NodeInventory,
+        registry: WorkerRegistry,
+        access: WorkerAccess,
+        stopper: WorkerStopper,
+        policy: RestartPolicy,
+        model_dir: ModelDir,
+    ) -> None:
+        self.config = config
+        self.inventory = inventory
+        self.registry = registry
+        self.access = access
+        self.stopper = stopper
+        self.states: StateRecorder = registry.states
+        self.policy = policy
+        self.model_dir = model_dir
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def ensure_worker(
+        self, node_name: str, model_ref: str, slots: int = 1, device: str = "cpu"
+    ) -> LiveWorker:
+        """A ready worker of the model on the node, started if there is none."""
+        node = get_node(node_name)
+        await self.registry.adoption_done.wait()
+        lock = self._locks.setdefault((node_name, model_ref), asyncio.Lock())
+        async with lock:  # two cold requests for one model start one worker
+            live = self.registry.running(node_name, model_ref, device)
+            if live is not None:
+                if live.draining:
+                    raise draining_error(live)
+                row = Worker.get_or_none(Worker.worker_id == live.worker_id)
+                if row is not None and row.state in (S.IDLE, S.BUSY):
+                    return live
+            return await self._start(node, model_ref, slots, device)
+
+    async def _start(self, node: Node, model_ref: str, slots: int, device: str) -> LiveWorker:
+        key = (node.name, model_ref)
+        if self.policy.circuit_open(key):
+            raise WorkerStartFailed(
+                f"not starting {model_ref} on {node.name}: it failed "
+                f"{self.policy.settings.breaker_failures} times in "
+                f"{self.policy.settings.breaker_window_s:g}s (circuit open); see its log"
+            )
+        try:
+            live = await self._start_new(node, model_ref, slots, device)
+        except (WorkerStartFailed, LoadingTimeout):
+            self.policy.failed(key)  # counts towards the circuit breaker
+            raise
+        self.policy.started(key)
+        return live
+
+    async def _start_new(self, node: Node, model_ref: str, slots: int, device: str) -> LiveWorker:
+        path = self.model_dir(node.name, model_ref)
+        if path is None:
+            raise InvalidRequest(
+                f"model reference {model_ref!r} is not supported: use file:/absolute/path",
+                fields=[{"field": "model", "constraint": "pattern", "message": "file:/path"}],
+            )
+        session = await self.inventory.session_for(node)
+        info = await session.call("path_info", path=path)
+        if not info["is_dir"]:
+            raise ModelNotFound(f"model not found on {node.name}: {path}")
+        # The device (a GPU picked or checked), then RAM/VRAM, before spawning.
+        placement = await preflight_worker(
+            session,
+            node.name,
+            path,
+            device,
+            model_ref=model_ref,
+            slots=slots,
+            max_temp_c=self.config.gpu_max_temp_c,
+        )
+        row = Worker.create(
+            worker_id=f"w-{secrets.token_hex(4)}",
+            node=node,
+            model_ref=model_ref,
+            backend=engine_for(placement.device),
+            device=placement.device,
+            gpu_name=placement.gpu_name,
+            state=S.SPAWNING.value,
+        )
+        self.states.record_new(row, "requested")
+        try:
+            return await self.spawn_and_wait(session, node, row, path, slots)
+        except BaseException as exc:
+            await self._stop_after_failure(session, row, exc)
+            raise
+
+    async def spawn_and_wait(
+        self, session: NodeSession, node: Node, row: Worker, path: str, slots: int
+    ) -> LiveWorker:
+        """Spawn the worker of `row` on its node and wait until its model is loaded."""
+        direct_host = node_address(session) if node.worker_access == "direct" else None
+        token = self.access.tokens.new()  # in the spawn environment, never argv
+        self.access.token_file.put(row.worker_id, token)  # a restarted queen re-adopts with it
+        spawned = await session.call(
+            "spawn_worker",
+            worker_id=row.worker_id,
+            run_dir=session.run_dir,
+            argv=worker_argv(node, row, path, slots, direct_host),
+            pythonpath=session.helper_dir,
+            env={"HF_HUB_OFFLINE": "1", TOKEN_ENV: token},
+        )
+        row.pid = spawned["pid"]
+        row.save()
+        deadline = time.monotonic() + self.config.worker_loading_timeout_s
+        remote_port = await self._wait_for_port(session, row, deadline)
+        row.port = remote_port
+        self.states.transition(row, S.LOADING, f"listening on node port {remote_port}")
+        if direct_host is not None:
+            local_port = 0  # no forward: the queen calls the node's address
+            self.access.tokens.bind(remote_port, token, host=direct_host)
+        else:
+            local_port = await self.access.forward(session, remote_port, token)
+        live = LiveWorker(
+            row.worker_id,
+            node.name,
+            row.model_ref,
+            remote_port,
+            local_port,
+            slots=slots,
+            session=session,
+            direct_host=direct_host,
+            device=row.device,
+        )
+        await self.wait_until_ready(session, row, live, deadline)
+        row.vram_bytes = await self._loaded_vram(live)  # saved with the state below
+        self.registry.add(live)
+        self.states.transition(row, S.IDLE, "model loaded")
+        return live
+
+    async def _wait_for_port(self, session: NodeSession, row: Worker, deadline: float) -> int:
+        while True:
+            status = await session.call(
+                "worker_status", worker_id=row.worker_id, run_dir=session.run_dir
+            )
+            if status["port"]:
+                return int(status["port"])
+            if not status["alive"]:
+                raise WorkerStartFailed(
+                    f"worker exited during start: {await _last_log_line(session, row)}"
+                )
+            if time.monotonic() > deadline:
+                raise LoadingTimeout(f"worker {row.worker_id} did not start listening in time")
+            await asyncio.sleep(0.1)
+
+    async def wait_until_ready(
+        self, session: NodeSession | None, row: Worker, live: LiveWorker, deadline: float
+    ) -> None:
+        """Poll `/health` until it answers 200; a 500 is the load's failure."""
+        while True:
+            resp = await self.access.get(f"{live.url}/health", timeout=5.0)
+            if resp is not None and resp.status_code == 200:
+                return
+            if resp is not None and resp.status_code == 500:
+                raise load_failure(codec.decode_object(resp.content) or {})
+            if time.monotonic() > deadline:
+                raise LoadingTimeout(
+                    f"worker {row.worker_id} still loading after "
+                    f"{self.config.worker_loading_timeout_s:g}s"
+                )
+            if resp is None and session is not None:
+                status = await session.call(
+                    "worker_status", worker_id=row.worker_id, run_dir=session.run_dir
+                )
+                if not status["alive"]:
+                    raise WorkerStartFailed(
+                        f"worker exited while loading: {await _last_log_line(session, row)}"
+                    )
+            await asyncio.sleep(0.1)
+
+    async def _loaded_vram(self, live: LiveWorker) -> int | None:
+        """What a loaded worker holds on its GPU(s), from its /v1/ready: the next
+        start of the model on this GPU model is checked against it. None on the
+        CPU, or when the worker does not answer (the start goes on without it)."""
+        resp = await self.access.get(f"{live.url}/v1/ready", timeout=5.0)
+        if resp is None or resp.status_code != 200:
+            return None
+        vram = (codec.decode_object(resp.content) or {}).get("vram_bytes")
+        return vram if isinstance(vram, int) and not isinstance(vram, bool) else None
+
+    async def _stop_after_failure(
+        self, session: NodeSession, row: Worker, exc: BaseException
+    ) -> None:
+        reason = exc.message if isinstance(exc, RbeeError) else type(exc).__name__
+        log.warning("worker %s failed to start: %s", row.worker_id, reason)
+        row = Worker.get_by_id(row.worker_id)
+        if row.state != S.FAILED:
+            self.states.transition(row, S.FAILED, reason)
+        self.states.transition(row, S.KILLING, "start failed")
+        try:
+            await asyncio.shield(
+                self.stopper.stop_process(session, row, self.config.worker_stop_grace_s)
+            )
+        finally:
+            self.states.transition(row, S.STOPPED, "start failed")
+
+
+def worker_argv(
+    node: Node, row: Worker, path: str, slots: int, direct_host: str | None
+) -> list[str]:
+    argv = [node.worker_python or "python3", "-m", "rbee_worker", "--worker-id", row.worker_id]
+    argv += ["--model", path, "--backend", row.backend, "--device", row.device]
+    argv += ["--host", "127.0.0.1", "--port", "0", "--slots", str(slots)]
+    if direct_host is not None:
+        argv += ["--direct-host", direct_host]
+    return argv
+
+
+async def _last_log_line(session: NodeSession, row: Worker) -> str:
+    tail = await session.call(
+        "log_tail", worker_id=row.worker_id, run_dir=session.run_dir, lines=20
+    )
+    lines = [line for line in tail["lines"] if line.strip()]
+    return lines[-1].strip() if lines else "no output"
+
+
+def load_failure(health: dict[str, object]) -> RbeeError:
+    """A worker's failed load (its /health 500 body) as the error its code names:
+    a GPU stack the node cannot use is BACKEND_UNAVAILABLE, a cache that does not
+    fit INSUFFICIENT_VRAM; anything else a failed start."""
+    message = str(health.get("message") or "no reason given")
+    code = health.get("code")
+    if code == BackendUnavailable.code:
+        return BackendUnavailable(f"the worker cannot use its GPU: {message}")
+    if code == InsufficientVram.code:
+        return InsufficientVram(f"the worker ran out of VRAM while loading: {message}")
+    return WorkerStartFailed(f"worker could not load the model: {message}")
