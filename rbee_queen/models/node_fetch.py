@@ -39,21 +39,8 @@ async def fetch_on_node(
     """Yield progress events while the node downloads `files`; append each file
     it verified to `verified`. A closed generator (the client went away) stops
     the download on the node."""
-    started = await session.ops.model_fetch_start(
-        install_path=session.install_dir,
-        rel=ref.rel_path,
-        python=python,
-        pythonpath=session.helper_dir,
-        repo_id=ref.repo_id,
-        commit=listing.commit,
-        files=[
-            {"name": f.name, "size": f.size, "sha256": f.sha256, "blob_id": f.blob_id}
-            for f in files
-        ],
-        token=token or "",
-        env={"HF_ENDPOINT": constants.ENDPOINT, "HF_HUB_DISABLE_TELEMETRY": "1"},
-    )
-    job, cursor, finished, verified_all = started["job"], 0, False, False
+    job = await _start(session, python, ref, listing, files, token)
+    cursor, finished, verified_all = 0, False, False
     base = progress.done  # bytes done before the file now downloading
     try:
         while not finished:  # until the child has exited, so the helper forgets the job
@@ -89,6 +76,32 @@ async def fetch_on_node(
                 await session.ops.model_fetch_cancel(job=job)
             except RbeeError:
                 pass  # the channel is gone, and with it the child's stdout
+
+
+async def _start(
+    session: NodeSession,
+    python: str,
+    ref: HubRef,
+    listing: Listing,
+    files: list[HubFile],
+    token: str | None,
+) -> str:
+    """Start the download on the node; its job id."""
+    started = await session.ops.model_fetch_start(
+        install_path=session.install_dir,
+        rel=ref.rel_path,
+        python=python,
+        pythonpath=session.helper_dir,
+        repo_id=ref.repo_id,
+        commit=listing.commit,
+        files=[
+            {"name": f.name, "size": f.size, "sha256": f.sha256, "blob_id": f.blob_id}
+            for f in files
+        ],
+        token=token or "",
+        env={"HF_ENDPOINT": constants.ENDPOINT, "HF_HUB_DISABLE_TELEMETRY": "1"},
+    )
+    return started["job"]
 
 
 def _error(event: dict[str, Any], ref: HubRef) -> Exception:
