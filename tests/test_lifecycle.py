@@ -13,7 +13,7 @@ import sys
 import sysconfig
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +23,6 @@ from tests.plugins.procs import worker_pids
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.sshd import SshServer
 from tests.plugins.testbed import Testbed, TestHost
-
-FAST_SUPERVISION = {
-    "RBEE_SUPERVISOR_INTERVAL": "0.3",
-    "RBEE_HUNG_AFTER": "1.5",
-    "RBEE_RESTART_BASE_DELAY": "0.2",
-    "RBEE_WORKER_HEALTH_TIMEOUT": "1",
-    "RBEE_HEALTH_INTERVAL": "0",
-}
-
-
-@pytest.fixture
-def fast_queen(rbee_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[QueenProcess]:
-    for name, value in FAST_SUPERVISION.items():
-        monkeypatch.setenv(name, value)
-    queen = start_queen(rbee_home)
-    try:
-        yield queen
-    finally:
-        stop_queen(queen)
 
 
 def add_node(queen: QueenProcess, sshd: SshServer, tmp_path: Path) -> None:

@@ -103,3 +103,25 @@ def queen(rbee_home: Path) -> Iterator[QueenProcess]:
         yield q
     finally:
         stop_queen(q)
+
+
+# Supervision in fractions of a second, for tests of failure and recovery.
+FAST_SUPERVISION = {
+    "RBEE_SUPERVISOR_INTERVAL": "0.3",
+    "RBEE_HUNG_AFTER": "1.5",
+    "RBEE_RESTART_BASE_DELAY": "0.2",
+    "RBEE_WORKER_HEALTH_TIMEOUT": "1",
+    "RBEE_HEALTH_INTERVAL": "0",
+}
+
+
+@pytest.fixture
+def fast_queen(rbee_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[QueenProcess]:
+    """A queen that notices failed and hung workers within a second or two."""
+    for name, value in FAST_SUPERVISION.items():
+        monkeypatch.setenv(name, value)
+    queen = start_queen(rbee_home)
+    try:
+        yield queen
+    finally:
+        stop_queen(queen)
