@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from rbee_queen.errors import InvalidRequest
+from rbee_wire.limits import LIMITS, Limit, as_integer
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 WORKER_ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -62,30 +63,32 @@ class Fields:
     def integer(
         self, field: str, *, lo: int, hi: int, default: int | None = None, required: bool = False
     ) -> int | None:
-        value = self.body.get(field)
-        if value is None:
-            if required:
-                self.fail(field, "required", f"{field} is required")
+        if required and self.body.get(field) is None:
+            self.fail(field, "required", f"{field} is required")
             return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(field, "type", f"{field} must be an integer")
-            return default
-        if not lo <= value <= hi:
-            self.fail(field, "range", f"{field} must be between {lo} and {hi}")
-            return default
+        value: int | None = self.limited(field, Limit("integer", lo, hi, default, field), default)
         return value
 
     def number(self, field: str, *, lo: float, hi: float, default: float) -> float:
+        value: float = self.limited(field, Limit("number", lo, hi, default, field), default)
+        return value
+
+    def limited(self, field: str, limit: Limit, default: Any = None) -> Any:
+        """A number within `limit` (see rbee_wire.limits); `default` when absent or bad."""
         value = self.body.get(field)
         if value is None:
             return default
+        integer = limit.kind == "integer"
+        value = as_integer(value) if integer else value
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(field, "type", f"{field} must be a number")
+            self.fail(field, "type", f"{field} must be {'an integer' if integer else 'a number'}")
             return default
-        if not lo <= value <= hi:
-            self.fail(field, "range", f"{field} must be between {lo:g} and {hi:g}")
+        if not limit.admits(value):
+            exclusive = limit.exclusive_minimum or limit.exclusive_maximum
+            span = f"in {limit.span}" if exclusive else f"between {limit.low} and {limit.high}"
+            self.fail(field, "range", f"{field} must be {span}")
             return default
-        return float(value)
+        return value if integer else float(value)
 
     def boolean(self, field: str, default: bool = False) -> bool:
         value = self.body.get(field, default)
@@ -109,13 +112,13 @@ class Fields:
             return None
         return list(value)
 
-    def prompt(self, field: str = "prompt", max_len: int = 100_000) -> str:
+    def prompt(self, field: str = "prompt", limit: Limit = LIMITS["prompt"]) -> str:
         value = self.body.get(field)
         if not isinstance(value, str) or not value:
             self.fail(field, "required", f"{field} must be a non-empty string")
             return ""
-        if len(value) > max_len:
-            self.fail(field, "max_length", f"{field} must be at most {max_len} characters")
+        if not limit.admits(value):
+            self.fail(field, "max_length", f"{field} must be at most {limit.high} characters")
         elif _BAD_PROMPT_CHARS.search(value):
             self.fail(
                 field,

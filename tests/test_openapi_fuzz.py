@@ -1,12 +1,15 @@
 """Schemathesis fuzzes a live queen from its own OpenAPI description.
 
-Only routes that cannot start workers or reach a real node are fuzzed (no
-inference, no node add/import/install/update, no model download/copy, and not
-the endless /v2/events stream); the queen has no nodes, so every route that
-names one answers from its own state. Bounded: a fixed number of examples per
-operation, positive and negative. Checks: no 5xx, every response matches the
-description (so every error is the envelope, and 401s carry
-`WWW-Authenticate: Bearer`), and no request hangs (each has a time limit).
+Only routes that cannot reach a real node are fuzzed (no node
+add/import/install/update, no model download/copy, and not the endless
+/v2/events stream). The queen has no nodes and nothing adds one, so every route
+that names one answers from its own state, and the inference routes (/v2/tasks
+and the OpenAI ones) check every field and then fail to place the request: their
+validators meet every value the description allows, and values it does not.
+Bounded: a fixed number of examples per operation, positive and negative.
+Checks: no 5xx, every response matches the description (so every error is the
+envelope, OpenAI's on /v1, and 401s carry `WWW-Authenticate: Bearer`), and no
+request hangs (each has a time limit).
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from rbee_queen.api.openapi import DOCUMENT
+from rbee_wire.limits import LIMITS
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 
 EXAMPLES_PER_OPERATION = 25
 REQUEST_LIMIT_S = 10.0  # a bound against hangs, far above any answer here
 UNSAFE = [
-    "/v2/tasks",  # starts workers
     "/v2/events",  # a stream that never ends
     "/v2/registry/beehives/add",
     "/v2/registry/beehives/import",
@@ -38,6 +41,7 @@ UNSAFE = [
     "/v2/models/download",
     "/v2/models/copy",
 ]
+INFERENCE = ["/v2/tasks", "/v1/completions", "/v1/chat/completions"]
 MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
 
 
@@ -55,7 +59,7 @@ def fuzzed_operations(mode: schemathesis.GenerationMode | None = None) -> list[A
     """The safe operations; for negative data, those that take any input to break."""
     schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(path=UNSAFE)
     ops = []
-    for result in schema.exclude(path_regex=r"^/v1/").get_all_operations():
+    for result in schema.get_all_operations():
         assert isinstance(result, Ok), result  # the description loads without errors
         ops.append(result.ok())
     if mode is schemathesis.GenerationMode.NEGATIVE:
@@ -69,19 +73,35 @@ def _described(op: Any) -> dict[str, Any]:
 
 
 def envelope(ctx: Any, response: Any, case: Any) -> bool | None:
-    """Spelled out as well as checked against the schema: every error is the envelope."""
+    """Spelled out as well as checked against the schema: every error is the
+    envelope, or past auth on /v1 OpenAI's error with the correlation id beside it."""
     if response.status_code >= 400:
         error = response.json()["error"]
-        assert set(error) == {"code", "message", "details", "correlation_id"}, error
+        if case.path.startswith("/v1/") and response.status_code != 401:
+            keys = {"message", "type", "param", "code", "correlation_id"}
+        else:
+            keys = {"code", "message", "details", "correlation_id"}
+        assert set(error) == keys, error
         assert error["correlation_id"] == response.headers["x-correlation-id"][0]
+    return None
+
+
+def accepts_the_described(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A body the description allows passes every bounded field's check: the
+    validator and the schema are built from the same table (rbee_wire.limits)."""
+    if response.status_code == 400 and case.path in INFERENCE:
+        error = response.json()["error"]
+        named = {f["field"] for f in error.get("details", {}).get("fields", [])}
+        named.add(error.get("param"))
+        assert not named & set(LIMITS), error
     return None
 
 
 def test_the_fuzzed_set_excludes_every_unsafe_route() -> None:
     paths = {op.path for op in fuzzed_operations()}
     assert paths.isdisjoint(UNSAFE)
-    assert not any(p.startswith("/v1/") for p in paths)
     assert {"/v2/keys/add", "/v2/workers/{worker_id}/events", "/v2/logs"} <= paths
+    assert set(INFERENCE) <= paths
 
 
 @pytest.mark.parametrize("mode", MODES, ids=str)
@@ -90,6 +110,8 @@ def test_fuzz_the_queen_from_its_description(
 ) -> None:
     headers = {"Authorization": f"Bearer {fuzz_queen.token}"}
     checks = [not_a_server_error, response_schema_conformance, envelope]
+    if mode is schemathesis.GenerationMode.POSITIVE:
+        checks.append(accepts_the_described)
     calls = 0
     operations = fuzzed_operations(mode)
     assert len(operations) >= 10

@@ -8,10 +8,11 @@ from typing import Any
 
 from rbee_queen.validation import Fields
 from rbee_queen.workers.devices import BACKENDS, requested_device
+from rbee_wire.limits import LIMITS
 
-MAX_STOPS = 4
-MAX_STOP_CHARS = 100
 ROLES = ("system", "user", "assistant", "tool")
+# The sampling fields the worker takes, each checked against rbee_wire.limits.
+SAMPLED = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed")
 
 
 def new_job_id() -> str:
@@ -20,16 +21,12 @@ def new_job_id() -> str:
 
 def sampling(f: Fields, *, max_tokens: int, temperature: float) -> dict[str, Any]:
     """Every sampling field the worker takes, checked; defaults differ by surface."""
-    params: dict[str, Any] = {
-        "max_tokens": f.integer("max_tokens", lo=1, hi=2048, default=max_tokens),
-        "temperature": f.number("temperature", lo=0.0, hi=2.0, default=temperature),
-        "top_p": f.number("top_p", lo=0.0, hi=1.0, default=1.0),
-        "top_k": f.integer("top_k", lo=0, hi=1_000_000, default=0),
-        "min_p": f.number("min_p", lo=0.0, hi=1.0, default=0.0),
-        "repetition_penalty": f.number("repetition_penalty", lo=0.01, hi=2.0, default=1.0),
-        "seed": f.integer("seed", lo=0, hi=2**63 - 1),
-        "stop": stops(f),
+    defaults = {"max_tokens": max_tokens, "temperature": temperature}
+    params = {
+        name: f.limited(name, LIMITS[name], defaults.get(name, LIMITS[name].default))
+        for name in SAMPLED
     }
+    params["stop"] = stops(f)
     return {k: v for k, v in params.items() if v is not None}
 
 
@@ -37,7 +34,7 @@ def device(f: Fields) -> str | None:
     """The device asked for by `backend` (cpu, cuda) and `device` (a 0-based
     ordinal), or None when neither is given (the catalog's then)."""
     backend = f.body.get("backend")
-    ordinal = f.integer("device", lo=0, hi=255)
+    ordinal = f.limited("device", LIMITS["device"])
     if backend is None and ordinal is None:
         return None
     if backend is not None and backend not in BACKENDS:
@@ -49,16 +46,18 @@ def device(f: Fields) -> str | None:
 
 def stops(f: Fields) -> list[str] | None:
     value = f.body.get("stop")
+    limit = LIMITS["stop"]
+    item = limit.item or limit
     if value is None:
         return None
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         f.fail("stop", "type", "stop must be a string or a list of strings")
-    elif len(value) > MAX_STOPS:
-        f.fail("stop", "max_items", f"stop takes at most {MAX_STOPS} strings")
-    elif not all(1 <= len(v) <= MAX_STOP_CHARS for v in value):
-        f.fail("stop", "length", f"each stop string must be 1..{MAX_STOP_CHARS} characters")
+    elif not limit.admits(value):
+        f.fail("stop", "max_items", f"stop takes at most {limit.high} strings")
+    elif not all(item.admits(v) for v in value):
+        f.fail("stop", "length", f"each stop string must be {item.span} characters")
     else:
         return list(value)
     return None
@@ -67,8 +66,9 @@ def stops(f: Fields) -> list[str] | None:
 def messages(f: Fields) -> list[dict[str, str]]:
     """Chat messages as {role, content}; OpenAI's content parts are joined as text."""
     value = f.body.get("messages")
-    if not isinstance(value, list) or not 1 <= len(value) <= 256:
-        f.fail("messages", "type", "messages must be a list of 1..256 messages")
+    limit = LIMITS["messages"]
+    if not isinstance(value, list) or not limit.admits(value):
+        f.fail("messages", "type", f"messages must be a list of {limit.span} messages")
         return []
     out = []
     for message in value:

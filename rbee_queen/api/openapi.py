@@ -16,9 +16,10 @@ from starlette.routing import Route
 
 from rbee_queen import __version__
 from rbee_queen.api.body import MAX_BODY_BYTES
-from rbee_queen.api.inference import ROLES
+from rbee_queen.api.inference import ROLES, SAMPLED
 from rbee_queen.api.models import MODEL_NAME
 from rbee_queen.validation import HOSTNAME, IDENTIFIER, MODEL_REF, SSH_USER, WORKER_ID
+from rbee_wire.limits import LIMITS, SURFACE_DEFAULTS
 
 Schema = dict[str, Any]
 
@@ -43,23 +44,17 @@ def _ref(name: str) -> Schema:
 
 NAME = _string(IDENTIFIER.pattern, 64)
 MODEL = _string(MODEL_REF.pattern, 512)
+WORKER = _string(WORKER_ID.pattern, 256)
 BOOL: Schema = {"type": "boolean"}
-# Fields.prompt: non-empty, at most 100 000 characters, no control characters
-# other than tab/newline/CR and no bidi overrides.
+# Fields.prompt: no control characters other than tab/newline/CR, no bidi overrides.
 PROMPT: Schema = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 100_000,
+    **LIMITS["prompt"].schema(),
     "pattern": r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]+$",
 }
 
 
 def _int(lo: int, hi: int) -> Schema:
     return {"type": "integer", "minimum": lo, "maximum": hi}
-
-
-def _num(lo: float, hi: float) -> Schema:
-    return {"type": "number", "minimum": lo, "maximum": hi}
 
 
 NODE_SPEC = _obj(
@@ -75,19 +70,22 @@ NODE_SPEC = _obj(
     },
     ("node_name", "ssh_host"),
 )
-SAMPLING: dict[str, Schema] = {
-    "max_tokens": _int(1, 2048),
-    "temperature": _num(0.0, 2.0),
-    "top_p": _num(0.0, 1.0),
-    "top_k": _int(0, 1_000_000),
-    "min_p": _num(0.0, 1.0),
-    "repetition_penalty": _num(0.01, 2.0),
-    "seed": _int(0, 2**63 - 1),
-}
+
+
+def _sampling(surface: str) -> dict[str, Schema]:
+    """The sampling fields, with the defaults of one surface of SURFACE_DEFAULTS."""
+    defaults = SURFACE_DEFAULTS[surface]
+    fields = {name: LIMITS[name].schema(defaults.get(name)) for name in SAMPLED}
+    stop = LIMITS["stop"]  # one string, or a list of them
+    one = (stop.item or stop).schema()
+    fields["stop"] = {"description": stop.description, "oneOf": [one, stop.schema()]}
+    return fields
+
+
 # The original's device fields: cuda runs exllamav2 workers, cpu torch workers.
 DEVICE: dict[str, Schema] = {
     "backend": {"type": "string", "enum": ["cpu", "cuda"]},
-    "device": _int(0, 255),
+    "device": LIMITS["device"].schema(),
 }
 OPENAI_COMMON: dict[str, Schema] = {
     "model": MODEL,
@@ -95,7 +93,6 @@ OPENAI_COMMON: dict[str, Schema] = {
     "stream": BOOL,
     "stream_options": _obj({"include_usage": BOOL}),
     "n": {"type": "integer", "enum": [1]},
-    **SAMPLING,
     **DEVICE,
 }
 MESSAGE = _obj(
@@ -173,18 +170,14 @@ def _op(
         responses["401"] = {"$ref": "#/components/responses/Unauthorized"}
     if body is not None:
         responses["413"] = error
-    responses["4XX"] = error
-    responses["5XX"] = error
+    responses |= {"4XX": error, "5XX": error}
     op: Schema = {"summary": summary, "responses": responses}
     if public:
         op["security"] = []
     if params:
         op["parameters"] = params
     if body is not None:
-        op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": body}},
-        }
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     return op
 
 
@@ -258,27 +251,20 @@ PATHS: Schema = {
     "/v2/workers/shutdown": {
         "post": _op(
             "Stop a worker (admin)",
-            body=_obj({"worker_id": _string(WORKER_ID.pattern, 256)}, ("worker_id",)),
+            body=_obj({"worker_id": WORKER}, ("worker_id",)),
         )
     },
     "/v2/workers/{worker_id}/events": {
         "get": _op(
             "A worker's state history",
-            params=[
-                {
-                    "name": "worker_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": _string(WORKER_ID.pattern, 256),
-                }
-            ],
+            params=[{"name": "worker_id", "in": "path", "required": True, "schema": WORKER}],
         )
     },
     "/v2/tasks": {
         "post": _op(
             "Run one inference, streamed as SSE",
             body=_obj(
-                {"node": NAME, "model": MODEL, "prompt": PROMPT, **SAMPLING, **DEVICE},
+                {"node": NAME, "model": MODEL, "prompt": PROMPT, **_sampling("tasks"), **DEVICE},
                 ("model", "prompt"),
             ),
             content=SSE_OK,
@@ -333,7 +319,7 @@ PATHS: Schema = {
             "The tail of worker logs (give node or worker_id)",
             params=[
                 NODE_QUERY,
-                _query("worker_id", _string(WORKER_ID.pattern, 256)),
+                _query("worker_id", WORKER),
                 _query("lines", {"type": "string", "pattern": "^[0-9]{1,4}$"}),
             ],
         )
@@ -365,6 +351,7 @@ PATHS: Schema = {
                         ]
                     },
                     **OPENAI_COMMON,
+                    **_sampling("completions"),
                 },
                 ("model", "prompt"),
             ),
@@ -376,9 +363,10 @@ PATHS: Schema = {
             "OpenAI: chat completion",
             body=_obj(
                 {
-                    "messages": {"type": "array", "items": MESSAGE, "minItems": 1, "maxItems": 256},
-                    "max_completion_tokens": _int(1, 2048),
+                    "messages": {**LIMITS["messages"].schema(), "items": MESSAGE},
+                    "max_completion_tokens": LIMITS["max_tokens"].schema(),
                     **OPENAI_COMMON,
+                    **_sampling("chat"),
                 },
                 ("model", "messages"),
             ),

@@ -7,16 +7,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from rbee_wire.limits import LIMITS, as_integer
 from rbee_worker.backends.base import GenerationParams
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
-MAX_TOKENS_LIMIT = 2048
-TEMPERATURE_LIMIT = 2.0
-SEED_LIMIT = 2**64 - 1  # what torch.Generator.manual_seed accepts
-REPETITION_PENALTY_LIMIT = 2.0
-MAX_STOPS = 4
-MAX_STOP_CHARS = 100
-MAX_MESSAGES = 256
 ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -47,7 +41,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    # An int is finite however large (math.isfinite overflows past a float's range).
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
 
 
 class _Checker:
@@ -81,95 +76,44 @@ class _Checker:
             self.fail("prompt", "type", "prompt must be a string")
         elif not value:
             self.fail("prompt", "min_length", "prompt must not be empty")
+        elif not LIMITS["prompt"].admits(value):
+            limit = LIMITS["prompt"].high
+            self.fail("prompt", "max_length", f"prompt must be at most {limit} characters")
         else:
             return value
         return ""
 
-    def max_tokens(self) -> int:
-        value = self.body.get("max_tokens")
+    def bounded(self, field: str, note: str = "") -> Any:
+        """A number within its limit in rbee_wire.limits; its default when absent."""
+        limit = LIMITS[field]
+        value: Any = self.body.get(field)
         if value is None:
-            return GenerationParams.max_tokens
-        if not _is_int(value):
-            self.fail("max_tokens", "type", "max_tokens must be an integer")
-        elif not 1 <= value <= MAX_TOKENS_LIMIT:
-            self.fail("max_tokens", "range", f"max_tokens must be 1..{MAX_TOKENS_LIMIT}")
+            return limit.default
+        integer = limit.kind == "integer"
+        value = as_integer(value) if integer else value
+        if not (_is_int(value) if integer else _is_number(value)):
+            kind = "an integer" if integer else "a finite number"
+            self.fail(field, "type", f"{field} must be {kind}{note}")
+        elif not limit.admits(value):
+            self.fail(field, "range", f"{field} must be {limit.span}{note}")
         else:
-            return int(value)
-        return 1
-
-    def temperature(self) -> float:
-        value = self.body.get("temperature")
-        if value is None:
-            return GenerationParams.temperature
-        if not _is_number(value):
-            self.fail("temperature", "type", "temperature must be a finite number")
-        elif not 0 <= value <= TEMPERATURE_LIMIT:
-            self.fail("temperature", "range", f"temperature must be 0..{TEMPERATURE_LIMIT:g}")
-        else:
-            return float(value)
-        return 0.0
-
-    def seed(self) -> int | None:
-        value = self.body.get("seed")
-        if value is None:
-            return None
-        if not _is_int(value):
-            self.fail("seed", "type", "seed must be an integer")
-        elif not 0 <= value <= SEED_LIMIT:
-            self.fail("seed", "range", "seed must be 0..2^64-1")
-        else:
-            return int(value)
-        return None
-
-    def fraction(self, field: str, default: float) -> float:
-        value = self.body.get(field)
-        if value is None:
-            return default
-        if not _is_number(value):
-            self.fail(field, "type", f"{field} must be a finite number")
-        elif not 0 <= value <= 1:
-            self.fail(field, "range", f"{field} must be 0..1")
-        else:
-            return float(value)
-        return default
-
-    def top_k(self) -> int:
-        value = self.body.get("top_k")
-        if value is None:
-            return GenerationParams.top_k
-        if not _is_int(value):
-            self.fail("top_k", "type", "top_k must be an integer (0 = off)")
-        elif value < 0:
-            self.fail("top_k", "range", "top_k must be 0 or more (0 = off)")
-        else:
-            return int(value)
-        return 0
-
-    def repetition_penalty(self) -> float:
-        value = self.body.get("repetition_penalty")
-        if value is None:
-            return GenerationParams.repetition_penalty
-        if not _is_number(value):
-            self.fail("repetition_penalty", "type", "repetition_penalty must be a finite number")
-        elif not 0 < value <= REPETITION_PENALTY_LIMIT:
-            limit = f"{REPETITION_PENALTY_LIMIT:g}"
-            self.fail("repetition_penalty", "range", f"repetition_penalty must be >0..{limit}")
-        else:
-            return float(value)
-        return 1.0
+            return int(value) if integer else float(value)
+        return limit.default
 
     def stop(self) -> tuple[str, ...]:
         value = self.body.get("stop")
+        limit = LIMITS["stop"]
+        item = limit.item or limit
         if value is None:
             return ()
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.fail("stop", "type", "stop must be a string or a list of strings")
-        elif len(value) > MAX_STOPS:
-            self.fail("stop", "max_items", f"stop takes at most {MAX_STOPS} strings")
-        elif not all(1 <= len(v) <= MAX_STOP_CHARS for v in value):
-            self.fail("stop", "length", f"each stop string must be 1..{MAX_STOP_CHARS} characters")
+        elif not limit.admits(value):
+            self.fail("stop", "max_items", f"stop takes at most {limit.high} strings")
+        elif not all(item.admits(v) for v in value):
+            self.fail("stop", "length", f"each stop string must be {item.span} characters")
         else:
             return tuple(value)
         return ()
@@ -178,8 +122,9 @@ class _Checker:
         value = self.body.get("messages")
         if value is None:
             return None
-        if not isinstance(value, list) or not 1 <= len(value) <= MAX_MESSAGES:
-            self.fail("messages", "type", f"messages must be a list of 1..{MAX_MESSAGES} messages")
+        limit = LIMITS["messages"]
+        if not isinstance(value, list) or not limit.admits(value):
+            self.fail("messages", "type", f"messages must be a list of {limit.span} messages")
             return None
         for message in value:
             ok = (
@@ -203,13 +148,13 @@ def parse_inference(body: Any) -> InferenceRequest:
         job_id=check.job_id(),
         prompt=check.prompt(),
         params=GenerationParams(
-            max_tokens=check.max_tokens(),
-            temperature=check.temperature(),
-            seed=check.seed(),
-            top_p=check.fraction("top_p", GenerationParams.top_p),
-            top_k=check.top_k(),
-            min_p=check.fraction("min_p", GenerationParams.min_p),
-            repetition_penalty=check.repetition_penalty(),
+            max_tokens=check.bounded("max_tokens"),
+            temperature=check.bounded("temperature"),
+            seed=check.bounded("seed"),
+            top_p=check.bounded("top_p"),
+            top_k=check.bounded("top_k", " (0 = off)"),
+            min_p=check.bounded("min_p"),
+            repetition_penalty=check.bounded("repetition_penalty"),
             stop=check.stop(),
         ),
         messages=check.messages(),
