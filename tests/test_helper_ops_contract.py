@@ -12,11 +12,10 @@ import hashlib
 import inspect
 import json
 import sys
-import types
 import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
 import pytest
 
@@ -28,65 +27,10 @@ from rbee_queen.fleet.helper_api import DEFAULT_TIMEOUT_S, HelperApi
 from rbee_queen.fleet.hive_client import HiveClient
 from rbee_wire import helper_ops
 from rbee_wire.helper_ops import OPS
+from rbee_wire.typecheck import problems
 
 REMOTE = Path(rbee_hive.__file__).parent.parent
 QUEEN = Path(rbee_queen.__file__).parent
-
-
-# --- a validator for TypedDicts, over the shapes JSON carries --------------------
-
-
-def problems(value: Any, hint: Any, where: str = "$") -> list[str]:
-    """What is wrong with `value` as a `hint` (a TypedDict or a type); [] when it fits.
-    A TypedDict also refuses keys it does not define."""
-    if typing.is_typeddict(hint):
-        if not isinstance(value, dict):
-            return [f"{where}: {value!r} is not an object"]
-        hints = typing.get_type_hints(hint)
-        found = [f"{where}.{k}: missing" for k in sorted(hint.__required_keys__ - value.keys())]
-        found += [f"{where}.{k}: not in {hint.__name__}" for k in sorted(value.keys() - hints)]
-        for key in sorted(hints.keys() & value.keys()):
-            found += problems(value[key], hints[key], f"{where}.{key}")
-        return found
-    origin, args = get_origin(hint), get_args(hint)
-    if hint is Any:
-        return []
-    if origin in (Union, types.UnionType):
-        fits = any(not problems(value, option, where) for option in args)
-        return [] if fits else [f"{where}: {value!r} is not {hint}"]
-    if origin is list:
-        if not isinstance(value, list):
-            return [f"{where}: {value!r} is not a list"]
-        return [p for i, item in enumerate(value) for p in problems(item, args[0], f"{where}[{i}]")]
-    if origin is dict:
-        if not isinstance(value, dict):
-            return [f"{where}: {value!r} is not an object"]
-        return [p for k, item in value.items() for p in problems(item, args[1], f"{where}.{k}")]
-    if hint is type(None):
-        return [] if value is None else [f"{where}: {value!r} is not null"]
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = {float: number, int: number and isinstance(value, int)}.get(hint)
-    if ok is None:
-        ok = isinstance(value, hint)
-    return [] if ok else [f"{where}: {value!r} is not {hint.__name__}"]
-
-
-def test_the_validator_finds_a_wrong_type_a_missing_key_and_a_stray_one() -> None:
-    good = {"stopped": True, "forced": False, "was_running": True}
-    assert problems(good, helper_ops.StopWorkerResult) == []
-    assert problems({**good, "forced": 1}, helper_ops.StopWorkerResult) == [
-        "$.forced: 1 is not bool"
-    ]
-    assert problems({"stopped": True, "forced": False}, helper_ops.StopWorkerResult) == [
-        "$.was_running: missing"
-    ]
-    stray = problems({**good, "extra": 1}, helper_ops.StopWorkerResult)
-    assert stray == ["$.extra: not in StopWorkerResult"]
-    card = {"index": 0, "name": "x", "memory_total_mib": None, "memory_used_mib": 1}
-    assert problems(card, helper_ops.GpuCard) == [
-        "$.temperature_c: missing",
-        "$.utilization_pct: missing",
-    ]
 
 
 # --- both sides against the contract ---------------------------------------------

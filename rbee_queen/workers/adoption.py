@@ -49,16 +49,14 @@ class WorkerAdoption:
 
     async def _adopt(self, row: Worker) -> str:
         session = await self.inventory.session_for(row.node)
-        status = await session.call(
-            "worker_status", worker_id=row.worker_id, run_dir=session.run_dir
-        )
+        status = await session.ops.worker_status(worker_id=row.worker_id, run_dir=session.run_dir)
         token = self.access.token_file.load().get(row.worker_id)
         adoptable = row.state in LIVE and row.state != S.DRAINING
         if status["alive"] and status["port"] and token and adoptable:
             if await self._serve_again(session, row, int(status["port"]), token):
                 return "adopted"
-        await session.call(
-            "stop_worker", worker_id=row.worker_id, run_dir=session.run_dir, grace_s=KILL_GRACE_S
+        await session.ops.stop_worker(
+            worker_id=row.worker_id, run_dir=session.run_dir, grace_s=KILL_GRACE_S
         )
         if S.KILLING in ALLOWED[WorkerState(row.state)]:
             why = "found dead, unhealthy or stopping after a queen restart"

@@ -46,8 +46,8 @@ class WorkerRecovery:
         """Whether the worker's process still runs on its node (its helper says)."""
         row = Worker.get_by_id(live.worker_id)
         session = await self.inventory.session_for(row.node)
-        status = await session.call(
-            "worker_status", worker_id=live.worker_id, run_dir=session.run_dir, timeout=10.0
+        status = await session.ops.worker_status(
+            worker_id=live.worker_id, run_dir=session.run_dir, timeout=10.0
         )
         return bool(status["alive"])
 

@@ -185,9 +185,7 @@ class InferenceRelay:
             live.drop_streams()
             live.session = session
             return
-        status = await session.call(
-            "worker_status", worker_id=live.worker_id, run_dir=session.run_dir
-        )
+        status = await session.ops.worker_status(worker_id=live.worker_id, run_dir=session.run_dir)
         token = self.access.token_file.load().get(live.worker_id)
         if not status["alive"] or token is None:
             raise InferenceFailed(f"worker {live.worker_id} is gone from {live.node}")

@@ -26,6 +26,7 @@ from peewee import fn
 from rbee_queen.errors import BackendUnavailable, GpuTooHot, InsufficientRam, InsufficientVram
 from rbee_queen.fleet.session import NodeSession
 from rbee_queen.store.tables import Worker
+from rbee_wire.helper_ops import GpuCard, ProbeResult
 
 HEADROOM = 1.2
 MIB = 1024 * 1024
@@ -40,7 +41,7 @@ VRAM_OVERHEAD = CACHE_RESERVE_BYTES + CUDA_CONTEXT_BYTES
 
 
 def choose_device(
-    probe: dict[str, Any], device: str, node: str, max_temp_c: float = MAX_GPU_TEMP_C
+    probe: ProbeResult, device: str, node: str, max_temp_c: float = MAX_GPU_TEMP_C
 ) -> str:
     """The device a worker gets: `cpu` as asked, `cuda` -> the GPU with the most
     free VRAM, `cuda:N` -> that GPU, checked to exist and to be cool enough."""
@@ -55,12 +56,13 @@ def choose_device(
         card = max(cards, key=_free_bytes)
     else:
         wanted = device.partition(":")[2]
-        card = next((g for g in cards if str(g["index"]) == wanted), None)
-        if card is None:
+        found = next((g for g in cards if str(g["index"]) == wanted), None)
+        if found is None:
             have = ", ".join(f"cuda:{g['index']}" for g in cards)
             raise BackendUnavailable(
                 f"{node} has no {device} (it has {have})", node=node, device=device
             )
+        card = found
     chosen = f"cuda:{card['index']}"
     temperature = card.get("temperature_c")
     if temperature is not None and temperature > max_temp_c:
@@ -74,7 +76,7 @@ def choose_device(
     return chosen
 
 
-def _free_bytes(card: dict[str, Any]) -> int:
+def _free_bytes(card: GpuCard) -> int:
     total = card.get("memory_total_mib") or 0
     return int((total - (card.get("memory_used_mib") or 0)) * MIB)
 
@@ -147,7 +149,7 @@ def vram_need(sized: Mapping[str, Any], slots: int, recorded_bytes: int | None =
 
 def check_fits(
     weights_bytes: int,
-    probe: dict[str, Any],
+    probe: ProbeResult,
     device: str,
     node: str,
     vram: VramNeed | None = None,
@@ -195,8 +197,8 @@ async def preflight_worker(
     max_temp_c: float = MAX_GPU_TEMP_C,
 ) -> Placement:
     """Check the device and that the model fits on it; return where it will run."""
-    sized = await session.call("model_size", path=path)
-    probe = await session.call("probe", install_path=session.install_dir)
+    sized = await session.ops.model_size(path=path)
+    probe = await session.ops.probe(install_path=session.install_dir)
     chosen = choose_device(probe, device, node, max_temp_c)
     gpu_name = gpu_name_of(probe, chosen)
     vram = None
@@ -207,7 +209,7 @@ async def preflight_worker(
     return Placement(chosen, gpu_name)
 
 
-def gpu_name_of(probe: dict[str, Any], device: str) -> str | None:
+def gpu_name_of(probe: ProbeResult, device: str) -> str | None:
     """The model name of the GPU behind `cuda:N` (None for the CPU or no reading)."""
     if not device.startswith("cuda:"):
         return None

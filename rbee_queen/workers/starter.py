@@ -108,7 +108,7 @@ class WorkerStarter:
                 fields=[{"field": "model", "constraint": "pattern", "message": "file:/path"}],
             )
         session = await self.inventory.session_for(node)
-        info = await session.call("path_info", path=path)
+        info = await session.ops.path_info(path=path)
         if not info["is_dir"]:
             raise ModelNotFound(f"model not found on {node.name}: {path}")
         # The device (a GPU picked or checked), then RAM/VRAM, before spawning.
@@ -144,8 +144,7 @@ class WorkerStarter:
         direct_host = node_address(session) if node.worker_access == "direct" else None
         token = self.access.tokens.new()  # in the spawn environment, never argv
         self.access.token_file.put(row.worker_id, token)  # a restarted queen re-adopts with it
-        spawned = await session.call(
-            "spawn_worker",
+        spawned = await session.ops.spawn_worker(
             worker_id=row.worker_id,
             run_dir=session.run_dir,
             argv=worker_argv(node, row, path, slots, direct_host),
@@ -182,8 +181,8 @@ class WorkerStarter:
 
     async def _wait_for_port(self, session: NodeSession, row: Worker, deadline: float) -> int:
         while True:
-            status = await session.call(
-                "worker_status", worker_id=row.worker_id, run_dir=session.run_dir
+            status = await session.ops.worker_status(
+                worker_id=row.worker_id, run_dir=session.run_dir
             )
             if status["port"]:
                 return int(status["port"])
@@ -211,8 +210,8 @@ class WorkerStarter:
                     f"{self.config.worker_loading_timeout_s:g}s"
                 )
             if resp is None and session is not None:
-                status = await session.call(
-                    "worker_status", worker_id=row.worker_id, run_dir=session.run_dir
+                status = await session.ops.worker_status(
+                    worker_id=row.worker_id, run_dir=session.run_dir
                 )
                 if not status["alive"]:
                     raise WorkerStartFailed(
@@ -259,9 +258,7 @@ def worker_argv(
 
 
 async def _last_log_line(session: NodeSession, row: Worker) -> str:
-    tail = await session.call(
-        "log_tail", worker_id=row.worker_id, run_dir=session.run_dir, lines=20
-    )
+    tail = await session.ops.log_tail(worker_id=row.worker_id, run_dir=session.run_dir, lines=20)
     lines = [line for line in tail["lines"] if line.strip()]
     return lines[-1].strip() if lines else "no output"
 

@@ -84,8 +84,7 @@ class WorkerStopper:
             live.forget_address(self.access.tokens)
             session.close_forward(live.remote_port)
         self.access.token_file.drop(row.worker_id)
-        return await session.call(
-            "stop_worker",
+        return await session.ops.stop_worker(
             worker_id=row.worker_id,
             run_dir=session.run_dir,
             grace_s=grace_s,

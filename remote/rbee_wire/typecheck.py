@@ -32,7 +32,10 @@ def problems(value: Any, schema: Any, where: str = "") -> list[str]:
         (item,) = get_args(schema) or (Any,)
         return [p for i, v in enumerate(value) for p in problems(v, item, f"{where}[{i}]")]
     if origin is dict:
-        return [] if isinstance(value, dict) else [f"{where or 'value'}: expected an object"]
+        if not isinstance(value, dict):
+            return [f"{where or 'value'}: expected an object"]
+        item = (get_args(schema) or (str, Any))[1]
+        return [p for k, v in value.items() for p in problems(v, item, f"{where}.{k}")]
     return _scalar_problems(value, schema, where)
 
 
