@@ -19,8 +19,8 @@ Kind = Literal["integer", "number", "string", "array"]
 # The seed is a signed 64-bit integer's non-negative half. Both backends take
 # more (torch's manual_seed up to 2^64-1, exllamav2 seeds Python's random with
 # any int), but OpenAI's API types the seed as int64, and so do typed clients
-# (Go int64, Java long) and SQLite; an unsigned value above 2^63-1 would not
-# survive them, so neither the queen nor the worker accepts one.
+# (Go int64, Java long): a value above 2^63-1 would not survive them, so neither
+# the queen nor the worker accepts one, and every seed one takes the other runs.
 SEED_MAX = 2**63 - 1
 
 
