@@ -27,11 +27,22 @@ REF_HELP = "hf:Org/Repo[@revision]"
 def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     models = commands.add_parser("models", help="list, download, copy and remove models on nodes")
     actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    register_list(actions, common)
+    register_download(actions, common)
+    register_copy(actions, common)
+    register_remove(actions, common)
+    register_catalog(actions, common)
+    register_serve(actions, common)
+    register_unserve(actions, common)
 
+
+def register_list(actions: Subcommands, common: argparse.ArgumentParser) -> None:
     listing = actions.add_parser("list", parents=[common], help="the models on the nodes")
     listing.add_argument("--node", metavar="NODE", help="only this node")
     listing.set_defaults(handler=list_models)
 
+
+def register_download(actions: Subcommands, common: argparse.ArgumentParser) -> None:
     download = actions.add_parser(
         "download", parents=[common], help="download a model from the hub to a node"
     )
@@ -44,6 +55,8 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     download.set_defaults(handler=download_model)
 
+
+def register_copy(actions: Subcommands, common: argparse.ArgumentParser) -> None:
     copy = actions.add_parser(
         "copy", parents=[common], help="copy a model from one node to another"
     )
@@ -52,6 +65,8 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     copy.add_argument("ref", metavar="REF", help=REF_HELP)
     copy.set_defaults(handler=copy_model)
 
+
+def register_remove(actions: Subcommands, common: argparse.ArgumentParser) -> None:
     remove = actions.add_parser(
         "remove", parents=[common], help="delete a model from a node (refused while in use)"
     )
@@ -59,6 +74,8 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     remove.add_argument("ref", metavar="REF", help=REF_HELP)
     remove.set_defaults(handler=remove_model)
 
+
+def register_catalog(actions: Subcommands, common: argparse.ArgumentParser) -> None:
     catalog = actions.add_parser(
         "catalog",
         parents=[common],
@@ -66,6 +83,8 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     catalog.set_defaults(handler=list_catalog)
 
+
+def register_serve(actions: Subcommands, common: argparse.ArgumentParser) -> None:
     serve = actions.add_parser(
         "serve",
         parents=[common],
@@ -93,6 +112,8 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     serve.set_defaults(handler=serve_model)
 
+
+def register_unserve(actions: Subcommands, common: argparse.ArgumentParser) -> None:
     unserve = actions.add_parser(
         "unserve", parents=[common], help="remove a name from the catalog (files stay on nodes)"
     )

@@ -16,7 +16,15 @@ from rbee_queen.errors import SshKeyNotFound
 def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     setup = commands.add_parser("setup", help="add, list and remove nodes")
     actions = setup.add_subparsers(dest="action", required=True, metavar="ACTION")
+    register_add_node(actions, common)
+    register_list_nodes(actions, common)
+    register_import(actions, common)
+    register_update_node(actions, common)
+    register_install(actions, common)
+    register_remove_node(actions, common)
 
+
+def register_add_node(actions: Subcommands, common: argparse.ArgumentParser) -> None:
     add = actions.add_parser("add-node", parents=[common], help="register a node reached over SSH")
     add.add_argument("--name", required=True, help="the node's name in rbee")
     add.add_argument("--ssh-host", required=True, metavar="HOST")
@@ -45,9 +53,13 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     add_node_settings(add)
     add.set_defaults(handler=add_node)
 
+
+def register_list_nodes(actions: Subcommands, common: argparse.ArgumentParser) -> None:
     listing = actions.add_parser("list-nodes", parents=[common], help="show the registered nodes")
     listing.set_defaults(handler=list_nodes)
 
+
+def register_import(actions: Subcommands, common: argparse.ArgumentParser) -> None:
     imports = actions.add_parser(
         "import", parents=[common], help="add every node of an inventory file (TOML)"
     )
@@ -59,6 +71,8 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     imports.set_defaults(handler=import_nodes)
 
+
+def register_update_node(actions: Subcommands, common: argparse.ArgumentParser) -> None:
     update = actions.add_parser(
         "update-node",
         parents=[common],
@@ -80,6 +94,8 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     update.set_defaults(handler=update_node)
 
+
+def register_install(actions: Subcommands, common: argparse.ArgumentParser) -> None:
     inst = actions.add_parser(
         "install",
         parents=[common],
@@ -107,6 +123,8 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     inst.add_argument("--index-url", metavar="URL", help="the package index pip uses on the node")
     inst.set_defaults(handler=install_node)
 
+
+def register_remove_node(actions: Subcommands, common: argparse.ArgumentParser) -> None:
     remove = actions.add_parser("remove-node", parents=[common], help="forget a node")
     remove.add_argument("--name", required=True, help="the node's name in rbee")
     remove.set_defaults(handler=remove_node)

@@ -134,13 +134,7 @@ class ExLlamaV2Backend:
         exl_config = ExLlamaV2Config(str(self.model_dir))
         exl_config.arch_compat_overrides()
         model = ExLlamaV2(exl_config)
-
-        def on_module(done: int, total: int) -> None:
-            # exllamav2 loads module by module (embedding, each layer's attention
-            # and MLP, norm, head); those are the units reported.
-            progress(LoadProgress("loading_weights", done, total))
-
-        model.load(gpu_split=self.gpu_split, callback=on_module)
+        self._load_weights(model, progress)
 
         paged = self._paged_attention()
         self._max_seq_len = int(exl_config.max_seq_len)
@@ -162,6 +156,9 @@ class ExLlamaV2Backend:
         self.cache_tokens = tokens
         self.vram_bytes = self._vram_reserved(torch)
         progress(LoadProgress("ready"))
+        self._log_loaded(index, tokens, paged)
+
+    def _log_loaded(self, index: int, tokens: int, paged: bool) -> None:
         log.info(
             "model %s loaded by exllamav2 (%s): cache %d tokens, %s batching, "
             "%d MiB VRAM reserved, eos ids %s",
@@ -174,6 +171,14 @@ class ExLlamaV2Backend:
             (self.vram_bytes or 0) // MIB,
             self._eos,
         )
+
+    def _load_weights(self, model: Any, progress: ProgressCallback) -> None:
+        def on_module(done: int, total: int) -> None:
+            # exllamav2 loads module by module (embedding, each layer's attention
+            # and MLP, norm, head); those are the units reported.
+            progress(LoadProgress("loading_weights", done, total))
+
+        model.load(gpu_split=self.gpu_split, callback=on_module)
 
     def _hf_tokenizer(self) -> Any:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub from a node
