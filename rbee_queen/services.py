@@ -22,6 +22,7 @@ from rbee_queen.fleet.known_hosts import HostKeyStore
 from rbee_queen.fleet.pool import PoolLimits, SessionPool
 from rbee_queen.keys import KeyRing
 from rbee_queen.metrics import QueenMetrics
+from rbee_queen.models.catalog import ModelCatalog
 from rbee_queen.models.node_models import local_path_for_worker
 from rbee_queen.models.operations import ModelManager
 from rbee_queen.nodes.health import HealthMonitor
@@ -52,6 +53,7 @@ class Services:
     audit: AuditLog
     bus: EventBus
     metrics: QueenMetrics
+    catalog: ModelCatalog
     health: HealthMonitor = field(kw_only=True)
     installer: Installer = field(kw_only=True)
     models: ModelManager = field(kw_only=True)
@@ -112,6 +114,7 @@ class Services:
             audit,
             bus,
             metrics,
+            ModelCatalog(),
             health=health,
             installer=Installer(pool, config.home),
             models=ModelManager(config, inventory),

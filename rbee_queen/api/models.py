@@ -12,6 +12,7 @@ from rbee_queen.api import inference
 from rbee_queen.api.body import json_body
 from rbee_queen.models import catalog
 from rbee_queen.models.node_models import is_catalog_ref, parse_ref
+from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields, model_path
 
 # OpenAI clients show model names; dots are common in them ("llama-3.1-8b").
@@ -33,7 +34,7 @@ async def add_model(request: Request) -> JSONResponse:
     assert name and model_ref and nodes and slots
     if is_catalog_ref(model_ref):
         parse_ref(model_ref)  # INVALID_REQUEST for a malformed hf: reference
-    entry = catalog.add_model(name, model_ref, nodes, slots, device or "cpu")
+    entry = services(request).catalog.add(name, model_ref, nodes, slots, device or "cpu")
     return JSONResponse({"model": catalog.model_json(entry)}, status_code=201)
 
 
@@ -46,7 +47,7 @@ async def remove_model(request: Request) -> JSONResponse:
     name = f.string("name", pattern=MODEL_NAME, max_len=64)
     f.raise_if_any()
     assert name is not None
-    catalog.remove_model(name)
+    services(request).catalog.remove(name)
     return JSONResponse({"removed": name})
 
 

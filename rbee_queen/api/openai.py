@@ -94,7 +94,7 @@ async def _complete(
     f.raise_if_any()
     assert model is not None
     require_model(request, model)
-    where = catalog.placement(model, nodes, device, node_field="nodes")
+    where = services(request).catalog.placement(model, nodes, device, node_field="nodes")
     job_id = inference.new_job_id()
     svc = services(request)
     async with before_deadline():

@@ -14,7 +14,6 @@ from starlette.routing import Route
 from rbee_queen.api import inference
 from rbee_queen.api.auth import require_model
 from rbee_queen.api.body import json_body
-from rbee_queen.models import catalog
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
 from rbee_queen.workers.routing import before_deadline
@@ -32,7 +31,7 @@ async def create_task(request: Request) -> StreamingResponse:
     f.raise_if_any()
     assert model is not None
     require_model(request, model)  # the key's model allow-list
-    where = catalog.placement(model, [node] if node else None, device)
+    where = services(request).catalog.placement(model, [node] if node else None, device)
     payload = {"job_id": inference.new_job_id(), "prompt": prompt, **params}
     svc = services(request)
     async with before_deadline():

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from rbee_queen.errors import InvalidRequest, ModelAlreadyExists, ModelNotFound
 from rbee_queen.nodes.inventory import get_node
-from rbee_queen.store.tables import ModelEntry, database_proxy
+from rbee_queen.store.tables import ModelEntry
 
 T = TypeVar("T")
 
@@ -25,61 +25,72 @@ class Placement:
     device: str
 
 
-def add_model(
-    name: str, model_ref: str, nodes: list[str], slots: int, device: str = "cpu"
-) -> ModelEntry:
-    if ModelEntry.get_or_none(ModelEntry.name == name) is not None:
-        raise ModelAlreadyExists(f"a model named {name!r} exists; remove it first")
-    for node in nodes:
-        get_node(node)  # NODE_NOT_FOUND before anything is written
-    entry: ModelEntry = ModelEntry.create(
-        name=name, model_ref=model_ref, nodes=nodes, slots=slots, device=device
-    )
-    _lookups.clear()
-    return entry
+class ModelCatalog:
+    """The catalog's rows, with what requests look up kept in memory: every
+    inference resolves its model here, and a query costs more than all the rest
+    of its routing. The catalog changes only through `add` and `remove`, which
+    forget what was remembered. One per queen, built by its services."""
 
+    def __init__(self) -> None:
+        self._lookups: dict[tuple[str, str], Any] = {}
 
-# What requests look up here, kept in memory: every inference resolves its
-# model through the catalog, and a query costs more than all the rest of its
-# routing. The catalog changes only through add_model and remove_model, which
-# clear it; a different database (tests open several) starts it anew.
-_lookups: dict[tuple[str, str], Any] = {}
-_lookups_db: object = None
+    def add(
+        self, name: str, model_ref: str, nodes: list[str], slots: int, device: str = "cpu"
+    ) -> ModelEntry:
+        if ModelEntry.get_or_none(ModelEntry.name == name) is not None:
+            raise ModelAlreadyExists(f"a model named {name!r} exists; remove it first")
+        for node in nodes:
+            get_node(node)  # NODE_NOT_FOUND before anything is written
+        entry: ModelEntry = ModelEntry.create(
+            name=name, model_ref=model_ref, nodes=nodes, slots=slots, device=device
+        )
+        self._lookups.clear()
+        return entry
 
+    def remove(self, name: str) -> None:
+        get_model(name).delete_instance()
+        self._lookups.clear()
 
-def _remembered(kind: str, key: str, load: Callable[[], T]) -> T:
-    global _lookups_db
-    if _lookups_db is not database_proxy.obj:
-        _lookups.clear()
-        _lookups_db = database_proxy.obj
-    try:
-        found: T = _lookups[kind, key]
-    except KeyError:
-        found = _lookups[kind, key] = load()
-    return found
+    def placement(
+        self, model: str, nodes: list[str] | None, device: str | None, node_field: str = "node"
+    ) -> Placement:
+        """A request's placement: `model` is a reference (`file:`/`hf:`, which needs
+        `nodes`) or a catalog name (its nodes unless `nodes` narrows them); `device`
+        from the request wins over the catalog's."""
+        if model.startswith(("file:", "hf:")):
+            if not nodes:
+                raise InvalidRequest(
+                    f"a model reference needs `{node_field}`; or add it to the catalog, "
+                    "use its name",
+                    fields=[
+                        {
+                            "field": node_field,
+                            "constraint": "required",
+                            "message": f"{node_field} is required",
+                        }
+                    ],
+                )
+            return Placement(model, nodes, self.slots_for(model), device or "cpu")
+        ref, entry_nodes, slots, entry_device = self._remembered(
+            "name", model, lambda: _placed(model)
+        )
+        return Placement(ref, nodes or list(entry_nodes), slots, device or entry_device)
 
+    def slots_for(self, model_ref: str) -> int:
+        """The slots configured for a model reference (1 when it is not in the catalog)."""
 
-def placement(
-    model: str, nodes: list[str] | None, device: str | None, node_field: str = "node"
-) -> Placement:
-    """A request's placement: `model` is a reference (`file:`/`hf:`, which needs
-    `nodes`) or a catalog name (its nodes unless `nodes` narrows them); `device`
-    from the request wins over the catalog's."""
-    if model.startswith(("file:", "hf:")):
-        if not nodes:
-            raise InvalidRequest(
-                f"a model reference needs `{node_field}`; or add it to the catalog, use its name",
-                fields=[
-                    {
-                        "field": node_field,
-                        "constraint": "required",
-                        "message": f"{node_field} is required",
-                    }
-                ],
-            )
-        return Placement(model, nodes, slots_for(model), device or "cpu")
-    ref, entry_nodes, slots, entry_device = _remembered("name", model, lambda: _placed(model))
-    return Placement(ref, nodes or list(entry_nodes), slots, device or entry_device)
+        def load() -> int:
+            entry = ModelEntry.get_or_none(ModelEntry.model_ref == model_ref)
+            return int(entry.slots) if entry is not None else 1
+
+        return self._remembered("slots", model_ref, load)
+
+    def _remembered(self, kind: str, key: str, load: Callable[[], T]) -> T:
+        try:
+            found: T = self._lookups[kind, key]
+        except KeyError:
+            found = self._lookups[kind, key] = load()
+        return found
 
 
 def _placed(name: str) -> tuple[str, tuple[str, ...], int, str]:
@@ -96,21 +107,6 @@ def get_model(name: str) -> ModelEntry:
 
 def list_models() -> list[ModelEntry]:
     return list(ModelEntry.select().order_by(ModelEntry.name))
-
-
-def remove_model(name: str) -> None:
-    get_model(name).delete_instance()
-    _lookups.clear()
-
-
-def slots_for(model_ref: str) -> int:
-    """The slots configured for a model reference (1 when it is not in the catalog)."""
-
-    def load() -> int:
-        entry = ModelEntry.get_or_none(ModelEntry.model_ref == model_ref)
-        return int(entry.slots) if entry is not None else 1
-
-    return _remembered("slots", model_ref, load)
 
 
 def model_json(entry: ModelEntry) -> dict[str, Any]:

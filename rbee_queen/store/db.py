@@ -11,7 +11,7 @@ from pathlib import Path
 from peewee import SqliteDatabase
 
 from rbee_queen.store.migrations import apply_migrations
-from rbee_queen.store.tables import ALL_MODELS, database_proxy
+from rbee_queen.store.tables import ALL_TABLES
 
 
 def open_database(path: Path) -> SqliteDatabase:
@@ -26,10 +26,10 @@ def open_database(path: Path) -> SqliteDatabase:
         },
         check_same_thread=False,
     )
-    database_proxy.initialize(db)
+    db.bind(ALL_TABLES)  # the tables use this database from now on
     db.connect(reuse_if_open=True)
     apply_migrations(db)
     return db
 
 
-__all__ = ["open_database", "ALL_MODELS"]
+__all__ = ["open_database", "ALL_TABLES"]

@@ -1,4 +1,9 @@
-"""peewee models: the node inventory, the worker registry, worker events."""
+"""The database's tables (peewee models): the node inventory, the worker
+registry, worker events, the model catalog and the models on each node.
+
+No database is named here: `store.db.open_database` binds these tables to the
+queen's database when it opens it, so nothing module-level holds a connection.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,12 @@ from typing import Any
 
 from peewee import (
     CharField,
-    DatabaseProxy,
     DateTimeField,
     ForeignKeyField,
     IntegerField,
     Model,
     TextField,
 )
-
-database_proxy = DatabaseProxy()
 
 
 def utcnow() -> datetime:
@@ -31,12 +33,11 @@ class JsonField(TextField):
         return json.loads(value) if value is not None else None
 
 
-class BaseModel(Model):
-    class Meta:
-        database = database_proxy
+class BaseTable(Model):
+    pass
 
 
-class Node(BaseModel):
+class Node(BaseTable):
     name = CharField(primary_key=True, max_length=64)
     ssh_host = CharField(max_length=253)
     ssh_port = IntegerField(default=22)
@@ -57,7 +58,7 @@ class Node(BaseModel):
         table_name = "nodes"
 
 
-class Worker(BaseModel):
+class Worker(BaseTable):
     worker_id = CharField(primary_key=True, max_length=256)
     node = ForeignKeyField(Node, backref="workers", on_delete="CASCADE", column_name="node")
     model_ref = CharField(max_length=512)
@@ -78,7 +79,7 @@ class Worker(BaseModel):
         table_name = "workers"
 
 
-class WorkerEvent(BaseModel):
+class WorkerEvent(BaseTable):
     worker_id = CharField(max_length=256, index=True)
     from_state = CharField(null=True)
     to_state = CharField()
@@ -89,7 +90,7 @@ class WorkerEvent(BaseModel):
         table_name = "worker_events"
 
 
-class ModelEntry(BaseModel):
+class ModelEntry(BaseTable):
     """A model the OpenAI-compatible API serves by name, and the nodes it may run on."""
 
     name = CharField(primary_key=True, max_length=64)
@@ -103,7 +104,7 @@ class ModelEntry(BaseModel):
         table_name = "models"
 
 
-class NodeModel(BaseModel):
+class NodeModel(BaseTable):
     """A model folder on one node, as the queen last wrote or verified it.
 
     A row exists only for a folder that was renamed into place complete, every
@@ -126,4 +127,4 @@ class NodeModel(BaseModel):
         indexes = ((("node", "ref"), True),)
 
 
-ALL_MODELS = [Node, Worker, WorkerEvent, ModelEntry, NodeModel]
+ALL_TABLES = [Node, Worker, WorkerEvent, ModelEntry, NodeModel]
