@@ -31,7 +31,7 @@ HI = [{"role": "user", "content": "hi"}]
 def queen_refuses(body: dict[str, Any]) -> set[str]:
     """The fields the queen's inference checks refuse in `body`."""
     f = Fields(body if "messages" in body else {"prompt": "p", **body})
-    inference.sampling(f, max_tokens=20, temperature=0.7)
+    inference.sampling(f, "tasks")
     inference.device(f)
     if "messages" in body:
         inference.messages(f)
@@ -140,7 +140,7 @@ def test_lengths_and_counts_agree(
 
 def test_the_messages_stay_as_they_were() -> None:
     f = Fields({"temperature": 3, "repetition_penalty": 0, "top_k": -1, "stop": ["a"] * 5})
-    inference.sampling(f, max_tokens=20, temperature=0.7)
+    inference.sampling(f, "tasks")
     assert [p["message"] for p in f.problems] == [
         "temperature must be between 0 and 2",
         "top_k must be between 0 and 1000000",
@@ -200,19 +200,19 @@ def test_the_worker_defaults_are_the_tables() -> None:
 def test_each_surfaces_defaults_are_described_and_taken(surface: str, path: str) -> None:
     given = SURFACE_DEFAULTS[surface]
     wanted = {name: given.get(name, LIMITS[name].default) for name in SAMPLED}
-    params = inference.sampling(Fields({}), **given)
+    params = inference.sampling(Fields({}), surface)
     assert params == {k: v for k, v in wanted.items() if v is not None}
     described = {name: _body(path)[name].get("default") for name in SAMPLED}
     assert described == wanted
-    assert _route_defaults(surface) == given
+    assert _route_surface(surface) == surface
 
 
-def _route_defaults(surface: str) -> dict[str, Any]:
-    """The defaults the route itself passes to inference.sampling."""
-    seen: dict[str, Any] = {}
+def _route_surface(surface: str) -> str:
+    """The surface whose defaults the route itself asks inference.sampling for."""
+    seen: list[str] = []
 
-    def record(f: Fields, **defaults: Any) -> dict[str, Any]:
-        seen.update(defaults)
+    def record(f: Fields, asked: str) -> dict[str, Any]:
+        seen.append(asked)
         raise QueenInvalid("recorded")
 
     handler = {
@@ -232,4 +232,5 @@ def _route_defaults(surface: str) -> dict[str, Any]:
             asyncio.run(handler(request))  # type: ignore[arg-type]
         except QueenInvalid:
             pass  # /v2/tasks raises; the OpenAI routes answer in OpenAI's shape
-    return seen
+    (asked,) = seen
+    return asked

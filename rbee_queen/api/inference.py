@@ -8,7 +8,7 @@ from typing import Any
 
 from rbee_queen.validation import Fields
 from rbee_queen.workers.devices import BACKENDS, requested_device
-from rbee_wire.limits import LIMITS
+from rbee_wire.limits import LIMITS, SURFACE_DEFAULTS
 
 ROLES = ("system", "user", "assistant", "tool")
 # The sampling fields the worker takes, each checked against rbee_wire.limits.
@@ -19,9 +19,10 @@ def new_job_id() -> str:
     return f"job-{secrets.token_hex(8)}"
 
 
-def sampling(f: Fields, *, max_tokens: int, temperature: float) -> dict[str, Any]:
-    """Every sampling field the worker takes, checked; defaults differ by surface."""
-    defaults = {"max_tokens": max_tokens, "temperature": temperature}
+def sampling(f: Fields, surface: str) -> dict[str, Any]:
+    """Every sampling field the worker takes, checked; `surface` (tasks,
+    completions, chat) picks its defaults from the limits table."""
+    defaults = SURFACE_DEFAULTS[surface]
     params = {
         name: f.limited(name, LIMITS[name], defaults.get(name, LIMITS[name].default))
         for name in SAMPLED

@@ -61,7 +61,7 @@ async def list_models(request: Request) -> Response:
 async def completions(request: Request) -> Response:
     f = Fields(await json_body(request))
     prompt = _completion_prompt(f)
-    return await _complete(request, f, "text", {"prompt": prompt}, default_max_tokens=16)
+    return await _complete(request, f, "text", {"prompt": prompt})
 
 
 @openai_errors
@@ -70,7 +70,7 @@ async def chat_completions(request: Request) -> Response:
     if f.body.get("max_tokens") is None and f.body.get("max_completion_tokens") is not None:
         f.body["max_tokens"] = f.body["max_completion_tokens"]
     messages = inference.messages(f)
-    return await _complete(request, f, "chat", {"messages": messages}, default_max_tokens=256)
+    return await _complete(request, f, "chat", {"messages": messages})
 
 
 def _completion_prompt(f: Fields) -> str:
@@ -80,12 +80,10 @@ def _completion_prompt(f: Fields) -> str:
     return f.prompt()
 
 
-async def _complete(
-    request: Request, f: Fields, kind: str, content: dict[str, Any], default_max_tokens: int
-) -> Response:
+async def _complete(request: Request, f: Fields, kind: str, content: dict[str, Any]) -> Response:
     model = f.string("model", pattern=MODEL_REF, max_len=512)
     nodes = f.string_list("nodes", pattern=IDENTIFIER, max_len=64, max_items=64)
-    params = inference.sampling(f, max_tokens=default_max_tokens, temperature=1.0)
+    params = inference.sampling(f, "chat" if kind == "chat" else "completions")
     device = inference.device(f)  # rbee's own fields; OpenAI clients send neither
     stream = f.boolean("stream")
     include_usage = _include_usage(f)

@@ -26,7 +26,7 @@ async def create_task(request: Request) -> StreamingResponse:
     node = f.string("node", pattern=IDENTIFIER, max_len=64, required=False)
     model = f.string("model", pattern=MODEL_REF, max_len=512)
     prompt = f.prompt()
-    params = inference.sampling(f, max_tokens=20, temperature=0.7)
+    params = inference.sampling(f, "tasks")
     device = inference.device(f)
     f.raise_if_any()
     assert model is not None
