@@ -41,23 +41,23 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench.relay_procs import byte_relay, descendants, forward, pin, socat_relay, spawn_worker
 from rbee_worker.tinymodel import write_tiny_model
 from tests.plugins.queen import start_queen, stop_queen
-from tests.plugins.sshd import SshServer, free_port, start_sshd
+from tests.plugins.sshd import SshServer, start_sshd
 
 CONCURRENCY = 8
 CHAT_BASE = "worker direct, messages"
@@ -92,93 +92,6 @@ def stream(client: httpx.Client, path: str, body: dict[str, Any]) -> Sample:
     assert first is not None and last is not None and tokens, "no tokens came back"
     end = time.perf_counter()
     return first - started, end - started, tokens, decode_ms, last - started
-
-
-def _threads(pid: int) -> list[int]:
-    try:
-        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except FileNotFoundError:
-        return []
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def pin(pids: list[int], cpus: set[int]) -> None:
-    """Every thread of each process (a process's affinity is per thread)."""
-    for pid in pids:
-        for tid in _threads(pid):
-            try:
-                os.sched_setaffinity(tid, cpus)
-            except OSError:
-                pass  # exited meanwhile
-
-
-def spawn_worker(model: Path, run_dir: Path, slots: int) -> tuple[subprocess.Popen[bytes], int]:
-    state = run_dir / "bench.state.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RBEE_WORKER_TOKEN": "bench-token-0123456789"}
-    argv = [sys.executable, "-m", "rbee_worker", "--worker-id", "bench", "--model", str(model)]
-    argv += ["--slots", str(slots), "--state-file", str(state)]
-    log = (run_dir / "bench.log").open("wb")
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    while not state.exists():
-        time.sleep(0.05)
-    port = json.loads(state.read_text())["port"]
-    while httpx.get(f"http://127.0.0.1:{port}/health").status_code != 200:
-        time.sleep(0.1)
-    return proc, port
-
-
-def forward(sshd: SshServer, port: int) -> tuple[subprocess.Popen[bytes], int]:
-    """An OpenSSH client forward to the worker, in its own process: an asyncssh
-    loop in a thread of this process would contend with the clients for the GIL
-    and measure that instead of the forward."""
-    local = free_port()
-    argv = ["ssh", "-N", "-p", str(sshd.port), "-i", str(sshd.client_key)]
-    argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
-    argv += ["-o", "LogLevel=ERROR", "-L", f"127.0.0.1:{local}:127.0.0.1:{port}"]
-    return _listening(subprocess.Popen([*argv, f"{sshd.user}@{sshd.host}"]), local)
-
-
-def byte_relay(port: int) -> tuple[subprocess.Popen[bytes], int]:
-    """One more hop that only copies bytes: bench/byte_relay.py (Python, uvloop)."""
-    local = free_port()
-    argv = [sys.executable, "-m", "bench.byte_relay", str(local), str(port)]
-    return _listening(subprocess.Popen(argv), local)
-
-
-def socat_relay(port: int) -> tuple[subprocess.Popen[bytes], int] | None:
-    """The same in C, where socat is installed (it is not an rbee dependency)."""
-    if shutil.which("socat") is None:
-        return None
-    local = free_port()
-    argv = ["socat", f"TCP-LISTEN:{local},bind=127.0.0.1,reuseaddr,fork,nodelay"]
-    argv.append(f"TCP:127.0.0.1:{port},nodelay")
-    return _listening(subprocess.Popen(argv), local)
-
-
-def _listening(proc: subprocess.Popen[bytes], port: int) -> tuple[subprocess.Popen[bytes], int]:
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
 
 
 def sequential(paths: dict[str, Callable[[], Sample]], runs: int) -> dict[str, dict[str, float]]:
@@ -239,11 +152,7 @@ def concurrent(call: Callable[[], Sample], runs: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--pin", choices=("workers", "node", "clients", "none"), default="workers")
-    args = parser.parse_args()
+    args = _parse_args()
     root = Path(tempfile.mkdtemp(prefix="rbee-relay-"))
     sshd_proc, sshd = start_sshd(root / "sshd")
     model = write_tiny_model(root / "model")
@@ -256,107 +165,23 @@ def main() -> None:
     try:
         token = (home / "api-token").read_text().strip() if (home / "api-token").exists() else ""
         auth = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=queen.url, headers=auth, timeout=60) as c:
-            # One sshd, two nodes: the queen forwards to "bench"'s worker and calls
-            # "bench-direct"'s on the node's address (loopback here).
-            for name, access in (("bench", "ssh"), ("bench-direct", "direct")):
-                body = sshd.node_body(name, root / "install", accept_new_host_key=True)
-                body["worker_access"] = access
-                c.post("/v2/registry/beehives/add", json=body).raise_for_status()
-            for name, node in (("tiny", "bench"), ("tiny-direct", "bench-direct")):
-                entry = {"name": name, "model_ref": f"file:{model}", "nodes": [node]}
-                c.post("/v2/registry/models/add", json={**entry, "slots": CONCURRENCY})
+        _add_nodes_and_models(queen.url, auth, sshd, root, model)
         tunnel_proc, forwarded = forward(sshd, worker_port)
         helpers.append(tunnel_proc)
-        relays = [byte_relay(worker_port)]
-        socat = socat_relay(worker_port)
-        if socat is not None:
-            relays.append(socat)
+        relays = _byte_relays(worker_port)
         helpers += [proc for proc, _ in relays]
-        prompt = "Once upon a time"
-        params = {"max_tokens": args.max_tokens, "temperature": 0.0}
-        worker_auth = {"Authorization": "Bearer bench-token-0123456789"}
-        limits = httpx.Limits(max_connections=CONCURRENCY * 2)
-        direct = httpx.Client(
-            base_url=f"http://127.0.0.1:{worker_port}", headers=worker_auth, limits=limits
-        )
-        tunnel = httpx.Client(
-            base_url=f"http://127.0.0.1:{forwarded}", headers=worker_auth, limits=limits
-        )
-        floors = {
-            f"worker via byte relay ({kind})": httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", headers=worker_auth, limits=limits
-            )
-            for kind, (_, port) in zip(("Python", "socat"), relays, strict=False)
-        }
-        via_queen = httpx.Client(base_url=queen.url, headers=auth, limits=limits, timeout=300)
-        counter = iter(range(10**9))
-        messages = [{"role": "user", "content": prompt}]
-        chat_options = {"stream": True, "stream_options": {"include_usage": True}}
-
-        def on_worker(client: httpx.Client, **content: Any) -> Callable[[], Sample]:
-            """A request to the worker's own API, each with a job id of its own."""
-            return lambda: stream(
-                client, "/v1/inference", {"job_id": f"j{next(counter)}", **content, **params}
-            )
-
-        paths: dict[str, Callable[[], Sample]] = {
-            "worker direct": on_worker(direct, prompt=prompt),
-            "worker via SSH forward": on_worker(tunnel, prompt=prompt),
-            # The chat paths' baseline: the worker renders the chat template itself,
-            # which a prompt does not pay for.
-            CHAT_BASE: on_worker(direct, messages=messages),
-            **{label: on_worker(client, prompt=prompt) for label, client in floors.items()},
-        }
-        for suffix, name in (("", "tiny"), (", direct", "tiny-direct")):
-            task = {"model": name, "prompt": prompt, **params}
-            chat = {"model": name, "messages": messages, **params, **chat_options}
-            paths[f"queen /v2/tasks{suffix}"] = partial(stream, via_queen, "/v2/tasks", task)
-            paths[f"queen /v1/chat/completions{suffix}"] = partial(
-                stream, via_queen, "/v1/chat/completions", chat
-            )
+        ports = Ports(worker=worker_port, forwarded=forwarded, relays=[p for _, p in relays])
+        paths = _paths(queen.url, auth, ports, args.max_tokens)
         for call in paths.values():  # warm: the queen's worker loads on demand here
             call()
         cpus = os.sched_getaffinity(0)
         if args.pin != "none" and len(cpus) > 1:
-            with httpx.Client(base_url=queen.url, headers=auth) as c:
-                listed = c.get("/v2/workers/list").json()["workers"]
-            workers = [worker.pid, *(w["pid"] for w in listed)]
-            node_side = [sshd_proc.pid, *_descendants(sshd_proc.pid)]
-            first = [*workers, *node_side] if args.pin == "node" else workers
-            rest = [queen.proc.pid, tunnel_proc.pid, *(p.pid for p, _ in relays)]
-            (first if args.pin == "clients" else rest).append(os.getpid())
-            rest += [d for p, _ in relays for d in _descendants(p.pid)]  # socat forks
-            rest += [p for p in node_side if p not in first]
-            pin(rest, cpus - {min(cpus)})
-            pin(first, {min(cpus)})
-            what = {"node": "the node side (workers, sshd)", "clients": "workers and clients"}.get(
-                args.pin, "workers"
-            )
-            print(f"{what} pinned to CPU {min(cpus)}, the rest to {sorted(cpus - {min(cpus)})}")
-        runs: dict[str, Callable[[], dict[str, dict[str, float]]]] = {
-            "sequential, interleaved": lambda: sequential(paths, args.runs),
-            "sequential, back to back": lambda: back_to_back(paths, args.runs),
-            f"{CONCURRENCY} concurrent clients": lambda: {
-                name: concurrent(call, args.runs) for name, call in paths.items()
-            },
-        }
-        for title, run in runs.items():
-            print(f"\n{title} ({args.max_tokens} tokens per request):")
-            results = run()
-            for name, r in results.items():
-                base = results[CHAT_BASE if "chat" in name else "worker direct"]
-                print(
-                    f"  {name:36s} first token {r['ttft_ms']:7.2f} ms "
-                    f"(+{r['ttft_ms'] - base['ttft_ms']:5.2f})  {r['tok_s']:7.0f} tok/s "
-                    f"({r['tok_s'] / base['tok_s'] * 100:5.1f} %)"
-                    + (f"  worker decode {r['decode_ms']:5.1f} ms" if r["decode_ms"] else "")
-                    + (
-                        f"  first->last token {r['span_ms']:5.2f} ms, last->end {r['tail_ms']:4.2f}"
-                        if "span_ms" in r
-                        else ""
-                    )
-                )
+            node_side = [sshd_proc.pid, *descendants(sshd_proc.pid)]
+            relay_pids = [tunnel_proc.pid, *(p.pid for p, _ in relays)]
+            relay_pids += [d for p, _ in relays for d in descendants(p.pid)]  # socat forks
+            workers = [worker.pid, *_queen_worker_pids(queen.url, auth)]
+            _pin_all(args.pin, cpus, workers, node_side, queen.proc.pid, relay_pids)
+        _measure_and_print(paths, args.runs, args.max_tokens)
     finally:
         for proc in helpers:  # before they outlive this process holding its stdout
             proc.terminate()
@@ -366,6 +191,155 @@ def main() -> None:
         sshd_proc.terminate()
         sshd_proc.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--pin", choices=("workers", "node", "clients", "none"), default="workers")
+    return parser.parse_args()
+
+
+def _add_nodes_and_models(
+    queen_url: str, auth: dict[str, str], sshd: SshServer, root: Path, model: Path
+) -> None:
+    with httpx.Client(base_url=queen_url, headers=auth, timeout=60) as c:
+        # One sshd, two nodes: the queen forwards to "bench"'s worker and calls
+        # "bench-direct"'s on the node's address (loopback here).
+        for name, access in (("bench", "ssh"), ("bench-direct", "direct")):
+            body = sshd.node_body(name, root / "install", accept_new_host_key=True)
+            body["worker_access"] = access
+            c.post("/v2/registry/beehives/add", json=body).raise_for_status()
+        for name, node in (("tiny", "bench"), ("tiny-direct", "bench-direct")):
+            entry = {"name": name, "model_ref": f"file:{model}", "nodes": [node]}
+            c.post("/v2/registry/models/add", json={**entry, "slots": CONCURRENCY})
+
+
+def _byte_relays(worker_port: int) -> list[tuple[subprocess.Popen[bytes], int]]:
+    relays = [byte_relay(worker_port)]
+    socat = socat_relay(worker_port)
+    if socat is not None:
+        relays.append(socat)
+    return relays
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where the worker is reached without the queen: its own port, the SSH
+    forward's, and each byte relay's (Python's, then socat's where installed)."""
+
+    worker: int
+    forwarded: int
+    relays: list[int]
+
+
+def _paths(
+    queen_url: str, auth: dict[str, str], ports: Ports, max_tokens: int
+) -> dict[str, Callable[[], Sample]]:
+    """Every path measured, by name: each call sends one streamed request."""
+    prompt = "Once upon a time"
+    params = {"max_tokens": max_tokens, "temperature": 0.0}
+    worker_auth = {"Authorization": "Bearer bench-token-0123456789"}
+    limits = httpx.Limits(max_connections=CONCURRENCY * 2)
+    direct = httpx.Client(
+        base_url=f"http://127.0.0.1:{ports.worker}", headers=worker_auth, limits=limits
+    )
+    tunnel = httpx.Client(
+        base_url=f"http://127.0.0.1:{ports.forwarded}", headers=worker_auth, limits=limits
+    )
+    floors = {
+        f"worker via byte relay ({kind})": httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers=worker_auth, limits=limits
+        )
+        for kind, port in zip(("Python", "socat"), ports.relays, strict=False)
+    }
+    via_queen = httpx.Client(base_url=queen_url, headers=auth, limits=limits, timeout=300)
+    counter = iter(range(10**9))
+    messages = [{"role": "user", "content": prompt}]
+    chat_options = {"stream": True, "stream_options": {"include_usage": True}}
+
+    def on_worker(client: httpx.Client, **content: Any) -> Callable[[], Sample]:
+        """A request to the worker's own API, each with a job id of its own."""
+        return lambda: stream(
+            client, "/v1/inference", {"job_id": f"j{next(counter)}", **content, **params}
+        )
+
+    paths: dict[str, Callable[[], Sample]] = {
+        "worker direct": on_worker(direct, prompt=prompt),
+        "worker via SSH forward": on_worker(tunnel, prompt=prompt),
+        # The chat paths' baseline: the worker renders the chat template itself,
+        # which a prompt does not pay for.
+        CHAT_BASE: on_worker(direct, messages=messages),
+        **{label: on_worker(client, prompt=prompt) for label, client in floors.items()},
+    }
+    for suffix, name in (("", "tiny"), (", direct", "tiny-direct")):
+        task = {"model": name, "prompt": prompt, **params}
+        chat = {"model": name, "messages": messages, **params, **chat_options}
+        paths[f"queen /v2/tasks{suffix}"] = partial(stream, via_queen, "/v2/tasks", task)
+        paths[f"queen /v1/chat/completions{suffix}"] = partial(
+            stream, via_queen, "/v1/chat/completions", chat
+        )
+    return paths
+
+
+def _queen_worker_pids(queen_url: str, auth: dict[str, str]) -> list[int]:
+    with httpx.Client(base_url=queen_url, headers=auth) as c:
+        listed = c.get("/v2/workers/list").json()["workers"]
+    return [w["pid"] for w in listed]
+
+
+def _pin_all(
+    mode: str,
+    cpus: set[int],
+    workers: list[int],
+    node_side: list[int],
+    queen_pid: int,
+    relay_pids: list[int],
+) -> None:
+    """Pins as `--pin` says (see the module's docstring): one CPU for the
+    workers (with the node side or the clients as asked), the others for the rest."""
+    first = [*workers, *node_side] if mode == "node" else workers
+    rest = [queen_pid, *relay_pids]
+    (first if mode == "clients" else rest).append(os.getpid())
+    rest += [p for p in node_side if p not in first]
+    pin(rest, cpus - {min(cpus)})
+    pin(first, {min(cpus)})
+    what = {"node": "the node side (workers, sshd)", "clients": "workers and clients"}.get(
+        mode, "workers"
+    )
+    print(f"{what} pinned to CPU {min(cpus)}, the rest to {sorted(cpus - {min(cpus)})}")
+
+
+def _measure_and_print(paths: dict[str, Callable[[], Sample]], runs: int, max_tokens: int) -> None:
+    modes: dict[str, Callable[[], dict[str, dict[str, float]]]] = {
+        "sequential, interleaved": lambda: sequential(paths, runs),
+        "sequential, back to back": lambda: back_to_back(paths, runs),
+        f"{CONCURRENCY} concurrent clients": lambda: {
+            name: concurrent(call, runs) for name, call in paths.items()
+        },
+    }
+    for title, run in modes.items():
+        print(f"\n{title} ({max_tokens} tokens per request):")
+        results = run()
+        for name, r in results.items():
+            base = results[CHAT_BASE if "chat" in name else "worker direct"]
+            print(_row(name, r, base))
+
+
+def _row(name: str, r: dict[str, float], base: dict[str, float]) -> str:
+    """One path's line: its medians and how they compare with the direct worker's."""
+    return (
+        f"  {name:36s} first token {r['ttft_ms']:7.2f} ms "
+        f"(+{r['ttft_ms'] - base['ttft_ms']:5.2f})  {r['tok_s']:7.0f} tok/s "
+        f"({r['tok_s'] / base['tok_s'] * 100:5.1f} %)"
+        + (f"  worker decode {r['decode_ms']:5.1f} ms" if r["decode_ms"] else "")
+        + (
+            f"  first->last token {r['span_ms']:5.2f} ms, last->end {r['tail_ms']:4.2f}"
+            if "span_ms" in r
+            else ""
+        )
+    )
 
 
 if __name__ == "__main__":
