@@ -136,7 +136,7 @@ class QueenMetrics:
                 self.health_failures.labels("node").inc()
         elif kind == "health_failed":
             self.health_failures.labels("worker").inc()
-        elif kind == "worker_stopped":
+        elif kind == "worker_killed":
             (self.forced_kills if event.get("forced") else self.graceful_stops).inc()
         elif kind == "worker_restarted":
             self.restarts.inc()
