@@ -63,14 +63,8 @@ def test_download_verify_infer_and_remove(
     assert events[0]["type"] == "start" and events[-1]["type"] == "done", events
     assert any(e["type"] == "progress" for e in events)
     assert not any(name.endswith(".bin") for name in fakehub.fetched)  # the decoy stayed away
-
-    model = events[-1]["model"]
     folder = tmp_path / "install" / "models" / "hf" / "Org" / "Tiny"
-    assert Path(model["local_path"]) == folder.resolve()
-    expected = {p.name: sha(p) for p in tiny_model_dir.iterdir() if p.is_file()}
-    assert {f["name"]: f["sha256"] for f in model["files"]} == expected
-    assert {p.name: sha(p) for p in folder.iterdir()} == expected
-    assert model["size_bytes"] == sum(p.stat().st_size for p in tiny_model_dir.iterdir())
+    check_downloaded(events[-1]["model"], folder, tiny_model_dir)
     assert not (tmp_path / "install" / "models" / ".partial" / "hf" / "Org" / "Tiny").exists()
     (entry,) = listed(hub_queen, "n1")
     assert entry["ref"] == "hf:Org/Tiny" and entry["status"] == "complete"
@@ -88,23 +82,8 @@ def test_download_verify_infer_and_remove(
     assert worker["model_ref"] == "hf:Org/Tiny"
     assert listed(hub_queen, "n1")[0]["last_used"] is not None
 
-    with hub_queen.client() as c:
-        body = {"node": "n1", "model": "hf:Org/Tiny"}
-        refused = c.post("/v2/models/remove", json=body)
-        assert refused.status_code == 409, refused.text
-        assert refused.json()["error"]["code"] == "MODEL_IN_USE"
-        assert folder.is_dir()
-        c.post("/v2/workers/shutdown", json={"worker_id": worker["worker_id"]})
-        removed = c.post("/v2/models/remove", json=body)
-    assert removed.status_code == 200, removed.text
-    assert not folder.exists() and listed(hub_queen) == []
-
-    # Through the keeper: download (progress on stderr), then list.
-    done = keeper(hub_queen, "models", "download", "--node", "n1", "hf:Org/Tiny")
-    assert done.returncode == 0, done.stderr
-    assert "hf:Org/Tiny downloaded on n1" in done.stdout
-    shown = keeper(hub_queen, "--json", "models", "list", "--node", "n1")
-    assert [m["status"] for m in json.loads(shown.stdout)["models"]] == ["complete"]
+    remove_refused_while_in_use_then_done(hub_queen, worker["worker_id"], folder)
+    download_and_list_through_keeper(hub_queen)
 
     # A folder deleted by hand is noticed.
     for p in folder.iterdir():
@@ -114,6 +93,40 @@ def test_download_verify_infer_and_remove(
     with hub_queen.client() as c:
         r = c.post("/v2/tasks", json=task)
     assert r.status_code == 404 and r.json()["error"]["code"] == "MODEL_NOT_FOUND"
+
+
+def check_downloaded(model: dict, folder: Path, source: Path) -> None:
+    """The done event's model is the node's folder, holding the source's files."""
+    assert Path(model["local_path"]) == folder.resolve()
+    expected = {p.name: sha(p) for p in source.iterdir() if p.is_file()}
+    assert {f["name"]: f["sha256"] for f in model["files"]} == expected
+    assert {p.name: sha(p) for p in folder.iterdir()} == expected
+    assert model["size_bytes"] == sum(p.stat().st_size for p in source.iterdir())
+
+
+def remove_refused_while_in_use_then_done(
+    queen: QueenProcess, worker_id: str, folder: Path
+) -> None:
+    """A model in use is not removed; once its worker is shut down it is."""
+    with queen.client() as c:
+        body = {"node": "n1", "model": "hf:Org/Tiny"}
+        refused = c.post("/v2/models/remove", json=body)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "MODEL_IN_USE"
+        assert folder.is_dir()
+        c.post("/v2/workers/shutdown", json={"worker_id": worker_id})
+        removed = c.post("/v2/models/remove", json=body)
+    assert removed.status_code == 200, removed.text
+    assert not folder.exists() and listed(queen) == []
+
+
+def download_and_list_through_keeper(queen: QueenProcess) -> None:
+    """Through the keeper: download (progress on stderr), then list."""
+    done = keeper(queen, "models", "download", "--node", "n1", "hf:Org/Tiny")
+    assert done.returncode == 0, done.stderr
+    assert "hf:Org/Tiny downloaded on n1" in done.stdout
+    shown = keeper(queen, "--json", "models", "list", "--node", "n1")
+    assert [m["status"] for m in json.loads(shown.stdout)["models"]] == ["complete"]
 
 
 def test_hub_errors_corruption_resume_and_copy(
@@ -135,57 +148,72 @@ def test_hub_errors_corruption_resume_and_copy(
     assert (status, body["error"]["code"]) == (507, "INSUFFICIENT_DISK")
     assert body["error"]["details"]["required_bytes"] >= 1 << 60
 
+    corrupted_downloads_fail_and_the_retry_resumes(hub_queen, fakehub, tmp_path)
+
+    queen = restart_with_token_file(hub_queen, tmp_path)
+    try:
+        status, events = download(queen, "n1", "hf:Org/Private")
+        assert events[-1]["type"] == "done", events
+        copy_to_a_second_node(queen, sshd, tmp_path, tiny_model_dir)
+    finally:
+        stop_queen(queen)
+
+
+def corrupted_downloads_fail_and_the_retry_resumes(
+    queen: QueenProcess, fakehub: FakeHub, tmp_path: Path
+) -> None:
     # A small file kept in git (no SHA-256 on the hub, same size when damaged) is
     # caught by its git blob id.
     fakehub.corrupt.add("config.json")
-    status, events = download(hub_queen, "n1", "hf:Org/Tiny")
+    status, events = download(queen, "n1", "hf:Org/Tiny")
     assert events[-1]["type"] == "error" and events[-1]["code"] == "DOWNLOAD_FAILED", events
     assert "config.json" in events[-1]["message"]
-    assert listed(hub_queen) == []
+    assert listed(queen) == []
     fakehub.corrupt.clear()
 
     # A corrupted weights file is caught by its hash: no catalog entry, no model folder.
     fakehub.corrupt.add("model.safetensors")
-    status, events = download(hub_queen, "n1", "hf:Org/Tiny")
+    status, events = download(queen, "n1", "hf:Org/Tiny")
     assert events[-1]["type"] == "error" and events[-1]["code"] == "DOWNLOAD_FAILED", events
-    assert listed(hub_queen) == []
+    assert listed(queen) == []
     assert not (tmp_path / "install" / "models" / "hf" / "Org" / "Tiny").exists()
 
     # Fixed at the source: the retry keeps what already reached the node.
     fakehub.corrupt.clear()
-    status, events = download(hub_queen, "n1", "hf:Org/Tiny")
+    status, events = download(queen, "n1", "hf:Org/Tiny")
     assert events[-1]["type"] == "done", events
     assert {e["file"] for e in events if e["type"] == "skip"} >= {"config.json"}
 
-    # A token file opens the private repo (a fresh queen reads RBEE_HF_TOKEN_FILE).
+
+def restart_with_token_file(queen: QueenProcess, tmp_path: Path) -> QueenProcess:
+    """A token file opens the private repo (a fresh queen reads RBEE_HF_TOKEN_FILE)."""
     token = tmp_path / "hf-token"
     token.write_text("hf_secret\n")
     token.chmod(0o600)
-    stop_queen(hub_queen)
+    stop_queen(queen)
     os.environ["RBEE_HF_TOKEN_FILE"] = str(token)
     try:
-        queen = start_queen(hub_queen.home)
+        return start_queen(queen.home)
     finally:
         del os.environ["RBEE_HF_TOKEN_FILE"]
-    try:
-        status, events = download(queen, "n1", "hf:Org/Private")
-        assert events[-1]["type"] == "done", events
 
-        # Copy to a second node (same host, another install path) through the queen.
-        add_node(queen, sshd, tmp_path / "second", name="n2")
-        with queen.client() as c:
-            body = {"from": "n1", "to": "n2", "model": "hf:Org/Tiny"}
-            with c.stream("POST", "/v2/models/copy", json=body) as r:
-                assert r.status_code == 200, r.read()
-                lines = [x for x in r.iter_lines() if x.startswith("data: {")]
-        done = json.loads(lines[-1][len("data: ") :])
-        assert done["type"] == "done", done
-        copied = tmp_path / "second" / "install" / "models" / "hf" / "Org" / "Tiny"
-        expected = {p.name: sha(p) for p in tiny_model_dir.iterdir() if p.is_file()}
-        assert {p.name: sha(p) for p in copied.iterdir()} == expected
-        assert {m["node"] for m in listed(queen) if m["ref"] == "hf:Org/Tiny"} == {"n1", "n2"}
-    finally:
-        stop_queen(queen)
+
+def copy_to_a_second_node(
+    queen: QueenProcess, sshd: SshServer, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Copy to a second node (same host, another install path) through the queen."""
+    add_node(queen, sshd, tmp_path / "second", name="n2")
+    with queen.client() as c:
+        body = {"from": "n1", "to": "n2", "model": "hf:Org/Tiny"}
+        with c.stream("POST", "/v2/models/copy", json=body) as r:
+            assert r.status_code == 200, r.read()
+            lines = [x for x in r.iter_lines() if x.startswith("data: {")]
+    done = json.loads(lines[-1][len("data: ") :])
+    assert done["type"] == "done", done
+    copied = tmp_path / "second" / "install" / "models" / "hf" / "Org" / "Tiny"
+    expected = {p.name: sha(p) for p in tiny_model_dir.iterdir() if p.is_file()}
+    assert {p.name: sha(p) for p in copied.iterdir()} == expected
+    assert {m["node"] for m in listed(queen) if m["ref"] == "hf:Org/Tiny"} == {"n1", "n2"}
 
 
 def test_insufficient_ram_refused_before_spawn(

@@ -66,15 +66,13 @@ def _metrics(queen: QueenProcess) -> dict[str, dict[tuple, float]]:
     return found
 
 
-def test_events_and_metrics_agree_with_workers_list(
-    queen: QueenProcess, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    events: list[dict] = []
+def listen_until_idle_after_a_request(queen: QueenProcess, events: list[dict]) -> threading.Thread:
+    """A thread that appends the queen's events to `events` until the request's
+    figures are in and the worker is recorded idle again (a moment after its
+    last request: back-to-back ones make one busy spell); started and connected."""
     connected = threading.Event()
 
     def listen() -> None:
-        # Until the request's figures are in and the worker is recorded idle again
-        # (a moment after its last request: back-to-back ones make one busy spell).
         with queen.client() as c, c.stream("GET", "/v2/events", timeout=60) as r:
             connected.set()
             finished = False
@@ -90,6 +88,14 @@ def test_events_and_metrics_agree_with_workers_list(
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     assert connected.wait(10)
+    return listener
+
+
+def test_events_and_metrics_agree_with_workers_list(
+    queen: QueenProcess, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    events: list[dict] = []
+    listener = listen_until_idle_after_a_request(queen, events)
     body = sshd.node_body("n1", tmp_path / "inst", accept_new_host_key=True)
     with queen.client() as c:
         assert c.post("/v2/registry/beehives/add", json=body).status_code == 201
@@ -120,7 +126,11 @@ def test_events_and_metrics_agree_with_workers_list(
     assert started["worker_id"] == finished["worker_id"] == worker["worker_id"]
     assert finished["outcome"] == "MAX_TOKENS" and finished["tokens_out"] == 1000
     assert finished["ttft_ms"] > 0 and finished["tokens_per_s"] > 0
+    assert_metrics_after_one_request(queen)
 
+
+def assert_metrics_after_one_request(queen: QueenProcess) -> None:
+    """One idle worker on an up node, one request of 1000 tokens, none in flight."""
     metrics = _metrics(queen)
     by_state = {dict(k)["state"]: v for k, v in metrics["rbee_workers"].items()}
     assert by_state["idle"] == 1

@@ -70,18 +70,7 @@ def build_app(hub: FakeHub) -> Starlette:
         denied = _denied(hub, repo, request)
         if denied is not None:
             return denied
-        siblings = []
-        for name, content in hub.repos[repo].items():
-            size = hub.sizes.get((repo, name), len(content))
-            item: dict[str, object] = {
-                "rfilename": name,
-                "size": size,
-                "blobId": _git_blob_id(content),
-            }
-            if name.endswith(LFS):
-                sha = hashlib.sha256(content).hexdigest()
-                item["lfs"] = {"size": size, "sha256": sha, "pointerSize": 134}
-            siblings.append(item)
+        siblings = _siblings(hub, repo)
         return JSONResponse({"id": repo, "modelId": repo, "sha": COMMIT, "siblings": siblings})
 
     async def resolve(request: Request) -> Response:
@@ -102,25 +91,7 @@ def build_app(hub: FakeHub) -> Starlette:
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(content))
             return Response(status_code=200, headers=headers)
-        if hub.outage:
-            return Response(status_code=503)
-        key = f"{repo}/{name}"
-        hub.fetched.append(key)
-        if name in hub.corrupt:
-            content = bytes([content[0] ^ 0xFF]) + content[1:]
-        start = _range_start(request.headers.get("range"))
-        status = 200
-        if start:
-            hub.ranges.append((key, start))
-            headers["Content-Range"] = f"bytes {start}-{len(content) - 1}/{len(content)}"
-            status = 206
-        body = content[start:]
-        cut_at = hub.cut.pop(name, None)
-        if cut_at is not None:
-            headers["Content-Length"] = str(len(body))
-            return StreamingResponse(_cut_off(hub, key, body[:cut_at]), status, headers)
-        hub.served[key] = hub.served.get(key, 0) + len(body)
-        return Response(body, status_code=status, headers=headers)
+        return _serve_file(hub, request, repo, name, content, headers)
 
     return Starlette(
         routes=[
@@ -129,6 +100,49 @@ def build_app(hub: FakeHub) -> Starlette:
             Route("/{org}/{repo}/resolve/{rev}/{file:path}", resolve, methods=["GET", "HEAD"]),
         ]
     )
+
+
+def _siblings(hub: FakeHub, repo: str) -> list[dict[str, object]]:
+    """A model_info's files, with the sizes and hashes the hub lists for each."""
+    siblings = []
+    for name, content in hub.repos[repo].items():
+        size = hub.sizes.get((repo, name), len(content))
+        item: dict[str, object] = {
+            "rfilename": name,
+            "size": size,
+            "blobId": _git_blob_id(content),
+        }
+        if name.endswith(LFS):
+            sha = hashlib.sha256(content).hexdigest()
+            item["lfs"] = {"size": size, "sha256": sha, "pointerSize": 134}
+        siblings.append(item)
+    return siblings
+
+
+def _serve_file(
+    hub: FakeHub, request: Request, repo: str, name: str, content: bytes, headers: dict[str, str]
+) -> Response:
+    """A file's GET: down in an outage, corrupted, from a Range's start, or cut
+    off, as the test set the hub up; what it sent is recorded."""
+    if hub.outage:
+        return Response(status_code=503)
+    key = f"{repo}/{name}"
+    hub.fetched.append(key)
+    if name in hub.corrupt:
+        content = bytes([content[0] ^ 0xFF]) + content[1:]
+    start = _range_start(request.headers.get("range"))
+    status = 200
+    if start:
+        hub.ranges.append((key, start))
+        headers["Content-Range"] = f"bytes {start}-{len(content) - 1}/{len(content)}"
+        status = 206
+    body = content[start:]
+    cut_at = hub.cut.pop(name, None)
+    if cut_at is not None:
+        headers["Content-Length"] = str(len(body))
+        return StreamingResponse(_cut_off(hub, key, body[:cut_at]), status, headers)
+    hub.served[key] = hub.served.get(key, 0) + len(body)
+    return Response(body, status_code=status, headers=headers)
 
 
 class _Cut(Exception):
