@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 
 from rbee_queen.audit import audit_files
+from tests.lifecycle_support import Streaming, add_node, run_task, wait_for, workers
 from tests.plugins.procs import worker_pids
 from tests.plugins.queen import QueenProcess
 from tests.plugins.sshd import SshServer
-from tests.test_lifecycle import Streaming, add_node, run_task, wait_for, workers
 
 
 def audit_entries(queen: QueenProcess, event: str, worker_id: str) -> list[dict[str, Any]]:

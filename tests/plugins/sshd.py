@@ -76,6 +76,31 @@ def start_sshd(
     authorized.write_text((root / "id_ed25519.pub").read_text())
     authorized.chmod(0o600)
     port = free_port()
+    config = _write_config(root, port, host_key, authorized, session_env)
+    with open(root / "sshd.log", "wb") as log:
+        proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            # Only the demo's sshd outlives the script that started it; a test's
+            # stays in the test run's session and goes with it.
+            start_new_session=detached,
+        )
+    _wait_listening(proc, port, root)
+    server = SshServer(
+        host="127.0.0.1",
+        port=port,
+        user=getpass.getuser(),
+        client_key=client_key,
+        host_public_key=(root / "ssh_host_ed25519_key.pub").read_text().strip(),
+        root=root,
+    )
+    return proc, server
+
+
+def _write_config(
+    root: Path, port: int, host_key: Path, authorized: Path, session_env: dict[str, str] | None
+) -> Path:
     config = root / "sshd_config"
     config.write_text(
         "\n".join(
@@ -99,15 +124,11 @@ def start_sshd(
             ]
         )
     )
-    with open(root / "sshd.log", "wb") as log:
-        proc = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            # Only the demo's sshd outlives the script that started it; a test's
-            # stays in the test run's session and goes with it.
-            start_new_session=detached,
-        )
+    return config
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], port: int, root: Path) -> None:
+    """Until sshd accepts connections on its port (10 s at most); its log if it exits."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -117,15 +138,6 @@ def start_sshd(
             break
         except OSError:
             time.sleep(0.05)
-    server = SshServer(
-        host="127.0.0.1",
-        port=port,
-        user=getpass.getuser(),
-        client_key=client_key,
-        host_public_key=(root / "ssh_host_ed25519_key.pub").read_text().strip(),
-        root=root,
-    )
-    return proc, server
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,24 @@ SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 LOCK_DIR = Path("/run/rbee-testbed")
 MAX_HOSTS = 63  # /30 per host in a /24
 SCRIPT_SLOT = 0
+HOST_SSHD_CONFIG = """\
+ListenAddress {address}
+Port 22
+HostKey {host_key}
+AuthorizedKeysFile .ssh/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin no
+AllowUsers {user}
+UsePAM no
+StrictModes no
+PidFile none
+AllowTcpForwarding local
+Subsystem sftp internal-sftp
+MaxStartups 64:30:128
+LogLevel ERROR
+"""
 
 
 @dataclass(frozen=True)
@@ -196,29 +214,10 @@ def _make_host(slot: int, i: int, root: Path) -> TestHost:
         os.chown(path, info.pw_uid, info.pw_gid)
     home.chmod(0o755)
     _keygen(host_dir / "host_key")
-    (host_dir / "sshd_config").write_text(
-        "\n".join(
-            [
-                f"ListenAddress {host.address}",
-                "Port 22",
-                f"HostKey {host_dir / 'host_key'}",
-                "AuthorizedKeysFile .ssh/authorized_keys",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PubkeyAuthentication yes",
-                "PermitRootLogin no",
-                f"AllowUsers {host.user}",
-                "UsePAM no",
-                "StrictModes no",
-                "PidFile none",
-                "AllowTcpForwarding local",
-                "Subsystem sftp internal-sftp",
-                "MaxStartups 64:30:128",
-                "LogLevel ERROR",
-                "",
-            ]
-        )
+    config = HOST_SSHD_CONFIG.format(
+        address=host.address, host_key=host_dir / "host_key", user=host.user
     )
+    (host_dir / "sshd_config").write_text(config)
     return host
 
 
