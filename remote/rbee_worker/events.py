@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from rbee_worker.backends.base import GenerationResult
 from rbee_wire import codec
 from rbee_wire.worker_events import End, Error, Started, Token, Usage, encode
+from rbee_worker.backends.base import GenerationResult
 
 DONE = codec.SSE_DONE
 
