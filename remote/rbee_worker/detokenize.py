@@ -2,8 +2,11 @@
 
 Decoding each token alone breaks multi-byte characters and tokenizers that change
 spacing by context, so the whole list is decoded every time and only the new
-suffix is emitted. A suffix that ends in U+FFFD (an incomplete UTF-8 sequence) is
-held back until a later token completes it, or until `flush`.
+suffix is emitted. Decoders mark bytes that are not (yet) a whole UTF-8 character
+with U+FFFD: a suffix that ends in one is held back until a later token completes
+the character, and marks that no later token can complete (invalid bytes, or an
+incomplete character at `flush`) are dropped, so no piece ever carries a broken
+character, whatever the model emits.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ class IncrementalDecoder:
         return self._take(text)
 
     def flush(self) -> str:
-        """Whatever is still held back, incomplete characters included."""
+        """Whatever is still held back, less the bytes that never formed a character."""
         return self._take(self._decode(self._ids)) if self._ids else ""
 
     def _take(self, text: str) -> str:
         piece = text[self._emitted :]
         self._emitted = max(self._emitted, len(text))
-        return piece
+        return piece.replace(REPLACEMENT, "")
