@@ -77,7 +77,8 @@ def main() -> None:
             "max_tokens": args.max_tokens,
             "temperature": 0.0,
         }
-        client = httpx.Client(base_url=queen.url, timeout=300)
+        auth = {"Authorization": f"Bearer {queen.token}"}  # the owner's, as the keeper sends
+        client = httpx.Client(base_url=queen.url, headers=auth, timeout=300)
         cold_ttft, cold_total, _ = one_task(client, task)
         warm = [one_task(client, task) for _ in range(args.runs)]
         client.close()

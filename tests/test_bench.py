@@ -1,0 +1,76 @@
+"""Every benchmark still runs: each module under bench/ imports, and each
+benchmark's smallest configuration runs to its report, as `python -m bench.X`
+(the command docs/benchmarks.md gives), so one that rots fails here. The
+figures themselves are not checked: speed belongs to the benchmarks."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import bench
+from tests.plugins.testbed import unavailable_reason
+
+ROOT = Path(__file__).resolve().parent.parent
+# Each benchmark's smallest configuration and a line its report always prints.
+SMALLEST = {
+    "relay": (["--runs", "1", "--max-tokens", "2"], "queen /v1/chat/completions, direct"),
+    "first_token": (["--runs", "1", "--max-tokens", "2"], "warm over 1 runs: first token median"),
+    "auth": (["--requests", "5"], "bearer token /v2/registry/models/list"),
+    "fanout": (["--rounds", "1", "--sizes", "1"], "fabric warm / rbee warm"),
+}
+# Run by the others (bench.relay starts it), never on its own.
+HELPERS = {"byte_relay", "relay_procs"}
+
+
+def _run(name: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "-m", f"bench.{name}", *args]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_every_bench_module_imports_and_each_benchmark_is_covered() -> None:
+    names = {m.name for m in pkgutil.iter_modules(bench.__path__)}
+    for name in sorted(names):
+        importlib.import_module(f"bench.{name}")
+    # A new benchmark must get its smallest run here too.
+    assert names == set(SMALLEST) | HELPERS | {"gpu"}
+
+
+@pytest.mark.parametrize("name", ["relay", "first_token", "auth"])
+def test_benchmark_runs_its_smallest_configuration(name: str) -> None:
+    args, expected = SMALLEST[name]
+    done = _run(name, args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert expected in done.stdout, done.stdout[-3000:]
+
+
+def test_fanout_runs_against_one_test_host() -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    args, expected = SMALLEST["fanout"]
+    done = _run("fanout", args)  # Fabric included: the extra `bench` installs it
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert expected in done.stdout, done.stdout[-3000:]
+
+
+def test_gpu_benchmark_runs_or_says_why_not() -> None:
+    """Without a usable CUDA GPU and exllamav2 it exits 1 with the reason the
+    worker's own GPU check gives; with one, its smallest run reports."""
+    from rbee_worker.backends.gpu_check import diagnose, gather_facts
+
+    reason = diagnose(gather_facts(), 0, need_exllamav2=True)
+    done = _run("gpu", ["--streams", "1", "--max-tokens", "4"])
+    if reason is None:
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "rbee single stream / bare single stream" in done.stdout, done.stdout[-3000:]
+    else:
+        assert done.returncode == 1
+        assert f"bench.gpu needs a CUDA GPU with exllamav2: {reason}" in done.stderr
