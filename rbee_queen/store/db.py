@@ -2,16 +2,26 @@
 
 peewee is synchronous; every query here touches a small local file and takes
 well under a millisecond, so the API calls it directly from async handlers.
+A write that waits longer than the busy timeout for another writer's lock
+fails (and the API answers STORE_UNAVAILABLE) rather than hold the request.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from peewee import SqliteDatabase
 
 from rbee_queen.store.migrations import apply_migrations
+from rbee_queen.store.recovery import Recovery, recover_if_damaged
 from rbee_queen.store.tables import ALL_TABLES
+
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+
+def busy_timeout_ms() -> int:
+    return int(os.environ.get("RBEE_DB_BUSY_TIMEOUT_MS") or DEFAULT_BUSY_TIMEOUT_MS)
 
 
 def open_database(path: Path) -> SqliteDatabase:
@@ -21,7 +31,7 @@ def open_database(path: Path) -> SqliteDatabase:
         pragmas={
             "journal_mode": "wal",
             "synchronous": "normal",
-            "busy_timeout": 5000,
+            "busy_timeout": busy_timeout_ms(),
             "foreign_keys": 1,
         },
         check_same_thread=False,
@@ -32,4 +42,10 @@ def open_database(path: Path) -> SqliteDatabase:
     return db
 
 
-__all__ = ["open_database", "ALL_TABLES"]
+def open_store(path: Path) -> tuple[SqliteDatabase, Recovery | None]:
+    """Open the database, first setting a damaged one aside for its newest good backup."""
+    recovery = recover_if_damaged(path)
+    return open_database(path), recovery
+
+
+__all__ = ["open_database", "open_store", "ALL_TABLES"]

@@ -1,0 +1,164 @@
+"""Online backups of the queen's database, through SQLite's backup API.
+
+A copy is taken while the queen runs (readers and writers go on), into
+`backups/queen-<UTC time>.db` beside the database, and only the newest `keep`
+stay. The queen takes one shortly after the inventory or the model catalog
+changed (a fingerprint of those rows is compared on a timer, so twenty node
+adds in a burst make one backup, whatever code path wrote them) and one at
+shutdown. A copy is written under a temporary name, checked with
+`PRAGMA integrity_check`, and only then renamed into place: a backup that
+exists is a good one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger("rbee.queen.store")
+
+PREFIX, SUFFIX = "queen-", ".db"
+
+# What a user would rebuild by hand if it were lost; runtime state (workers,
+# their events, node health) changes all the time and is not a reason to copy.
+FINGERPRINT_QUERIES = (
+    "SELECT name, ssh_host, ssh_port, ssh_user, ssh_key_path, install_path,"
+    " worker_python, model_source, worker_access FROM nodes ORDER BY name",
+    "SELECT name, model_ref, nodes, slots, device FROM models ORDER BY name",
+    "SELECT node, ref, local_path, size_bytes, files, status FROM node_models ORDER BY node, ref",
+)
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    keep: int = 5  # RBEE_DB_BACKUPS
+    check_every_s: float = 5.0  # RBEE_DB_BACKUP_INTERVAL
+
+    @classmethod
+    def from_env(cls) -> BackupSettings:
+        return cls(
+            keep=max(1, int(os.environ.get("RBEE_DB_BACKUPS") or 5)),
+            check_every_s=float(os.environ.get("RBEE_DB_BACKUP_INTERVAL") or 5.0),
+        )
+
+
+def backup_dir(db_path: Path) -> Path:
+    return db_path.parent / "backups"
+
+
+def list_backups(directory: Path) -> list[Path]:
+    """Finished backups, oldest first (the names sort by time)."""
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p for p in directory.iterdir() if p.name.startswith(PREFIX) and p.suffix == SUFFIX
+    )
+
+
+def is_sound(path: Path) -> bool:
+    """The file opens as SQLite and passes `PRAGMA integrity_check`."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True)
+        try:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+    return rows == [("ok",)]
+
+
+def write_backup(db_path: Path, keep: int) -> Path:
+    """Copy the live database into a new backup; prune to the newest `keep`."""
+    directory = backup_dir(db_path)
+    directory.mkdir(mode=0o700, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    final = directory / f"{PREFIX}{stamp}{SUFFIX}"
+    partial = final.with_suffix(".partial")
+    source = sqlite3.connect(str(db_path))
+    try:
+        target = sqlite3.connect(str(partial))
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    if not is_sound(partial):
+        partial.unlink(missing_ok=True)
+        raise sqlite3.DatabaseError(f"the backup of {db_path} failed its integrity check")
+    os.chmod(partial, 0o600)
+    os.replace(partial, final)
+    for old in list_backups(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def fingerprint(db_path: Path) -> str:
+    """A hash of the inventory and catalog rows: equal hashes, nothing to back up."""
+    digest = hashlib.sha256()
+    conn = sqlite3.connect(f"file:{db_path}?mode=rw", uri=True)
+    try:
+        for query in FINGERPRINT_QUERIES:
+            for row in conn.execute(query):
+                digest.update(repr(row).encode())
+    finally:
+        conn.close()
+    return digest.hexdigest()
+
+
+class BackupKeeper:
+    """Backs the database up after inventory or catalog changes, and at shutdown."""
+
+    def __init__(self, db_path: Path, settings: BackupSettings) -> None:
+        self.db_path = db_path
+        self.settings = settings
+        self._seen: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        # The state at start is what the newest backup (or none) already holds
+        # or what a restore just brought back: the first change is what counts.
+        self._seen = self._fingerprint()
+        self._task = asyncio.create_task(self._loop(), name="database backups")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.check_every_s)
+            await asyncio.to_thread(self.backup_if_changed)
+
+    def backup_if_changed(self) -> Path | None:
+        now = self._fingerprint()
+        if now is None or now == self._seen:
+            return None
+        return self._backup(now)
+
+    def _fingerprint(self) -> str | None:
+        try:
+            return fingerprint(self.db_path)
+        except sqlite3.Error as exc:
+            log.warning("database backup check failed: %s", exc)
+            return None
+
+    def _backup(self, seen: str | None) -> Path | None:
+        try:
+            path = write_backup(self.db_path, self.settings.keep)
+        except (sqlite3.Error, OSError) as exc:  # a full disk must not stop the queen
+            log.warning("database backup failed: %s", exc)
+            return None
+        self._seen = seen
+        log.info("database backed up to %s", path)
+        return path
+
+    async def stop(self) -> None:
+        """Stop the timer and take the shutdown backup."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        await asyncio.to_thread(self._backup, self._fingerprint())
