@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from rbee_queen.errors import RbeeError
 from rbee_queen.fleet.known_hosts import HostKeyStore
 from rbee_queen.fleet.session import NodeSession, NodeTarget, open_session
+from rbee_wire.queen_events import QueenEvent, SshConnect
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class SessionPool:
         self._node_slots: dict[str, asyncio.Semaphore] = {}
         self._fleet_slots = asyncio.Semaphore(self.limits.fleet)
         self._closing: set[asyncio.Task[None]] = set()
+        # Each connect's outcome goes to the event bus (wired by the services).
+        self.publish: Callable[[QueenEvent], object] = lambda event: None
 
     @contextlib.asynccontextmanager
     async def slot(self, name: str) -> AsyncIterator[None]:
@@ -81,6 +84,7 @@ class SessionPool:
                 self._close_later(session)
             if not retry_now:
                 self._raise_if_backing_off(target)
+            started = time.monotonic()
             try:
                 session = await open_session(
                     target,
@@ -90,10 +94,16 @@ class SessionPool:
                 )
             except RbeeError as error:
                 self._record_failure(target, error)
+                self._publish_connect(target.name, started, error.code)
                 raise
+            self._publish_connect(target.name, started, None)
             self._failures.pop(target.name, None)
             self._sessions[target.name] = session
             return session
+
+    def _publish_connect(self, node: str, started: float, error: str | None) -> None:
+        took = time.monotonic() - started
+        self.publish(SshConnect(type="ssh_connect", node=node, error=error, duration_s=took))
 
     def _raise_if_backing_off(self, target: NodeTarget) -> None:
         failure = self._failures.get(target.name)

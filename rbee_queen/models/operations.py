@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from rbee_queen.errors import (
     InsufficientDisk,
     ModelInUse,
     ModelNotFound,
+    RbeeError,
 )
 from rbee_queen.fleet.session import NodeSession
 from rbee_queen.models import hub
@@ -35,6 +37,7 @@ from rbee_queen.nodes.inventory import NodeInventory, get_node
 from rbee_queen.secrets import load_secret_file
 from rbee_queen.store.tables import Node, NodeModel, Worker
 from rbee_queen.workers.states import LIVE
+from rbee_wire.queen_events import ModelDownload, QueenEvent
 
 COMMIT_TIMEOUT_S = 3600.0  # the helper hashes every file: minutes for a large model
 
@@ -57,6 +60,8 @@ class ModelManager:
         self.config = config
         self.inventory = inventory
         self._busy: set[tuple[str, str]] = set()
+        # Each download's and copy's outcome goes to the event bus (wired by the services).
+        self.publish: Callable[[QueenEvent], object] = lambda event: None
 
     # --- listing ---------------------------------------------------------------
 
@@ -115,6 +120,45 @@ class ModelManager:
         if plan.existing is not None:
             yield {"type": "done", "model": catalog.entry_json(plan.existing), "already": True}
             return
+        source = str(plan.node.model_source)
+        async for event in self._published(plan, source, self._download(plan, listing)):
+            yield event
+
+    async def _published(
+        self, plan: Plan, source: str, events: AsyncIterator[Event]
+    ) -> AsyncIterator[Event]:
+        """Pass a transfer's events on; publish its outcome, bytes and time when it ends
+        (bytes: what this run moved, skipped files not counted)."""
+        started, done, skipped = time.monotonic(), 0, 0
+        error: str | None = "CANCELLED"
+        try:
+            async for event in events:
+                if event.get("type") == "progress":
+                    done = max(done, int(event.get("bytes_done") or 0))
+                elif event.get("type") == "skip":
+                    skipped += int(event.get("bytes") or 0)
+                yield event
+            error = None
+        except RbeeError as exc:
+            error = exc.code
+            raise
+        except Exception:
+            error = RbeeError.code
+            raise
+        finally:
+            self.publish(
+                ModelDownload(
+                    type="model_download",
+                    node=plan.node.name,
+                    model=plan.ref.ref,
+                    source=source,
+                    error=error,
+                    bytes=max(0, done - skipped),
+                    duration_s=time.monotonic() - started,
+                )
+            )
+
+    async def _download(self, plan: Plan, listing: hub.Listing) -> AsyncIterator[Event]:
         with self._claim(plan):
             progress = Progress(listing.size_bytes)
             token = self.hf_token()
@@ -193,6 +237,10 @@ class ModelManager:
         return await self._plan(dest_node, dest, ref, files), row, source
 
     async def copy(self, plan: Plan, row: NodeModel, source: NodeSession) -> AsyncIterator[Event]:
+        async for event in self._published(plan, "copy", self._copy(plan, row, source)):
+            yield event
+
+    async def _copy(self, plan: Plan, row: NodeModel, source: NodeSession) -> AsyncIterator[Event]:
         with self._claim(plan):
             progress = Progress(int(row.size_bytes))
             yield {

@@ -82,7 +82,10 @@ class WorkerRecovery:
             self.states.transition(row, S.RESTARTING, why)
             self.publish(
                 WorkerRestarted(
-                    type="worker_restarted", worker_id=worker_id, reason=decision.reason
+                    type="worker_restarted",
+                    worker_id=worker_id,
+                    reason=decision.reason,
+                    cause=state.value,
                 )
             )
             await asyncio.sleep(decision.delay_s)

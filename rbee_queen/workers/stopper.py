@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from rbee_queen.config import QueenConfig
@@ -17,6 +18,7 @@ from rbee_queen.store.tables import Worker
 from rbee_queen.workers.access import WorkerAccess
 from rbee_queen.workers.registry import WorkerRegistry
 from rbee_queen.workers.states import LIVE, StateRecorder, WorkerState
+from rbee_wire.queen_events import WorkerShutdown
 
 log = logging.getLogger("rbee.queen.workers")
 S = WorkerState
@@ -49,10 +51,34 @@ class WorkerStopper:
             row = Worker.get_or_none(Worker.worker_id == worker_id)
             if row is None or row.state not in LIVE:
                 raise WorkerNotFound(f"no running worker {worker_id!r}")
-            pending = asyncio.ensure_future(self._drain_and_stop(row, reason))
+            pending = asyncio.ensure_future(self._timed_stop(row, reason))
             self._shutdowns[worker_id] = pending
             pending.add_done_callback(lambda _: self._shutdowns.pop(worker_id, None))
         return await asyncio.shield(pending)
+
+    async def _timed_stop(self, row: Worker, reason: str) -> dict[str, Any]:
+        """Drain and stop; publish how it ended (graceful, forced, an error's code)
+        and how long it took."""
+        started, outcome = time.monotonic(), RbeeError.code
+        try:
+            result = await self._drain_and_stop(row, reason)
+            outcome = "forced" if result["forced"] else "graceful"
+            return result
+        except RbeeError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            took = time.monotonic() - started
+            self.registry.publish(
+                WorkerShutdown(
+                    type="worker_shutdown",
+                    worker_id=row.worker_id,
+                    node=str(row.node_id),  # type: ignore[attr-defined]
+                    reason=reason,
+                    outcome=outcome,
+                    duration_s=took,
+                )
+            )
 
     async def _drain_and_stop(self, row: Worker, reason: str) -> dict[str, Any]:
         if row.state in (S.IDLE, S.BUSY):

@@ -77,9 +77,76 @@ class WorkerKilled(_Stamped):
 
 
 class WorkerRestarted(_Stamped):
+    """`cause`: the state that made the queen restart it (`failed`, `hung`)."""
+
     type: Literal["worker_restarted"]
     worker_id: str
     reason: str
+    cause: NotRequired[str]
+
+
+class WorkerShutdown(_Stamped):
+    """A drain and stop ended: `outcome` graceful, forced or failed (an error code)."""
+
+    type: Literal["worker_shutdown"]
+    worker_id: str
+    node: str
+    reason: str
+    outcome: str
+    duration_s: float
+
+
+class SshConnect(_Stamped):
+    """One SSH connect to a node: `error` is the failure's code, null on success."""
+
+    type: Literal["ssh_connect"]
+    node: str
+    error: str | None
+    duration_s: float
+
+
+class HealthRound(_Stamped):
+    """One health round over every node ended."""
+
+    type: Literal["health_round"]
+    nodes: int
+    failed: int
+    duration_s: float
+
+
+class ModelDownload(_Stamped):
+    """A model download or copy to a node ended (`error`: its code, null on success)."""
+
+    type: Literal["model_download"]
+    node: str
+    model: str
+    source: str
+    error: str | None
+    bytes: int
+    duration_s: float
+
+
+class Notice(_Stamped):
+    """Something the user must know about the queen itself (`kind`: e.g.
+    database_recovered, store_unavailable, audit_disk_low); `level`: warning or error."""
+
+    type: Literal["notice"]
+    kind: str
+    level: str
+    message: str
+
+
+class ConfigReloaded(_Stamped):
+    """A reload (SIGHUP or POST /v2/admin/reload) ended. `applied`: settings now
+    in force; `restart_needed`: changed in the file but kept until a restart;
+    `error`: why a file that failed validation changed nothing (null on success).
+    Names of settings only, never a value."""
+
+    type: Literal["config_reloaded"]
+    ok: bool
+    applied: list[str]
+    restart_needed: list[str]
+    error: str | None
 
 
 class Snapshot(_Stamped):
@@ -105,6 +172,12 @@ QueenEvent = (
     | HealthFailed
     | WorkerKilled
     | WorkerRestarted
+    | WorkerShutdown
+    | SshConnect
+    | HealthRound
+    | ModelDownload
+    | Notice
+    | ConfigReloaded
     | Snapshot
     | Dropped
 )
@@ -116,6 +189,12 @@ BY_TYPE: dict[str, Any] = {
     "health_failed": HealthFailed,
     "worker_killed": WorkerKilled,
     "worker_restarted": WorkerRestarted,
+    "worker_shutdown": WorkerShutdown,
+    "ssh_connect": SshConnect,
+    "health_round": HealthRound,
+    "model_download": ModelDownload,
+    "notice": Notice,
+    "config_reloaded": ConfigReloaded,
     "snapshot": Snapshot,
     "dropped": Dropped,
 }

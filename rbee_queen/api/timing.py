@@ -1,0 +1,63 @@
+"""Pure ASGI middleware: each answer's route, status, error code and duration
+go to the metrics (`rbee_http_request_duration_seconds`, `rbee_errors_total`).
+
+Outermost, so a request refused by the auth or the deadline check is counted
+too. The route is the matched route's template (`/v2/workers/{worker_id}/events`),
+never the raw path, so the label stays bounded; an unmatched path is
+`unmatched`. The duration runs to the answer's last byte, so a token stream
+counts whole. The error code is read from the envelope of an error answer
+(its first body chunk: the queen's error answers are one small JSON write).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+UNMATCHED = "unmatched"
+
+
+class RequestTiming:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client sees when the app fails before answering
+        code: str | None = None
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status, code
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body" and status >= 400 and code is None:
+                code = _error_code(message.get("body", b"")) or ""  # "": looked once
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            metrics = _metrics(scope)
+            if metrics is not None:
+                route = getattr(scope.get("route"), "path", None) or UNMATCHED
+                took = time.perf_counter() - started
+                metrics.observe_http(route, scope["method"], status, code or None, took)
+
+
+def _metrics(scope: Scope) -> Any:
+    services = getattr(getattr(scope.get("app"), "state", None), "services", None)
+    return getattr(services, "metrics", None)
+
+
+def _error_code(body: bytes) -> str | None:
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None

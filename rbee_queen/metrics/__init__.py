@@ -1,0 +1,63 @@
+"""Prometheus metrics, derived from the event bus and the store.
+
+Counters and histograms are fed by the bus (one listener sees every event), so
+nothing in the hot path calls into metrics directly; the one exception is the
+HTTP timing middleware, which hands each answer's route, status and duration
+here. Gauges that describe the present (workers by state, node reachability,
+GPU readings, free disk) are read at scrape time (`store.py`), so they can
+never drift from `workers list`. Each queen has its own registry: no
+process-global state. Every label value is bounded (`labels.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from rbee_queen.eventbus import Event
+from rbee_queen.metrics.fleet import FleetMetrics, WorkerMetrics
+from rbee_queen.metrics.requests import RequestMetrics
+from rbee_queen.metrics.store import StoreCollector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class QueenMetrics:
+    def __init__(self, volumes: Mapping[str, Path] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = RequestMetrics(self.registry)
+        self.workers = WorkerMetrics(self.registry)
+        self.fleet = FleetMetrics(self.registry, self.workers.health_failures)
+        self.registry.register(
+            StoreCollector(self.fleet.latency, self.fleet.gpus, dict(volumes or {}))
+        )
+        self._handlers: dict[str, Callable[[Event], None]] = {
+            "request_started": self.requests.started,
+            "request_finished": self.requests.finished,
+            "worker": self.workers.changed,
+            "worker_shutdown": self.workers.shutdown,
+            "worker_killed": self.workers.killed,
+            "worker_restarted": self.workers.restarted,
+            "health_failed": lambda _: self.workers.health_failures.labels("worker").inc(),
+            "node": self.fleet.node,
+            "health_round": self.fleet.round_done,
+            "ssh_connect": self.fleet.ssh_connect,
+            "model_download": self.fleet.download,
+        }
+
+    def observe(self, event: Event) -> None:
+        """The bus listener: every event passes through here once."""
+        handler = self._handlers.get(event["type"])
+        if handler is not None:
+            handler(event)
+
+    def observe_http(
+        self, route: str, method: str, status: int, code: str | None, took: float
+    ) -> None:
+        """One answer of the queen's HTTP API (the timing middleware)."""
+        self.requests.http(route, method, status, code, took)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

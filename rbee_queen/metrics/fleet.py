@@ -1,0 +1,154 @@
+"""Figures of the fleet: workers' lives (starts, stops, restarts, kills, health),
+the health loop, SSH connects and model downloads, each from its event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from rbee_queen.eventbus import Event
+from rbee_queen.metrics import labels
+
+SHORT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+STOP_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+DOWNLOAD_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200)
+START_FAILED_FROM = frozenset({"spawning", "loading"})
+
+
+class WorkerMetrics:
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.starts = Counter(
+            "rbee_worker_starts",
+            "Worker processes started: `new` or `restart`",
+            ["reason"],
+            registry=r,
+        )
+        self.start_failures = Counter(
+            "rbee_worker_start_failures",
+            "Workers that failed before their model loaded",
+            registry=r,
+        )
+        self.stops = Counter(
+            "rbee_worker_stops",
+            "Workers drained and stopped: `idle` or `requested`",
+            ["reason"],
+            registry=r,
+        )
+        self.shutdown_duration = Histogram(
+            "rbee_worker_shutdown_duration_seconds",
+            "Drain and stop of a worker, by outcome (graceful, forced, or an error code)",
+            ["outcome"],
+            buckets=STOP_BUCKETS,
+            registry=r,
+        )
+        self.restarts = Counter(
+            "rbee_worker_restarts", "Worker restarts, by what caused them", ["cause"], registry=r
+        )
+        self.circuit_opens = Counter(
+            "rbee_worker_circuit_opens", "A model's circuit opened on a node", registry=r
+        )
+        self.health_failures = Counter(
+            "rbee_health_check_failures", "Failed health checks", ["kind"], registry=r
+        )
+        self.forced_kills = Counter("rbee_worker_forced_kills", "SIGKILLs sent", registry=r)
+        self.graceful_stops = Counter(
+            "rbee_worker_graceful_stops", "Failed workers that stopped on SIGTERM", registry=r
+        )
+
+    def changed(self, event: Event) -> None:
+        before, state = event.get("from_state"), event.get("state")
+        if before is None:
+            self.starts.labels("new").inc()
+        elif state == "spawning" and before == "restarting":
+            self.starts.labels("restart").inc()
+        if state == "failed" and before in START_FAILED_FROM:
+            self.start_failures.inc()
+        if labels.circuit_opened(state, event.get("reason")):
+            self.circuit_opens.inc()
+
+    def shutdown(self, event: Event) -> None:
+        outcome = event["outcome"]
+        if outcome not in ("graceful", "forced"):
+            outcome = labels.error_code(outcome)
+        self.stops.labels(labels.stop_reason(str(event["reason"]))).inc()
+        self.shutdown_duration.labels(outcome).observe(event["duration_s"])
+
+    def killed(self, event: Event) -> None:
+        (self.forced_kills if event.get("forced") else self.graceful_stops).inc()
+
+    def restarted(self, event: Event) -> None:
+        cause = event.get("cause")
+        self.restarts.labels(cause if cause in ("failed", "hung") else "other").inc()
+
+
+class FleetMetrics:
+    def __init__(self, r: CollectorRegistry, health_failures: Counter) -> None:
+        self.latency: dict[str, float] = {}
+        self.gpus: dict[str, list[dict[str, Any]]] = {}
+        self.health_failures = health_failures
+        self.health_round = Histogram(
+            "rbee_health_round_duration_seconds",
+            "One health round over every node",
+            buckets=SHORT_BUCKETS,
+            registry=r,
+        )
+        self.ssh_connects = Counter(
+            "rbee_ssh_connects", "SSH connects tried, per node", ["node"], registry=r
+        )
+        self.ssh_failures = Counter(
+            "rbee_ssh_connect_failures",
+            "SSH connects that failed, per node and code",
+            ["node", "code"],
+            registry=r,
+        )
+        self.ssh_duration = Histogram(
+            "rbee_ssh_connect_duration_seconds",
+            "SSH connect and helper start",
+            buckets=SHORT_BUCKETS,
+            registry=r,
+        )
+        self.downloads = Counter(
+            "rbee_model_downloads",
+            "Model downloads and copies, by source and outcome",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.download_bytes = Counter(
+            "rbee_model_download_bytes",
+            "Bytes moved by model downloads and copies",
+            ["source"],
+            registry=r,
+        )
+        self.download_duration = Histogram(
+            "rbee_model_download_duration_seconds",
+            "Model downloads and copies",
+            ["source"],
+            buckets=DOWNLOAD_BUCKETS,
+            registry=r,
+        )
+
+    def node(self, event: Event) -> None:
+        if event.get("latency_ms") is not None:
+            self.latency[event["node"]] = event["latency_ms"] / 1000
+        if event.get("gpus") is not None:
+            self.gpus[event["node"]] = event["gpus"]
+        if event.get("status") == "unreachable":
+            self.health_failures.labels("node").inc()
+
+    def round_done(self, event: Event) -> None:
+        self.health_round.observe(event["duration_s"])
+
+    def ssh_connect(self, event: Event) -> None:
+        self.ssh_connects.labels(event["node"]).inc()
+        self.ssh_duration.observe(event["duration_s"])
+        if event.get("error") is not None:
+            self.ssh_failures.labels(event["node"], labels.error_code(event["error"])).inc()
+
+    def download(self, event: Event) -> None:
+        source = event["source"] if event["source"] in ("queen", "hub", "copy") else "other"
+        error = event.get("error")
+        outcome = "ok" if error is None else labels.error_code(error)
+        self.downloads.labels(source, outcome).inc()
+        self.download_bytes.labels(source).inc(event["bytes"])
+        self.download_duration.labels(source).observe(event["duration_s"])
