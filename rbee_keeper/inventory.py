@@ -31,6 +31,14 @@ KEYS: dict[str, tuple[str, type]] = {
     "model_source": ("model_source", str),
 }
 
+# [models.NAME]: the model catalog (`models add`), written by `setup export` too
+MODEL_KEYS: dict[str, tuple[str, type]] = {
+    "model_ref": ("model_ref", str),
+    "nodes": ("nodes", list),
+    "slots": ("slots", int),
+    "device": ("device", str),
+}
+
 
 def load_inventory(path: Path) -> list[dict[str, Any]]:
     """The add requests the file describes, in file order."""
@@ -40,7 +48,7 @@ def load_inventory(path: Path) -> list[dict[str, Any]]:
         raise InvalidRequest(f"cannot read {path}: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"{path} is not valid TOML: {exc}") from exc
-    unknown = set(data) - {"defaults", "nodes"}
+    unknown = set(data) - {"defaults", "nodes", "models"}
     if unknown:
         raise InvalidRequest(f"{path}: unknown section {sorted(unknown)[0]!r}")
     defaults = _fields(data.get("defaults", {}), f"{path} [defaults]")
@@ -58,14 +66,36 @@ def load_inventory(path: Path) -> list[dict[str, Any]]:
     return requests
 
 
-def _fields(table: Any, where: str) -> dict[str, Any]:
+def load_catalog(path: Path) -> list[dict[str, Any]]:
+    """The catalog entries of the file's [models.NAME] tables (read after
+    load_inventory, which has checked the file), as `models add` bodies."""
+    models = tomllib.loads(path.read_text()).get("models", {})
+    if not isinstance(models, dict):
+        raise InvalidRequest(f"{path}: [models] must hold [models.NAME] tables")
+    bodies = []
+    for name, table in models.items():
+        fields = _fields(table, f"{path} [models.{name}]", MODEL_KEYS)
+        device = _device_fields(fields.pop("device", None))
+        bodies.append({"name": name, **fields, **device})
+    return bodies
+
+
+def _device_fields(device: str | None) -> dict[str, Any]:
+    """The add request's `backend` and `device` (an ordinal) for `cpu`, `cuda`, `cuda:N`."""
+    if device is None:
+        return {}
+    backend, _, ordinal = device.partition(":")
+    return {"backend": backend, **({"device": int(ordinal)} if ordinal.isdigit() else {})}
+
+
+def _fields(table: Any, where: str, known: dict[str, tuple[str, type]] = KEYS) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise InvalidRequest(f"{where} must be a table")
     fields = {}
     for key, value in table.items():
-        if key not in KEYS:
-            raise InvalidRequest(f"{where}: unknown key {key!r} (known: {', '.join(KEYS)})")
-        field, kind = KEYS[key]
+        if key not in known:
+            raise InvalidRequest(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+        field, kind = known[key]
         if not isinstance(value, kind) or isinstance(value, bool):
             raise InvalidRequest(f"{where}: {key} must be a {kind.__name__}")
         fields[field] = value

@@ -70,6 +70,12 @@ class ModelAlreadyExists(Conflict):
     code = "MODEL_ALREADY_EXISTS"
 
 
+class ConfigRejected(InvalidRequest):
+    """A reload read settings that fail validation: nothing changed."""
+
+    code = "CONFIG_INVALID"
+
+
 class SshKeyNotFound(InvalidRequest):
     code = "SSH_KEY_NOT_FOUND"
 
@@ -288,11 +294,62 @@ class RequestTimeout(RbeeError):
     status = 504
 
 
+class StoreUnavailable(RbeeError):
+    """The queen's database refuses writes (disk full, read-only, locked past the
+    busy timeout); answered with `Retry-After`, and the next write tries again."""
+
+    code = "STORE_UNAVAILABLE"
+    status = 503
+    retry_after_s: ClassVar[int] = 5
+
+
+class DownloadTimeout(DownloadFailed):
+    """No byte moved for the stall limit; the partial file stays for the resume."""
+
+    code = "DOWNLOAD_TIMEOUT"
+    status = 504
+
+
 class QueenUnavailable(RbeeError):
     """Raised by the keeper only: no queen answers and none could be started."""
 
     code = "QUEEN_UNAVAILABLE"
     status = 503
+
+
+# --- the connection or request was refused before any route ran ---------------
+
+
+class MethodNotAllowed(RbeeError):
+    code = "METHOD_NOT_ALLOWED"
+    status = 405
+
+
+class HeadersTooLarge(RbeeError):
+    """The request line and headers together are over the queen's limit."""
+
+    code = "HEADERS_TOO_LARGE"
+    status = 431
+
+
+class ClientTooSlow(RbeeError):
+    """A request's head or body did not arrive within the connection's time limit."""
+
+    code = "CLIENT_TOO_SLOW"
+    status = 408
+
+
+class TooManyConnections(RbeeError):
+    """One client address holds more open connections than the queen allows."""
+
+    code = "TOO_MANY_CONNECTIONS"
+    status = 503
+
+
+class InvalidSshKey(InvalidRequest):
+    """`ssh_key_path` names a file that is not a private key."""
+
+    code = "INVALID_SSH_KEY"
 
 
 def _all_subclasses(cls: type[RbeeError]) -> list[type[RbeeError]]:

@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rbee_keeper.client import QueenClient
 from rbee_keeper.commands import Subcommands
-from rbee_keeper.inventory import load_inventory
+from rbee_keeper.inventory import load_catalog, load_inventory
+from rbee_keeper.inventory_export import export_inventory
 from rbee_keeper.local_queen import connect
 from rbee_keeper.output import cell, note, print_json, print_table
-from rbee_queen.errors import SshKeyNotFound
+from rbee_queen.errors import ModelAlreadyExists, RbeeError, SshKeyNotFound
 
 
 def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
@@ -19,6 +21,7 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     register_add_node(actions, common)
     register_list_nodes(actions, common)
     register_import(actions, common)
+    register_export(actions, common)
     register_update_node(actions, common)
     register_install(actions, common)
     register_remove_node(actions, common)
@@ -70,6 +73,29 @@ def register_import(actions: Subcommands, common: argparse.ArgumentParser) -> No
         help="trust each node's host key on first contact",
     )
     imports.set_defaults(handler=import_nodes)
+
+
+def register_export(actions: Subcommands, common: argparse.ArgumentParser) -> None:
+    export = actions.add_parser(
+        "export",
+        parents=[common],
+        help="write the nodes, their settings and the model catalog as an inventory file",
+    )
+    export.add_argument("file", metavar="INVENTORY", help="where to write it (- for stdout)")
+    export.set_defaults(handler=export_setup)
+
+
+def export_setup(args: argparse.Namespace) -> int:
+    with connect(args.queen_url) as queen:
+        text = export_inventory(
+            queen.list_nodes().get("nodes") or [], queen.list_catalog().get("models") or []
+        )
+    if args.file == "-":
+        print(text, end="")
+    else:
+        Path(args.file).write_text(text)
+        note(f"wrote {args.file}")
+    return 0
 
 
 def register_update_node(actions: Subcommands, common: argparse.ArgumentParser) -> None:
@@ -182,8 +208,10 @@ def import_nodes(args: argparse.Namespace) -> int:
         if request.get("ssh_key_path"):
             existing_file(request["ssh_key_path"])  # before any network call
         request["accept_new_host_key"] = args.accept_new_host_key
+    models = load_catalog(Path(args.file))
     with connect(args.queen_url) as queen:
         answer = queen.import_nodes(requests)
+        answer["models"] = import_catalog(queen, models)
     if args.json:
         print_json(answer)
     else:
@@ -193,7 +221,25 @@ def import_nodes(args: argparse.Namespace) -> int:
             print(f"exists   {name} (left as it is)")
         for name, error in (answer.get("failed") or {}).items():
             print(f"failed   {name}: [{error.get('code')}] {error.get('message')}")
-    return 1 if answer.get("failed") else 0
+        for name, outcome in answer["models"].items():
+            word, _, why = outcome.partition(": ")
+            print(f"{word:<8} model {name}" + (f": {why}" if why else ""))
+    failed = any(o.startswith("failed") for o in answer["models"].values())
+    return 1 if answer.get("failed") or failed else 0
+
+
+def import_catalog(queen: QueenClient, models: list[dict[str, Any]]) -> dict[str, str]:
+    """Add each catalog entry; one already there is left as it is."""
+    outcome = {}
+    for body in models:
+        try:
+            queen.add_catalog(body)
+            outcome[body["name"]] = "added"
+        except ModelAlreadyExists:
+            outcome[body["name"]] = "exists"
+        except RbeeError as exc:
+            outcome[body["name"]] = f"failed: [{exc.code}] {exc.message}"  # the rest go on
+    return outcome
 
 
 def update_node(args: argparse.Namespace) -> int:

@@ -9,7 +9,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from rbee_queen.errors import NotFound, RbeeError
+from rbee_queen.errors import (
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    RbeeError,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("rbee.queen.api")
 
@@ -39,11 +45,58 @@ async def rbee_error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    error = NotFound("no such route") if exc.status_code == 404 else RbeeError(exc.detail)
+    error: RbeeError
+    if exc.status_code == 404:
+        error = NotFound("no such route")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on this route")
+    elif 400 <= exc.status_code < 500:
+        error = InvalidRequest(exc.detail)
+    else:
+        error = RbeeError(exc.detail)
     error.status = exc.status_code  # type: ignore[misc]
     return error_response(request, error)
+
+
+class RedactQuery(logging.Filter):
+    """The access log's path without its query string, which may carry a token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path, sep, _ = args[2].partition("?")
+            if sep:
+                record.args = (*args[:2], f"{path}?[redacted]", *args[3:])
+        return True
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(request, RbeeError("internal error; see the queen's log"))
+
+
+# SQLite's words for a database that cannot take a write now but may later:
+# a full disk, a read-only file system, another writer's lock past the busy
+# timeout, an I/O error. Anything else from the database is a bug (500).
+STORE_OUTAGE_WORDS = ("locked", "full", "readonly", "read-only", "disk i/o", "unable to open")
+
+
+def store_outage(exc: Exception) -> StoreUnavailable | None:
+    text = str(exc).lower()
+    if not any(word in text for word in STORE_OUTAGE_WORDS):
+        return None
+    return StoreUnavailable(f"the queen's database cannot take writes now ({text[:80]}); retry")
+
+
+async def store_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A database error: STORE_UNAVAILABLE with Retry-After when it is an outage."""
+    outage = store_outage(exc)
+    if outage is None:
+        return await unexpected_error_handler(request, exc)
+    log.warning("%s %s -> STORE_UNAVAILABLE: %s", request.method, request.url.path, exc)
+    svc = getattr(request.app.state, "services", None)
+    if svc is not None:
+        svc.notices.store_outage(outage.message)
+    response = error_response(request, outage)
+    response.headers["Retry-After"] = str(outage.retry_after_s)
+    return response
