@@ -14,19 +14,23 @@ from collections.abc import Sequence
 import httpx
 
 from rbee_keeper.commands import audit, dashboard, infer, keys, logs, models, nodes, setup, workers
+from rbee_keeper.keeper_config import DEFAULT_QUEEN_URL, QUEEN_URL_ENV, load_keeper_settings
 from rbee_keeper.output import note
 from rbee_keeper.token import TOKEN_FILE_ENV
 from rbee_queen.errors import RbeeError
 
-QUEEN_URL_ENV = "RBEE_QUEEN_URL"
-DEFAULT_QUEEN_URL = "http://127.0.0.1:8080"
-
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_keeper_settings()
+    except RbeeError as error:
+        note(f"error: [{error.code}] {' '.join(error.message.split())}")
+        return 1
     args = build_parser().parse_args(argv)
-    if getattr(args, "token_file", None):
+    token_file = getattr(args, "token_file", None) or settings.token_file
+    if token_file:
         # One place the token is looked up (rbee_keeper/token.py) reads this.
-        os.environ[TOKEN_FILE_ENV] = str(args.token_file)
+        os.environ[TOKEN_FILE_ENV] = str(token_file)
     try:
         return int(args.handler(args))
     except RbeeError as error:
@@ -61,21 +65,23 @@ def global_options(*, with_defaults: bool) -> argparse.ArgumentParser:
     Only the root parser has defaults: a subcommand's default would overwrite a
     value given before the subcommand, so there the options default to absent.
     """
-    default_url = os.environ.get(QUEEN_URL_ENV) or DEFAULT_QUEEN_URL
+    settings = load_keeper_settings()  # keeper.toml under the environment
     options = argparse.ArgumentParser(add_help=False)
     group = options.add_argument_group("global options")
     group.add_argument(
         "--queen-url",
         type=queen_url,
         metavar="URL",
-        default=default_url if with_defaults else argparse.SUPPRESS,
-        help=f"the queen's address (default: ${QUEEN_URL_ENV}, else {DEFAULT_QUEEN_URL})",
+        default=settings.queen_url if with_defaults else argparse.SUPPRESS,
+        help=f"the queen's address (default: ${QUEEN_URL_ENV}, else keeper.toml's "
+        f"queen_url, else {DEFAULT_QUEEN_URL})",
     )
     group.add_argument(
         "--json",
         action="store_true",
-        default=False if with_defaults else argparse.SUPPRESS,
-        help="print JSON instead of text (infer: one event a line)",
+        default=settings.output == "json" if with_defaults else argparse.SUPPRESS,
+        help="print JSON instead of text (infer: one event a line; default: $RBEE_OUTPUT, "
+        "else keeper.toml's output)",
     )
     group.add_argument(
         "--token-file",

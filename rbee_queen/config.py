@@ -1,23 +1,24 @@
 """Queen settings: where state lives and the timeouts it works by.
 
-Everything has a default that works on a laptop; environment variables
-override them (RBEE_HOME and friends), so tests point a queen at a temp dir.
+Every setting is defined once in `config_schema.py`; `config_load.py` reads
+them from the flags, the environment, `queen.toml` and the defaults, in that
+order, and checks them. `QueenConfig` is the checked result the queen runs by.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from rbee_queen.config_load import ConfigOrigin, resolve
+from rbee_queen.config_schema import SETTINGS
 
 
 def rbee_home() -> Path:
     return Path(os.environ.get("RBEE_HOME") or Path.home() / ".rbee").expanduser()
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw else default
 
 
 @dataclass(frozen=True)
@@ -25,48 +26,41 @@ class QueenConfig:
     home: Path
     host: str = "127.0.0.1"
     port: int = 8080
+    allow_low_port: bool = False
+    log_level: str = "info"
     ssh_connect_timeout_s: float = 10.0
     worker_loading_timeout_s: float = 120.0
     worker_stop_grace_s: float = 10.0
     control_timeout_s: float = 30.0
     stop_workers_on_exit: bool = True
-    # Seconds between node health rounds (0: no health loop), and the cap on the
-    # backoff between reconnects to a node that keeps failing.
     health_interval_s: float = 5.0
     gpu_interval_s: float = 15.0
-    # No worker starts on a GPU hotter than this (GPU_TOO_HOT); cards throttle
-    # from about 83-87 C.
     gpu_max_temp_c: float = 85.0
     reconnect_max_s: float = 10.0
-    # The owner's API token from a file (else a credential, the environment or
-    # RBEE_HOME/api-token, in that order: see rbee_queen/keys.py).
+    # None: the order in rbee_queen/keys.py (a credential, the environment,
+    # RBEE_HOME/api-token).
     token_file: Path | None = None
-    # A Hugging Face token for gated or private repos (a 0600 file, one line).
     hf_token_file: Path | None = None
-    # Worker supervision (0: no supervisor): a health check every interval, a
-    # worker with a request in flight and no token for `hung_after_s` is hung,
-    # an idle worker is stopped after `idle_stop_s` (0: never).
+    database: Path | None = None
+    audit_path: Path | None = None
+    audit_max_file_mb: float = 10.0
     supervisor_interval_s: float = 30.0
     worker_health_timeout_s: float = 5.0
     hung_after_s: float = 60.0
     idle_stop_s: float = 300.0
-    # Restarts: 1, 2, 4 ... s (capped) at most `restart_max_attempts` in a row; the
-    # circuit opens after `breaker_failures` in `breaker_window_s`; stable uptime
-    # of `restart_reset_after_s` resets the counts.
     restart_max_attempts: int = 3
     restart_base_delay_s: float = 1.0
     restart_max_delay_s: float = 60.0
     breaker_failures: int = 5
     breaker_window_s: float = 300.0
     restart_reset_after_s: float = 300.0
-    # Check every message that crosses a process boundary against its
-    # definition in rbee_wire, logging "message contract violated" on a
-    # mismatch. For test runs: it costs a parse per relayed chunk.
     check_messages: bool = False
+    # Where each value came from, and what a reload reads again.
+    origin: ConfigOrigin | None = field(default=None, compare=False, repr=False)
 
     @property
     def db_path(self) -> Path:
-        return self.home / "queen.db"
+        return self.database or self.home / "queen.db"
 
     @property
     def known_hosts_path(self) -> Path:
@@ -74,7 +68,7 @@ class QueenConfig:
 
     @property
     def audit_dir(self) -> Path:
-        return self.home / "audit"
+        return self.audit_path or self.home / "audit"
 
     @property
     def hf_cache_dir(self) -> Path:
@@ -82,25 +76,53 @@ class QueenConfig:
         return self.home / "hf-cache"
 
     @classmethod
+    def load(
+        cls,
+        *,
+        config_file: Path | None = None,
+        flags: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> QueenConfig:
+        """Flags, then environment, then the file, then defaults; raises
+        ConfigInvalid with every problem found."""
+        env = os.environ if environ is None else environ
+        home = Path(env.get("RBEE_HOME") or Path.home() / ".rbee").expanduser()
+        origin = ConfigOrigin.locate(home, config_file, env, dict(flags or {}))
+        values = resolve(origin, env)
+        return cls.from_values(home, values, origin)
+
+    @classmethod
+    def from_values(
+        cls, home: Path, values: Mapping[str, Any], origin: ConfigOrigin | None
+    ) -> QueenConfig:
+        fields = dict(values)
+        if fields.get("hf_token_file") is None:
+            fields["hf_token_file"] = home / "hf-token"
+        return cls(home=home, origin=origin, **fields)
+
+    @classmethod
     def from_env(cls, **overrides: object) -> QueenConfig:
-        values: dict[str, object] = {
-            "home": rbee_home(),
-            "ssh_connect_timeout_s": _env_float("RBEE_SSH_CONNECT_TIMEOUT", 10.0),
-            "worker_loading_timeout_s": _env_float("RBEE_WORKER_LOADING_TIMEOUT", 120.0),
-            "worker_stop_grace_s": _env_float("RBEE_WORKER_STOP_GRACE", 10.0),
-            "health_interval_s": _env_float("RBEE_HEALTH_INTERVAL", 5.0),
-            "gpu_interval_s": _env_float("RBEE_GPU_INTERVAL", 15.0),
-            "gpu_max_temp_c": _env_float("RBEE_GPU_MAX_TEMP", 85.0),
-            "reconnect_max_s": _env_float("RBEE_RECONNECT_MAX", 10.0),
-            "supervisor_interval_s": _env_float("RBEE_SUPERVISOR_INTERVAL", 30.0),
-            "worker_health_timeout_s": _env_float("RBEE_WORKER_HEALTH_TIMEOUT", 5.0),
-            "hung_after_s": _env_float("RBEE_HUNG_AFTER", 60.0),
-            "idle_stop_s": _env_float("RBEE_IDLE_STOP", 300.0),
-            "restart_max_attempts": int(_env_float("RBEE_RESTART_MAX_ATTEMPTS", 3)),
-            "restart_base_delay_s": _env_float("RBEE_RESTART_BASE_DELAY", 1.0),
-            "breaker_failures": int(_env_float("RBEE_BREAKER_FAILURES", 5)),
-            "check_messages": os.environ.get("RBEE_CHECK_MESSAGES") == "1",
-            "hf_token_file": Path(os.environ.get("RBEE_HF_TOKEN_FILE") or rbee_home() / "hf-token"),
-        }
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        """Defaults and the environment only (no file): for tests and tools."""
+        config = cls.load(config_file=None, environ={**os.environ, "RBEE_CONFIG": os.devnull})
+        return cls(**{**config.__dict__, **overrides})
+
+
+def effective(config: QueenConfig) -> list[dict[str, Any]]:
+    """Every setting in force with where it came from; a secret's value redacted."""
+    sources = config.origin.sources if config.origin else {}
+    rows = []
+    for s in SETTINGS:
+        value = getattr(config, s.field)
+        if s.secret and value is not None:
+            value = "<redacted>"
+        elif isinstance(value, Path):
+            value = str(value)
+        rows.append(
+            {
+                "key": s.path,
+                "value": value,
+                "source": sources.get(s.path, "default"),
+                "reloadable": s.reloadable,
+            }
+        )
+    return rows

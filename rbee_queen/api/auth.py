@@ -13,15 +13,13 @@ listed here, so a route nobody thought about is never open by accident.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import signal
-from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from rbee_queen.api import config_reload
 from rbee_queen.api.errors import error_response
 from rbee_queen.audit import AuditLog
 from rbee_queen.errors import (
@@ -59,7 +57,7 @@ def parse_bearer(values: list[str]) -> str:
 
 def needs_admin(method: str, path: str) -> bool:
     if method in ("GET", "HEAD"):
-        return path.startswith("/v2/keys")
+        return path.startswith(("/v2/keys", "/v2/admin"))
     if (method, path) in INFERENCE_ROUTES:
         return False
     return not path.startswith(INFERENCE_PREFIXES)
@@ -130,29 +128,5 @@ def authenticate(request: Request, keys: KeyRing, audit: AuditLog) -> Principal:
     return principal
 
 
-def reload_secrets(svc: Services) -> bool:
-    """SIGHUP: re-read the token and the keys; a bad file keeps the old ones."""
-    try:
-        svc.keys.load(create=False)
-    except RbeeError as exc:
-        log.error("reload failed, keeping the previous keys: %s", exc.message)
-        svc.audit.record("config.reload_failed", reason=exc.code)
-        return False
-    source = svc.keys.owner.source if svc.keys.owner else "none"
-    log.info("keys reloaded (owner token from %s)", source)
-    svc.audit.record("config.reloaded", owner_source=source)
-    return True
-
-
-def install(svc: Services) -> Callable[[], None]:
-    """Hook SIGHUP to a reload; returns the undo."""
-    loop = asyncio.get_running_loop()
-    try:
-        loop.add_signal_handler(signal.SIGHUP, reload_secrets, svc)
-    except (ValueError, RuntimeError):  # not the main thread (an in-process test client)
-        return lambda: None
-
-    def uninstall() -> None:
-        loop.remove_signal_handler(signal.SIGHUP)
-
-    return uninstall
+# SIGHUP reloads every setting, the token and keys included (config_reload.py).
+install = config_reload.install

@@ -66,6 +66,11 @@ class WorkerCore:
             adoption=WorkerAdoption(inventory, registry, access),
         )
 
+    def reconfigure(self, config: QueenConfig) -> None:
+        """A reload's restart policy: the counts so far stay, the new limits apply
+        to the next failure."""
+        self.recovery.policy.settings = restart_settings(config)
+
     async def aclose(self) -> None:
         for live in self.registry.live.values():
             live.drop_streams()

@@ -64,6 +64,14 @@ class Supervisor:
         self.failures: dict[str, int] = {}
         self.rounds = 0
         self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    def reconfigure(self, settings: SupervisorSettings) -> None:
+        """New settings from a reload: the wait in progress ends, the next one
+        uses the new interval; no check in progress is cut short."""
+        self.settings = settings
+        self._changed.set()
+        self.start()
 
     def start(self) -> None:
         if self.settings.interval_s > 0 and self._task is None:
@@ -76,12 +84,23 @@ class Supervisor:
             self._task = None
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.interval_s)
+        while self.settings.interval_s > 0:
+            if not await self._waited():
+                continue
             try:
                 await self.check_all()
             except Exception:  # one bad round must not end supervision
                 log.exception("supervisor round failed")
+        self._task = None
+
+    async def _waited(self) -> bool:
+        """Sleep one interval; False when the settings changed meanwhile."""
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), self.settings.interval_s)
+        except TimeoutError:
+            return True
+        return False
 
     async def check_all(self) -> None:
         self.rounds += 1
