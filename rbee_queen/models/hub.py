@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import rbee_worker.hubfetch as hubfetch
-from rbee_queen.errors import DownloadFailed, HubTokenRequired, ModelNotFound, RbeeError
+from rbee_queen.errors import (
+    DownloadFailed,
+    DownloadTimeout,
+    HubTokenRequired,
+    InsufficientDisk,
+    ModelNotFound,
+    RbeeError,
+)
 from rbee_queen.models.node_models import HubRef
 
 NEEDED = (
@@ -116,6 +123,9 @@ def hub_error_from(failure: dict[str, Any], ref: HubRef) -> RbeeError:
     """An rbee error from a failure as `hubfetch.describe` reports it (here or on a node)."""
     kinds = set(failure.get("kinds") or [])
     status = failure.get("status")
+    stopped = stopped_error(kinds, failure.get("text") or "", ref)
+    if stopped is not None:
+        return stopped
     token_hint = (
         f"the hub refused {ref.ref} (HTTP {status}): it is gated or private; put a token "
         "that has access in a 0600 file and point RBEE_HF_TOKEN_FILE at it "
@@ -139,3 +149,19 @@ def hub_error_from(failure: dict[str, Any], ref: HubRef) -> RbeeError:
         return DownloadFailed(f"download of {ref.ref} failed: huggingface_hub is missing: {text}")
     what = f"HTTP {status}" if "HfHubHTTPError" in kinds else (failure.get("kinds") or ["?"])[0]
     return DownloadFailed(f"download of {ref.ref} failed: {what}: {text}")
+
+
+def stopped_error(kinds: set[str], text: str, ref: HubRef) -> RbeeError | None:
+    """A download that stalled (no byte within the read timeout) or ran out of
+    disk; either way the partial file stays where it is for the next run."""
+    if kinds & {"ReadTimeout", "TimeoutException", "Timeout", "ReadTimeoutError"}:
+        return DownloadTimeout(
+            f"the download of {ref.ref} made no progress within the time limit "
+            "(HF_HUB_DOWNLOAD_TIMEOUT); the partial file is kept: run it again to resume"
+        )
+    if "No space left on device" in text or "[Errno 28]" in text:
+        return InsufficientDisk(
+            f"the disk filled up while downloading {ref.ref}; what was fetched is kept: "
+            "free space and run it again to resume"
+        )
+    return None

@@ -99,7 +99,12 @@ async def _start(
             for f in files
         ],
         token=token or "",
-        env={"HF_ENDPOINT": constants.ENDPOINT, "HF_HUB_DISABLE_TELEMETRY": "1"},
+        env={
+            "HF_ENDPOINT": constants.ENDPOINT,
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            # the node gives up on a stalled download when the queen would
+            "HF_HUB_DOWNLOAD_TIMEOUT": str(constants.HF_HUB_DOWNLOAD_TIMEOUT),
+        },
     )
     return started["job"]
 

@@ -17,7 +17,7 @@ import asyncio
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rbee_queen.config import QueenConfig
@@ -32,6 +32,7 @@ from rbee_queen.fleet.session import NodeSession
 from rbee_queen.models import hub
 from rbee_queen.models import node_models as catalog
 from rbee_queen.models.node_fetch import fetch_on_node
+from rbee_queen.models.shared import SharedTransfer
 from rbee_queen.models.transfer import Event, Progress, relay_file, upload_file
 from rbee_queen.nodes.inventory import NodeInventory, get_node
 from rbee_queen.secrets import load_secret_file
@@ -53,6 +54,7 @@ class Plan:
     present: dict[str, tuple[int, str]]  # name -> (size, sha256) already in it
     bytes_needed: int
     existing: NodeModel | None = None  # already complete on the node: nothing to do
+    joined: SharedTransfer | None = None  # the same download, already running
 
 
 class ModelManager:
@@ -60,6 +62,8 @@ class ModelManager:
         self.config = config
         self.inventory = inventory
         self._busy: set[tuple[str, str]] = set()
+        # (node, model) -> the download running now, which a second request joins
+        self._running: dict[tuple[str, str], tuple[Plan, hub.Listing, SharedTransfer]] = {}
         # Each download's and copy's outcome goes to the event bus (wired by the services).
         self.publish: Callable[[QueenEvent], object] = lambda event: None
 
@@ -94,6 +98,10 @@ class ModelManager:
     ) -> tuple[Plan, hub.Listing]:
         ref = catalog.parse_ref(ref_text)
         node = get_node(node_name)
+        running = self._running.get((node.name, ref.ref))
+        if running is not None:  # one transfer, both requests see its progress
+            plan, listing, shared = running
+            return replace(plan, joined=shared), listing
         listing = await asyncio.to_thread(hub.list_files, ref, self.hf_token(), allow_bin)
         session = await self.inventory.session_for(node)
         row = catalog.find(node.name, ref.ref)
@@ -120,8 +128,15 @@ class ModelManager:
         if plan.existing is not None:
             yield {"type": "done", "model": catalog.entry_json(plan.existing), "already": True}
             return
-        source = str(plan.node.model_source)
-        async for event in self._published(plan, source, self._download(plan, listing)):
+        key = (plan.node.name, plan.ref.ref)
+        running = self._running.get(key)  # started since this request was planned
+        shared = plan.joined or (running[2] if running else None)
+        if shared is None:
+            source = str(plan.node.model_source)
+            events = self._published(plan, source, self._download(plan, listing))
+            shared = SharedTransfer(events, on_end=lambda: self._running.pop(key, None))
+            self._running[key] = (plan, listing, shared)
+        async for event in shared.follow():
             yield event
 
     async def _published(

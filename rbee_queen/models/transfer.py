@@ -13,6 +13,7 @@ and sends only the rest (the commit checks the whole file's hash).
 from __future__ import annotations
 
 import asyncio
+import os
 import posixpath
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,13 +21,31 @@ from typing import Any, cast
 
 import asyncssh
 
-from rbee_queen.errors import DownloadFailed
+from rbee_queen.errors import DownloadFailed, DownloadTimeout
 from rbee_queen.fleet.session import NodeSession
 
 CHUNK = 1 << 20
 PROGRESS_EVERY_S = 0.25
 
 Event = dict[str, Any]
+
+
+def stall_limit_s() -> float:
+    """Seconds a transfer may go without moving a byte (RBEE_DOWNLOAD_STALL_S)."""
+    return float(os.environ.get("RBEE_DOWNLOAD_STALL_S") or 60.0)
+
+
+async def unstalled(step: Awaitable[Any], name: str) -> Any:
+    """One read or write of a transfer, given up when it moves nothing in time;
+    the partial file stays for the resume."""
+    limit = stall_limit_s()
+    try:
+        return await asyncio.wait_for(step, limit)
+    except TimeoutError:
+        raise DownloadTimeout(
+            f"no progress on {name} for {limit:.0f} s; the partial file is kept: "
+            "run it again to resume"
+        ) from None
 
 
 class Progress:
@@ -118,8 +137,8 @@ async def _write(
             async with sftp.open(dest, "r+b" if offset else "wb") as out:
                 await out.seek(offset)
                 await out.truncate(offset)
-                while chunk := await read():
-                    await out.write(chunk)
+                while chunk := await unstalled(read(), name):
+                    await unstalled(out.write(chunk), name)
                     if progress.add(len(chunk)):
                         yield progress.event(name)
     except asyncssh.SFTPError as exc:

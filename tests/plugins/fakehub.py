@@ -48,6 +48,10 @@ class FakeHub:
     # is down (every GET of a file answers 503) until a test clears `outage`.
     cut: dict[str, int] = field(default_factory=dict)
     outage: bool = False
+    # file name -> (offset, seconds): every GET of it sends the bytes before
+    # `offset`, then holds the connection that long before the rest (a slow or
+    # stalled hub), until a test removes the entry.
+    pause: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def add_folder(self, repo: str, folder: Path, extra: dict[str, bytes] | None = None) -> None:
         files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
@@ -142,7 +146,19 @@ def _serve_file(
         headers["Content-Length"] = str(len(body))
         return StreamingResponse(_cut_off(hub, key, body[:cut_at]), status, headers)
     hub.served[key] = hub.served.get(key, 0) + len(body)
+    if name in hub.pause:
+        offset, seconds = hub.pause[name]
+        headers["Content-Length"] = str(len(body))
+        split = max(0, offset - start)
+        return StreamingResponse(_paused(body[:split], body[split:], seconds), status, headers)
     return Response(body, status_code=status, headers=headers)
+
+
+async def _paused(first: bytes, rest: bytes, seconds: float) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    await asyncio.sleep(seconds)
+    yield rest
 
 
 class _Cut(Exception):
