@@ -18,6 +18,7 @@ from peewee import SqliteDatabase
 from rbee_hive.gpus import parse_nvidia_smi
 from rbee_hive.models import model_size
 from rbee_queen.errors import InsufficientVram
+from rbee_queen.fleet.helper_api import HelperApi
 from rbee_queen.store.db import open_database
 from rbee_queen.store.tables import Node, Worker
 from rbee_queen.workers.resources import (
@@ -193,8 +194,9 @@ class RecordedNode:
 
     def __init__(self, recording: str) -> None:
         self.probe = {"ram_available_bytes": 64 * GIB, **probe_of(recording)}
+        self.ops = HelperApi(self.call)  # the typed calls, as a real session has them
 
-    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+    async def call(self, op: str, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
         if op == "model_size":
             return model_size(args["path"])
         assert op == "probe", op
