@@ -6,11 +6,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from peewee import DatabaseError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from rbee_queen.api import (
+    admin,
     auth,
     beehives,
     health,
@@ -26,7 +28,14 @@ from rbee_queen.api import (
 )
 from rbee_queen.api import models as model_catalog
 from rbee_queen.api.context import RequestContext
-from rbee_queen.api.errors import http_error_handler, rbee_error_handler, unexpected_error_handler
+from rbee_queen.api.errors import (
+    RedactQuery,
+    http_error_handler,
+    rbee_error_handler,
+    store_error_handler,
+    unexpected_error_handler,
+)
+from rbee_queen.api.timing import RequestTiming
 from rbee_queen.config import QueenConfig
 from rbee_queen.errors import RbeeError
 from rbee_queen.services import Services
@@ -40,12 +49,15 @@ def create_app(config: QueenConfig) -> Starlette:
         svc = Services.build(config)
         app.state.services = svc
         uninstall_auth = auth.install(svc)
+        redact = RedactQuery()  # installed after uvicorn configured its loggers
+        logging.getLogger("uvicorn.access").addFilter(redact)
         await svc.start_background()
         log.info("queen ready: home=%s", config.home)
         try:
             yield
         finally:
             uninstall_auth()
+            logging.getLogger("uvicorn.access").removeFilter(redact)
             await svc.aclose()
             log.info("queen stopped")
 
@@ -64,16 +76,20 @@ def create_app(config: QueenConfig) -> Starlette:
             *observe.routes,
             *logs.routes,
             *keys.routes,
+            *admin.routes,
             *openapi.routes,
         ],
         middleware=[
-            # Outermost, so even a refused request has a correlation id.
+            # Outermost, so a refused request is timed and its error code counted.
+            Middleware(RequestTiming),
+            # Next, so even a refused request has a correlation id.
             Middleware(RequestContext, control_timeout_s=config.control_timeout_s),
             Middleware(auth.BearerAuth),
         ],
         exception_handlers={
             RbeeError: rbee_error_handler,
             HTTPException: http_error_handler,
+            DatabaseError: store_error_handler,
             Exception: unexpected_error_handler,
         },
         lifespan=lifespan,

@@ -15,6 +15,7 @@ from peewee import SqliteDatabase
 from starlette.requests import Request
 
 from rbee_queen.audit import AuditLog
+from rbee_queen.audit_disk import AuditDiskSettings, AuditDiskWatch
 from rbee_queen.audit_trail import AuditTrail
 from rbee_queen.config import QueenConfig
 from rbee_queen.eventbus import EventBus
@@ -28,7 +29,9 @@ from rbee_queen.models.operations import ModelManager
 from rbee_queen.nodes.health import HealthMonitor
 from rbee_queen.nodes.install import Installer
 from rbee_queen.nodes.inventory import NodeInventory
-from rbee_queen.store.db import open_database
+from rbee_queen.store.backup import BackupKeeper, BackupSettings
+from rbee_queen.store.db import open_store
+from rbee_queen.store.notices import Notices
 from rbee_queen.store.tables import Worker
 from rbee_queen.validation import model_path
 from rbee_queen.workers.core import WorkerCore
@@ -57,6 +60,9 @@ class Services:
     health: HealthMonitor = field(kw_only=True)
     installer: Installer = field(kw_only=True)
     models: ModelManager = field(kw_only=True)
+    backups: BackupKeeper = field(kw_only=True)
+    notices: Notices = field(kw_only=True)
+    audit_disk: AuditDiskWatch = field(kw_only=True)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     async def start_background(self) -> None:
@@ -65,6 +71,8 @@ class Services:
         answer must not hold up the start)."""
         self.health.start()
         self.supervisor.start()
+        self.backups.start()
+        self.audit_disk.start()
         adoption = asyncio.create_task(self.workers.adoption.adopt_all(), name="re-adoption")
         self._tasks.add(adoption)
         adoption.add_done_callback(self._tasks.discard)
@@ -72,7 +80,7 @@ class Services:
     @classmethod
     def build(cls, config: QueenConfig) -> Services:
         config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db = open_database(config.db_path)
+        db, recovery = open_store(config.db_path)  # a damaged file set aside, a backup restored
         pool = SessionPool(
             HostKeyStore(config.known_hosts_path),
             config.ssh_connect_timeout_s,
@@ -81,12 +89,16 @@ class Services:
         inventory = NodeInventory(pool)
         keys = KeyRing(config.home, config.token_file)
         keys.load()
-        audit = AuditLog(config.audit_dir)
+        audit = AuditLog(config.audit_dir, int(config.audit_max_file_mb * 1024 * 1024))
         # Every change is published once; metrics and the audit trail listen.
         bus = EventBus(check_messages=config.check_messages)
-        metrics = QueenMetrics()
+        metrics = QueenMetrics({"home": config.home, "audit_log": config.audit_dir})
         bus.add_listener(metrics.observe)
+        pool.publish = bus.publish
         bus.add_listener(AuditTrail(audit).observe)
+        notices = Notices(bus.publish, audit)
+        if recovery is not None:
+            notices.recovered(recovery)
         workers = WorkerCore.build(
             config,
             inventory,
@@ -102,6 +114,9 @@ class Services:
         health.listener = lambda node, status, latency_ms, last_error, gpus: bus.publish(
             node_changed(node, status, latency_ms, last_error, gpus)
         )
+        health.publish = bus.publish
+        models = ModelManager(config, inventory)
+        models.publish = bus.publish
         return cls(
             config,
             db,
@@ -117,8 +132,22 @@ class Services:
             ModelCatalog(),
             health=health,
             installer=Installer(pool, config.home),
-            models=ModelManager(config, inventory),
+            models=models,
+            backups=BackupKeeper(config.db_path, BackupSettings.from_env()),
+            notices=notices,
+            audit_disk=AuditDiskWatch(
+                config.audit_dir, notices, metrics.registry, AuditDiskSettings.from_env()
+            ),
         )
+
+    def reconfigure(self, config: QueenConfig) -> None:
+        """A reload's settings: each part takes its own without a restart, so no
+        stream or worker is dropped (config_reload.py decides which settings)."""
+        self.config = config
+        logging.getLogger().setLevel(config.log_level.upper())
+        self.health.reconfigure(config.health_interval_s, config.gpu_interval_s)
+        self.supervisor.reconfigure(supervisor_settings(config))
+        self.workers.reconfigure(config)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
@@ -135,6 +164,8 @@ class Services:
             )
         await self.workers.aclose()
         await self.pool.close_all()
+        self.audit_disk.stop()
+        await self.backups.stop()  # the shutdown backup
         self.db.close()
 
 
@@ -145,13 +176,17 @@ def worker_model_dir(node_name: str, model_ref: str) -> str | None:
 
 
 def supervisor_for(config: QueenConfig, workers: WorkerCore) -> Supervisor:
-    settings = SupervisorSettings(
+    settings = supervisor_settings(config)
+    return Supervisor(workers.registry, workers.access, workers.recovery, workers.stopper, settings)
+
+
+def supervisor_settings(config: QueenConfig) -> SupervisorSettings:
+    return SupervisorSettings(
         interval_s=config.supervisor_interval_s,
         health_timeout_s=config.worker_health_timeout_s,
         hung_after_s=config.hung_after_s,
         idle_stop_s=config.idle_stop_s or float("inf"),
     )
-    return Supervisor(workers.registry, workers.access, workers.recovery, workers.stopper, settings)
 
 
 def worker_changed(

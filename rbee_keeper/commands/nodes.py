@@ -29,6 +29,8 @@ def show_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(answer)
         return 0
+    for notice in answer.get("notices") or []:  # the queen's own state, above all else
+        note(f"!! {notice.get('message')}")
     if not nodes:
         note("no nodes yet: add one with `rbee-keeper setup add-node`")
         return 0

@@ -21,7 +21,8 @@ async def status(request: Request) -> JSONResponse:
     svc = services(request)
     timeout = svc.config.ssh_connect_timeout_s + 5.0
     reports = await fleet_status(svc.pool, svc.health, nodes, timeout)
-    return JSONResponse({"nodes": reports})
+    # notices: what the user must know about the queen itself (a restored database)
+    return JSONResponse({"nodes": reports, "notices": svc.notices.current()})
 
 
 routes = [Route("/v2/nodes/status", status, methods=["GET"])]
