@@ -25,6 +25,7 @@ from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession
 from rbee_queen.nodes.inventory import target_of
 from rbee_queen.store.tables import Node, utcnow
+from rbee_wire.queen_events import HealthRound, QueenEvent
 
 log = logging.getLogger("rbee.queen.health")
 
@@ -65,8 +66,12 @@ class HealthMonitor:
         self.pool = pool
         self.interval_s = interval_s
         # GPUs are read with a probe every few rounds; the other rounds only ping.
+        self.gpu_interval_s = gpu_interval_s
         self.gpu_every = max(1, round(gpu_interval_s / interval_s)) if interval_s > 0 else 1
         self.listener = listener
+        self._changed = asyncio.Event()
+        # Each round's duration goes to the event bus (wired by the services).
+        self.publish: Callable[[QueenEvent], object] = lambda event: None
         self._gpus: dict[str, list[dict[str, Any]]] = {}
         self.timeout_s = max(0.2, interval_s * 0.8)
         self.board: dict[str, NodeHealth] = {}
@@ -78,6 +83,15 @@ class HealthMonitor:
     def start(self) -> None:
         if self.interval_s > 0 and self._task is None:
             self._task = asyncio.create_task(self._run(), name="node-health")
+
+    def reconfigure(self, interval_s: float, gpu_interval_s: float) -> None:
+        """New intervals from a reload: the next round starts one new interval
+        after this (a round in progress runs on); 0 ends the loop."""
+        self.interval_s, self.gpu_interval_s = interval_s, gpu_interval_s
+        self.gpu_every = max(1, round(gpu_interval_s / interval_s)) if interval_s > 0 else 1
+        self.timeout_s = max(0.2, interval_s * 0.8)
+        self._changed.set()
+        self.start()
 
     async def stop(self) -> None:
         tasks = [t for t in (self._task, *self._rounds) if t is not None]
@@ -92,13 +106,24 @@ class HealthMonitor:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while True:
+        while self.interval_s > 0:
             self.rounds += 1
             task = asyncio.create_task(self.check_round())
             self._rounds.add(task)
             task.add_done_callback(self._rounds.discard)
             next_at = max(next_at + self.interval_s, loop.time())
-            await asyncio.sleep(next_at - loop.time())
+            while not await self._waited(next_at - loop.time()) and self.interval_s > 0:
+                next_at = loop.time() + self.interval_s  # reconfigured: a new interval from now
+        self._task = None
+
+    async def _waited(self, delay_s: float) -> bool:
+        """Sleep until the next round; False when the intervals changed meanwhile."""
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), max(0.0, delay_s))
+        except TimeoutError:
+            return True
+        return False
 
     async def check_round(self) -> GroupResult[float]:
         nodes = [n for n in Node.select() if n.name not in self._in_flight]
@@ -112,8 +137,9 @@ class HealthMonitor:
             self._gpus[session.target.name] = gpus
             return latency
 
+        started = time.monotonic()
         try:
-            return await fan_out(
+            result = await fan_out(
                 self.pool,
                 [target_of(n) for n in nodes],
                 check,
@@ -122,6 +148,13 @@ class HealthMonitor:
             )
         finally:
             self._in_flight.difference_update(n.name for n in nodes)
+        if nodes:
+            took = time.monotonic() - started
+            failed = len(result.failed)
+            self.publish(
+                HealthRound(type="health_round", nodes=len(nodes), failed=failed, duration_s=took)
+            )
+        return result
 
     def record(self, outcome: NodeOutcome[float]) -> None:
         """Write one node's outcome: status and errors to its row, latency to the board."""
