@@ -3,10 +3,11 @@ go to the metrics (`rbee_http_request_duration_seconds`, `rbee_errors_total`).
 
 Outermost, so a request refused by the auth or the deadline check is counted
 too. The route is the matched route's template (`/v2/workers/{worker_id}/events`),
-never the raw path, so the label stays bounded; an unmatched path is
-`unmatched`. The duration runs to the answer's last byte, so a token stream
-counts whole. The error code is read from the envelope of an error answer
-(its first body chunk: the queen's error answers are one small JSON write).
+never the raw path, so the label stays bounded (a request refused before
+routing gets the route it asked for); an unmatched path is `unmatched`. The
+duration runs to the answer's last byte, so a token stream counts whole. The
+error code is read from the envelope of an error answer (its first body chunk:
+the queen's error answers are one small JSON write).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import time
 from typing import Any
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "unmatched"
@@ -45,9 +47,19 @@ class RequestTiming:
         finally:
             metrics = _metrics(scope)
             if metrics is not None:
-                route = getattr(scope.get("route"), "path", None) or UNMATCHED
+                route = _route_of(scope)
                 took = time.perf_counter() - started
                 metrics.observe_http(route, scope["method"], status, code or None, took)
+
+
+def _route_of(scope: Scope) -> str:
+    """The template of the route that answered; for a request refused before
+    routing (auth, deadline), the one that would have."""
+    matched = scope.get("route")
+    if matched is None:
+        routes = getattr(scope.get("app"), "routes", [])
+        matched = next((r for r in routes if r.matches(scope)[0] != Match.NONE), None)
+    return str(getattr(matched, "path", None) or UNMATCHED)
 
 
 def _metrics(scope: Scope) -> Any:
