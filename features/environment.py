@@ -15,6 +15,7 @@ from pathlib import Path
 from behave.model import Feature, Scenario
 from behave.runner import Context
 
+from features import shared_queen
 from rbee_worker.tinymodel import write_tiny_model
 from tests.plugins import testbed as testbeds
 from tests.plugins.procs import worker_pids
@@ -41,14 +42,23 @@ def before_feature(context: Context, feature: Feature) -> None:
         feature.skip(f"skipped: {reason}")
     # Filled by "Given N test hosts" and shared by the feature's scenarios.
     context.testbeds = []
+    if shared_queen.shares_queen(feature) and not feature.should_skip:
+        shared_queen.start(context, feature)
 
 
 def after_feature(context: Context, feature: Feature) -> None:
     for bed, fd in context.testbeds:
         testbeds.take_down(bed, fd)
+    if "shared" in context:
+        shared_queen.stop(context, stop_local_queen)
 
 
 def before_scenario(context: Context, scenario: Scenario) -> None:
+    if "shared" in context:  # @one_queen: the feature's home and queen
+        context.home, context.queen_url = context.shared
+        context.env = shared_queen.scenario_env(context.home, context.queen_url)
+        context.result = None
+        return
     context.home = Path(tempfile.mkdtemp(prefix="home-", dir=context.run_root))
     context.queen_url = f"http://127.0.0.1:{free_port()}"
     context.env = {
@@ -63,6 +73,8 @@ def before_scenario(context: Context, scenario: Scenario) -> None:
 
 
 def after_scenario(context: Context, scenario: Scenario) -> None:
+    if "shared" in context:  # stopped, and checked, after the feature
+        return
     stop_local_queen(context.home)
     # Whatever the scenario did, the queen's exit must leave no worker behind.
     leftover = worker_pids(under=str(context.home))

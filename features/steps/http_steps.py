@@ -1,0 +1,131 @@
+"""Steps that talk HTTP to the queen directly, where the keeper would hide the
+detail a scenario is about: status codes, headers, the error envelope."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import parse
+from behave import register_type, then, when
+from behave.runner import Context
+
+
+@parse.with_pattern(r"GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS")
+def parse_method(text: str) -> str:
+    return text
+
+
+register_type(Method=parse_method)
+
+
+def owner_token(context: Context) -> str:
+    return (context.home / "api-token").read_text().strip()
+
+
+def fill(context: Context, text: str) -> str:
+    """{model}, {home} and {token} in a step's text, by plain replacement (JSON
+    bodies have braces of their own)."""
+    text = text.replace("{model}", str(context.model_dir)).replace("{home}", str(context.home))
+    if "{token}" in text:
+        text = text.replace("{token}", owner_token(context))
+    return text
+
+
+def send(
+    context: Context,
+    method: str,
+    path: str,
+    *,
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+    token: bool = True,
+) -> httpx.Response:
+    sent = dict(headers or {})
+    if token:
+        sent.setdefault("Authorization", f"Bearer {owner_token(context)}")
+    content = fill(context, body).encode() if body is not None else None
+    if content is not None:
+        sent.setdefault("Content-Type", "application/json")
+    url = f"{context.queen_url}{fill(context, path)}"
+    started = time.monotonic()
+    context.response = httpx.request(method, url, content=content, headers=sent, timeout=60)
+    context.response_s = time.monotonic() - started
+    return context.response
+
+
+def error_of(context: Context) -> dict[str, Any]:
+    body = context.response.json()
+    assert "error" in body, body
+    return dict(body["error"])
+
+
+@when("I {method:Method} {path} as the owner")
+def step_send(context: Context, method: str, path: str) -> None:
+    send(context, method, path)
+
+
+@when("I {method:Method} {path} as the owner with {body}")
+def step_send_body(context: Context, method: str, path: str, body: str) -> None:
+    send(context, method, path, body=body)
+
+
+@when("I {method:Method} {path} as the owner with the body:")
+def step_send_text(context: Context, method: str, path: str) -> None:
+    send(context, method, path, body=context.text)
+
+
+@when("I {method:Method} {path} with no Authorization header")
+def step_send_anonymous(context: Context, method: str, path: str) -> None:
+    send(context, method, path, body="{}" if method != "GET" else None, token=False)
+
+
+@when('I {method:Method} {path} sending the header "{name}: {value}"')
+def step_send_header(context: Context, method: str, path: str, name: str, value: str) -> None:
+    send(context, method, path, headers={name: fill(context, value)})
+
+
+@then("the answer is HTTP {status:d}")
+def step_status(context: Context, status: int) -> None:
+    r = context.response
+    assert r.status_code == status, (r.status_code, r.text[:300])
+
+
+@then('the error lists the field "{field}" as {constraint}')
+def step_field(context: Context, field: str, constraint: str) -> None:
+    fields = error_of(context)["details"]["fields"]
+    assert {"field": field, "constraint": constraint} in [
+        {"field": f["field"], "constraint": f["constraint"]} for f in fields
+    ], fields
+
+
+@then("the error lists {count:d} fields")
+def step_field_count(context: Context, count: int) -> None:
+    fields = error_of(context)["details"]["fields"]
+    assert len(fields) == count, fields
+
+
+@then('the answer does not contain "{text}"')
+def step_not_echoed(context: Context, text: str) -> None:
+    assert fill(context, text) not in context.response.text, context.response.text
+
+
+@then('the answer has the header "{name}" set to "{value}"')
+def step_header(context: Context, name: str, value: str) -> None:
+    assert context.response.headers.get(name) == value, dict(context.response.headers)
+
+
+@then('the answer\'s JSON has "{key}" set to {value}')
+def step_json_value(context: Context, key: str, value: str) -> None:
+    data: Any = context.response.json()
+    for part in key.split("."):
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    assert data == json.loads(value), (key, data)
+
+
+@then("the error's message is one line without a traceback")
+def step_one_line(context: Context) -> None:
+    message = error_of(context)["message"]
+    assert message and "\n" not in message and "Traceback" not in message, message
