@@ -10,11 +10,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
-from textual.widgets import Input
-
 from rbee_keeper.tui.app import create_app
-from rbee_keeper.tui.dialogs import AddNodeForm
 from rbee_keeper.tui.fleet import RATE_WINDOW_S
 from rbee_keeper.tui.screens import FleetScreen, NodeScreen, WorkerScreen
 from rbee_keeper.tui.source import QueenActions, QueenSource
@@ -198,27 +194,3 @@ async def test_against_a_real_queen_and_worker(
         await pilot.press("s", "y")
         await settle(pilot, app, lambda: table.row_count == 0, timeout=30)
     assert worker_pids(worker_id) == []
-
-
-@pytest.mark.parametrize("screen", ["fleet", "node", "add-node"])
-def test_snapshots(snap_compare: Any, screen: str) -> None:
-    events = [SNAPSHOT]
-
-    async def run_before(pilot: Any) -> None:
-        app = pilot.app
-        await settle(pilot, app, lambda: app.screen.query_one(NodesTable).row_count == 2)
-        if screen == "node":
-            app.screen.query_one(NodesTable).focus()
-            await pilot.press("enter")
-            await settle(pilot, app, lambda: isinstance(app.screen, NodeScreen))
-            await pilot.pause(0.4)
-        if screen == "add-node":
-            app.screen.query_one(WorkersTable).focus()
-            await pilot.press("a")
-            await settle(pilot, app, lambda: isinstance(app.screen, AddNodeForm))
-            for field in app.screen.query(Input):
-                field.cursor_blink = False  # the same picture every run
-            await pilot.pause(0.4)
-
-    app = app_with(events, actions=RecordingActions(), queen_url="http://127.0.0.1:8080")
-    assert snap_compare(app, terminal_size=(140, 36), run_before=run_before)

@@ -55,8 +55,8 @@ class FleetCommands(Provider):
 
 
 class DashboardApp(App[None]):
-    TITLE = "rbee"
-    SUB_TITLE = "fleet dashboard"
+    TITLE = "rbee fleet dashboard"
+    SUB_TITLE = ""
     CSS_PATH = "styles.tcss"
     COMMANDS = App.COMMANDS | {FleetCommands}
     SCREENS = {"help": HelpScreen}

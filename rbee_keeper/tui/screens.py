@@ -28,7 +28,13 @@ from rbee_keeper.tui.messages import (
     StartWorkerOn,
     StopWorker,
 )
-from rbee_keeper.tui.widgets import GpusTable, NodesTable, Totals, WorkersTable
+from rbee_keeper.tui.widgets import (
+    GpusTable,
+    NodesTable,
+    Totals,
+    WorkersTable,
+    describe_devices,
+)
 
 
 class LiveScreen(Screen[None]):
@@ -139,12 +145,14 @@ class NodeScreen(LiveScreen):
 
     def show(self, fleet: Fleet) -> None:
         node: dict[str, Any] = fleet.nodes.get(self.node, {"status": "removed"})
-        devices = node.get("devices") or {}
-        self.query_one("#node-summary", Static).update(
-            f"{self.node}  {node.get('ssh_user', '')}@{node.get('ssh_host', '')}  "
-            f"status {node.get('status')}  backends {', '.join(node.get('backends') or [])}  "
-            f"devices {devices}"
-        )
+        summary = [
+            self.node,
+            f"{node.get('ssh_user', '')}@{node.get('ssh_host', '')}",
+            str(node.get("status")),
+            f"backends: {', '.join(node.get('backends') or []) or 'none'}",
+            f"devices: {describe_devices(node.get('devices') or {})}",
+        ]
+        self.query_one("#node-summary", Static).update(" │ ".join(summary))
         self.query_one(GpusTable).show(list(node.get("gpus") or []))
         self.query_one(WorkersTable).show(fleet.workers_on(self.node))
 
@@ -195,11 +203,15 @@ class WorkerScreen(LiveScreen):
             return
         data = worker.data
         ttft = f"{worker.last_ttft_ms:.0f} ms" if worker.last_ttft_ms is not None else "-"
-        self.query_one("#worker-summary", Static).update(
-            f"{self.worker_id}  node {data.get('node')}  state {data.get('state')}  "
-            f"model {data.get('model_ref')}  requests done {worker.requests_done}  "
-            f"last time to first token {ttft}"
-        )
+        summary = [
+            self.worker_id,
+            f"node {data.get('node')}",
+            str(data.get("state")),
+            f"model {data.get('model_ref')}",
+            f"requests done {worker.requests_done}",
+            f"last time to first token {ttft}",
+        ]
+        self.query_one("#worker-summary", Static).update(" │ ".join(summary))
         self.query_one(Sparkline).data = list(worker.rates) or [0.0]
         jobs = ", ".join(worker.in_flight) or "none"
         self.query_one("#requests", Static).update(f"live requests: {jobs}")

@@ -41,21 +41,43 @@ class Totals(Static):
     """One line of fleet totals, and the link to the queen."""
 
     def show(self, fleet: Fleet, queen_url: str) -> None:
-        link = (
-            Text("● connected", style="green")
-            if fleet.connected
-            else Text(f"● queen unreachable, retrying ({fleet.last_error or 'no answer'})", "red")
-        )
+        # One run of text after the dot: words and separators never split across
+        # styles, so a copy of the screen reads as it looks.
+        if fleet.connected:
+            dot, link = Text("●", style="green"), f" connected to {queen_url}"
+        else:
+            error = fleet.last_error or "no answer"
+            dot, link = Text("●", style="red"), f" queen unreachable, retrying ({error})"
         reachable = sum(1 for n in fleet.nodes.values() if n.get("status") == "reachable")
         parts = [
-            queen_url,
+            link,
             f"nodes {reachable}/{len(fleet.nodes)}",
             f"workers {len(fleet.workers)}",
             f"in flight {fleet.requests_in_flight}",
             f"fleet {fleet.tokens_per_second():.1f} tok/s",
         ]
-        line = link + Text(" │ ", style="dim") + Text(" │ ", style="dim").join(map(Text, parts))
-        self.update(line)
+        self.update(dot + Text(" │ ".join(parts)))
+
+
+def gpu_names(gpus: list[dict[str, object]]) -> str:
+    """`2× NVIDIA GeForce RTX 3090, NVIDIA H100`: each model once, with its count."""
+    counts: dict[str, int] = {}
+    for gpu in gpus:
+        counts[str(gpu.get("name"))] = counts.get(str(gpu.get("name")), 0) + 1
+    named = [name if n == 1 else f"{n}× {name}" for name, n in counts.items()]
+    return ", ".join(named) or "cpu only"
+
+
+def describe_devices(devices: dict[str, object]) -> str:
+    """`{'cpu': 1, 'cuda': 2}` as a person reads it: `1 CPU, 2 GPUs`."""
+    names = {"cpu": ("CPU", "CPUs"), "cuda": ("GPU", "GPUs")}
+    parts = []
+    for kind, count in devices.items():
+        if not isinstance(count, int) or count <= 0:
+            continue
+        one, many = names.get(kind, (kind, kind))
+        parts.append(f"{count} {one if count == 1 else many}")
+    return ", ".join(parts) or "none"
 
 
 class SyncedTable(DataTable[object]):
@@ -100,7 +122,7 @@ class NodesTable(SyncedTable):
                 name,
                 styled(node.get("status", "unknown")),
                 f"{latency:.1f} ms" if isinstance(latency, int | float) else "-",
-                ", ".join(str(g.get("name")) for g in gpus) or "cpu only",
+                gpu_names(gpus),
                 str(len(fleet.workers_on(name))),
                 str(node.get("last_error") or ""),
             ]
