@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -28,6 +29,31 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 def cell(value: Any) -> str:
     """A table cell; a missing value shows as `-`."""
     return "-" if value is None or value == "" else str(value)
+
+
+# (seconds, unit): the largest unit that fits names the age.
+_UNITS = ((86400, "day"), (3600, "h"), (60, "min"), (1, "s"))
+
+
+def ago(iso: Any, missing: str = "-", now: datetime | None = None) -> str:
+    """An ISO time as a person reads it in a table (`3 min ago`); JSON output
+    keeps the ISO text. Anything that is not an ISO time is shown as given."""
+    if iso is None or iso == "":
+        return missing
+    try:
+        then = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso)
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)  # the queen writes UTC
+    seconds = ((now or datetime.now(UTC)) - then).total_seconds()
+    if abs(seconds) < 5:
+        return "just now"
+    size, unit = next((size, unit) for size, unit in _UNITS if abs(seconds) >= size)
+    count = int(abs(seconds) // size)
+    if unit == "day" and count != 1:
+        unit = "days"
+    return f"{count} {unit} ago" if seconds > 0 else f"in {count} {unit}"
 
 
 def note(message: str) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rbee_keeper.cli import main
+from rbee_keeper.output import ago
 from tests.keeper_support import NODE_GPU1, WORKER_1, StandinQueen, one_error_line, running_standin
 
 
@@ -94,7 +95,8 @@ def test_list_nodes_prints_a_table(queen: StandinQueen, capsys: pytest.CaptureFi
 
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["NAME", "SSH", "TARGET", "STATUS", "LAST", "CONNECTED", "BACKENDS"]
-    gpu1 = ["gpu1", "alice@10.0.0.5:22", "reachable", "2025-10-19T12:00:00+00:00"]
+    # A person reads the age (`N days ago`); --json keeps the ISO time.
+    gpu1 = ["gpu1", "alice@10.0.0.5:22", "reachable", *ago(NODE_GPU1["last_connected"]).split()]
     assert lines[1].split() == [*gpu1, "cuda=2", "cpu=1"]
     assert lines[2].split() == ["cpu9", "alice@10.0.0.9:22", "unknown", "never", "cpu=1"]
     assert lines[1].index("alice@") == lines[2].index("alice@") == lines[0].index("SSH TARGET")
@@ -140,7 +142,8 @@ def test_workers_list_table_and_json(
     header, row = capsys.readouterr().out.splitlines()
     assert header.split() == ["ID", "NODE", "STATE", "MODEL", "DEVICE", "PID", "PORT", "STARTED"]
     expected = ["w-1", "gpu1", "idle", "file:/models/tiny", "cuda:0", "4242", "8081"]
-    assert row.split() == [*expected, "2025-10-19T12:01:00+00:00"]
+    assert row.split() == [*expected, *ago(WORKER_1["started_at"]).split()]
+    assert row.endswith(" days ago")
 
     assert main(["workers", "list", "--json", "--queen-url", queen.url]) == 0
     assert json.loads(capsys.readouterr().out) == {"workers": [WORKER_1]}

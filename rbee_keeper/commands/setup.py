@@ -11,7 +11,7 @@ from rbee_keeper.commands import Subcommands
 from rbee_keeper.inventory import load_catalog, load_inventory
 from rbee_keeper.inventory_export import export_inventory
 from rbee_keeper.local_queen import connect
-from rbee_keeper.output import cell, note, print_json, print_table
+from rbee_keeper.output import ago, cell, note, print_json, print_table
 from rbee_queen.errors import ModelAlreadyExists, RbeeError, SshKeyNotFound
 
 
@@ -328,7 +328,7 @@ def node_row(node: dict[str, Any]) -> list[str]:
         cell(node.get("node_name")),
         ssh_target(node),
         cell(node.get("status") or "unknown"),
-        cell(node.get("last_connected") or "never"),
+        ago(node.get("last_connected"), missing="never"),
         backends_and_devices(node),
     ]
 

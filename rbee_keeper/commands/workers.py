@@ -7,7 +7,7 @@ from typing import Any
 
 from rbee_keeper.commands import Subcommands
 from rbee_keeper.local_queen import connect
-from rbee_keeper.output import cell, note, print_json, print_table
+from rbee_keeper.output import ago, cell, note, print_json, print_table
 
 
 def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
@@ -50,5 +50,5 @@ def shutdown_worker(args: argparse.Namespace) -> int:
 def worker_row(worker: dict[str, Any]) -> list[str]:
     device = f"{worker.get('backend')}:{worker.get('device')}"
     values = [worker.get(field) for field in ("worker_id", "node", "state", "model_ref")]
-    values += [device, worker.get("pid"), worker.get("port"), worker.get("started_at")]
-    return [cell(value) for value in values]
+    values += [device, worker.get("pid"), worker.get("port")]
+    return [cell(value) for value in values] + [ago(worker.get("started_at"))]
