@@ -55,6 +55,8 @@ class QueenConfig:
     breaker_window_s: float = 300.0
     restart_reset_after_s: float = 300.0
     check_messages: bool = False
+    queue_max_length: int = 512
+    queue_max_wait_s: float = 60.0
     # Where each value came from, and what a reload reads again.
     origin: ConfigOrigin | None = field(default=None, compare=False, repr=False)
 

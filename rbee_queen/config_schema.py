@@ -9,56 +9,12 @@ a running queen, and one line for people. The defaults, the validation,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from rbee_queen.config_setting import Setting, SettingValue
+from rbee_queen.config_setting import setting as _s
 
-SettingValue = str | int | float | bool | None
+__all__ = ["BY_PATH", "SECTIONS", "SETTINGS", "Setting", "SettingValue"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-@dataclass(frozen=True)
-class Setting:
-    section: str
-    key: str
-    field: str  # the QueenConfig attribute
-    kind: type  # str, int, float, bool, or "path" as str with is_path
-    default: SettingValue
-    description: str
-    env: str | None = None
-    flag: str | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] = ()
-    reloadable: bool = False
-    is_path: bool = False
-    secret: bool = False  # its value is printed as "<redacted>"
-    secret_file: bool = False  # the file it names holds a secret: mode 0600
-
-    @property
-    def path(self) -> str:
-        return f"{self.section}.{self.key}"
-
-    def allowed(self) -> str:
-        """What a valid value looks like, for error messages and the docs."""
-        if self.choices:
-            return "one of " + ", ".join(self.choices)
-        if self.kind is bool:
-            return "true or false"
-        if self.is_path:
-            return "a path" + (" (empty: the default)" if self.default is None else "")
-        name = "an integer" if self.kind is int else "a number" if self.kind is float else "text"
-        if self.minimum is not None and self.maximum is not None:
-            return f"{name} in {self.minimum:g}..{self.maximum:g}"
-        if self.minimum is not None:
-            return f"{name} >= {self.minimum:g}"
-        return name
-
-
-def _s(
-    section: str, key: str, field: str, kind: type, default: SettingValue, doc: str, **kw: object
-) -> Setting:
-    return Setting(section, key, field, kind, default, doc, **kw)  # type: ignore[arg-type]
-
 
 SETTINGS: tuple[Setting, ...] = (
     # [server]
@@ -390,6 +346,31 @@ SETTINGS: tuple[Setting, ...] = (
         "stable uptime that resets the counts",
         env="RBEE_RESTART_RESET_AFTER",
         minimum=1,
+        reloadable=True,
+    ),
+    # [queue]
+    _s(
+        "queue",
+        "max_length",
+        "queue_max_length",
+        int,
+        512,
+        "requests that may wait for a busy model's slot (0: none wait, ALL_SLOTS_BUSY)",
+        env="RBEE_QUEUE_MAX_LENGTH",
+        minimum=0,
+        maximum=100000,
+        reloadable=True,
+    ),
+    _s(
+        "queue",
+        "max_wait_s",
+        "queue_max_wait_s",
+        float,
+        60.0,
+        "seconds a request may wait in its model's queue, then 429 with Retry-After",
+        env="RBEE_QUEUE_MAX_WAIT",
+        minimum=0.1,
+        maximum=3600,
         reloadable=True,
     ),
 )

@@ -294,6 +294,28 @@ class RequestTimeout(RbeeError):
     status = 504
 
 
+class QueueFull(RbeeError):
+    """Every slot for the model is busy and its queue is at its length limit;
+    answered with `Retry-After`, which the OpenAI clients honour by themselves."""
+
+    code = "QUEUE_FULL"
+    status = 429
+    retry_after_s: ClassVar[int] = 1
+
+
+class QueueTimeout(QueueFull):
+    """The request waited in its model's queue for the longest wait allowed."""
+
+    code = "QUEUE_TIMEOUT"
+
+
+class ClientGone(RbeeError):
+    """The client closed its connection while its request waited for a slot."""
+
+    code = "CLIENT_GONE"
+    status = 499
+
+
 class StoreUnavailable(RbeeError):
     """The queen's database refuses writes (disk full, read-only, locked past the
     busy timeout); answered with `Retry-After`, and the next write tries again."""

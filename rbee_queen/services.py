@@ -123,7 +123,7 @@ class Services:
             pool,
             inventory,
             workers,
-            Router(workers.registry, workers.starter),
+            Router.build(workers.registry, workers.starter, bus.publish, config),
             supervisor_for(config, workers),
             keys,
             audit,
@@ -148,6 +148,7 @@ class Services:
         self.health.reconfigure(config.health_interval_s, config.gpu_interval_s)
         self.supervisor.reconfigure(supervisor_settings(config))
         self.workers.reconfigure(config)
+        self.router.reconfigure(config)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

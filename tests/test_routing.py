@@ -63,6 +63,9 @@ def test_full_workers_spill_to_another_node_then_all_slots_busy(
                 lines_two = two.iter_lines()
                 first_event(lines_two)
                 assert workers_by_node(queen) == {"a": "busy", "b": "busy"}
+                # With the request queue off, no request waits (test_queue.py: with it).
+                (queen.home / "queen.toml").write_text("[queue]\nmax_length = 0\n")
+                assert c.post("/v2/admin/reload").json()["ok"]
                 third = c.post("/v2/tasks", json={**long, "max_tokens": 2})
                 assert third.status_code == 503
                 error = third.json()["error"]

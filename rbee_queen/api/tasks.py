@@ -36,7 +36,13 @@ async def create_task(request: Request) -> StreamingResponse:
     svc = services(request)
     async with before_deadline():
         live = await svc.router.acquire(
-            where.model_ref, where.nodes, where.slots, payload["job_id"], where.device
+            where.model_ref,
+            where.nodes,
+            where.slots,
+            payload["job_id"],
+            where.device,
+            key=request.state.principal.name,  # the queue's turns are per key
+            gone=request.receive,  # the body is read: what comes next is the client leaving
         )
         response = await svc.workers.relay.open_stream(live, payload)
     return StreamingResponse(

@@ -36,6 +36,8 @@ class QueenMetrics:
         self._handlers: dict[str, Callable[[Event], None]] = {
             "request_started": self.requests.started,
             "request_finished": self.requests.finished,
+            "request_queued": self.requests.queued,
+            "request_dequeued": self.requests.dequeued,
             "worker": self.workers.changed,
             "worker_shutdown": self.workers.shutdown,
             "worker_killed": self.workers.killed,

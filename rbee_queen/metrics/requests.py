@@ -11,6 +11,7 @@ from rbee_queen.metrics import labels
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 RATE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+QUEUE_OUTCOMES = frozenset({"served", "full", "timeout", "gone", "cancelled"})
 
 
 class RequestMetrics:
@@ -32,9 +33,15 @@ class RequestMetrics:
             "rbee_requests", "Inference requests by outcome", ["outcome"], registry=r
         )
         self.in_flight = Gauge("rbee_requests_in_flight", "Requests streaming now", registry=r)
-        # Exported for the request queue; nothing publishes a `queue` event yet.
         self.queue_depth = Gauge(
-            "rbee_queue_depth", "Requests waiting for a worker to start", registry=r
+            "rbee_queue_depth", "Requests waiting in the models' queues for a slot", registry=r
+        )
+        self.queue_wait = Histogram(
+            "rbee_queue_wait_seconds",
+            "Time requests spent in their model's queue, by how they left it",
+            ["model", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
         )
         self.duration = Histogram(
             "rbee_inference_duration_seconds",
@@ -77,6 +84,16 @@ class RequestMetrics:
         self.http_duration.labels(route, method, labels.status_class(status)).observe(took)
         if status >= 400:
             self.errors.labels(labels.error_code(code), "api").inc()
+
+    def queued(self, event: Event) -> None:
+        self.queue_depth.inc()
+
+    def dequeued(self, event: Event) -> None:
+        outcome = str(event["outcome"])
+        if outcome != "full":  # refused a place: it never counted in the depth
+            self.queue_depth.dec()
+        outcome = outcome if outcome in QUEUE_OUTCOMES else labels.OTHER
+        self.queue_wait.labels(str(event["model"]), outcome).observe(float(event["waited_s"]))
 
     def started(self, event: Event) -> None:
         self.in_flight.inc()

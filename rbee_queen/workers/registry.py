@@ -39,6 +39,9 @@ class WorkerRegistry:
         # Set once the workers of a previous queen are adopted or cleaned up;
         # until then no new worker starts, so none is started twice.
         self.adoption_done = asyncio.Event()
+        # The request queue's hand-over: called as a slot frees, before the
+        # worker can count as idle, so a waiting request takes it first.
+        self.on_slot_free: Callable[[LiveWorker], None] | None = None
 
     def add(self, live: LiveWorker) -> None:
         self.live[live.worker_id] = live
@@ -75,6 +78,8 @@ class WorkerRegistry:
 
     def release(self, live: LiveWorker) -> None:
         live.in_flight = max(0, live.in_flight - 1)
+        if self.on_slot_free is not None:
+            self.on_slot_free(live)
         if live.in_flight == 0:
             live.no_streams.set()
             self.mark_idle(live.worker_id)

@@ -1,8 +1,10 @@
 """Which worker serves a request: the least loaded ready worker for the model on
 the allowed nodes; when none has a free slot, a new worker on an allowed node
 that has none yet (load on demand); when every allowed node already runs one
-and all are full, ALL_SLOTS_BUSY at once rather than a round trip to a worker
-that would refuse. A draining worker (being shut down) takes no new request and
+and all are full, the request waits in the model's queue (workers/queue.py)
+for the next slot that frees, or, with the queue turned off (length 0),
+ALL_SLOTS_BUSY at once rather than a round trip to a worker that would
+refuse. A draining worker (being shut down) takes no new request and
 no second worker starts beside it; when it was the only choice: WORKER_DRAINING.
 """
 
@@ -14,28 +16,55 @@ import time
 from collections.abc import AsyncIterator
 
 from rbee_queen import requestcontext as ctx
+from rbee_queen.config import QueenConfig
 from rbee_queen.errors import AllSlotsBusy, NodeNotFound, RequestTimeout
 from rbee_queen.store.tables import Node
 from rbee_queen.workers.devices import serves
 from rbee_queen.workers.live import LiveWorker, draining_error
-from rbee_queen.workers.registry import WorkerRegistry
+from rbee_queen.workers.queue import Gone, QueueLimits, RequestQueue
+from rbee_queen.workers.registry import Publish, WorkerRegistry
 from rbee_queen.workers.starter import WorkerStarter
 
 
 class Router:
-    def __init__(self, registry: WorkerRegistry, starter: WorkerStarter) -> None:
+    def __init__(
+        self, registry: WorkerRegistry, starter: WorkerStarter, queue: RequestQueue
+    ) -> None:
         self.registry = registry
         self.starter = starter
+        self.queue = queue
+
+    @classmethod
+    def build(
+        cls, registry: WorkerRegistry, starter: WorkerStarter, publish: Publish, config: QueenConfig
+    ) -> Router:
+        return cls(registry, starter, RequestQueue(registry, publish, queue_limits(config)))
+
+    def reconfigure(self, config: QueenConfig) -> None:
+        """A reload's queue bounds; requests already waiting keep their places."""
+        self.queue.limits = queue_limits(config)
 
     async def acquire(
-        self, model_ref: str, nodes: list[str], slots: int, job_id: str, device: str = "cpu"
+        self,
+        model_ref: str,
+        nodes: list[str],
+        slots: int,
+        job_id: str,
+        device: str = "cpu",
+        *,
+        key: str = "",
+        gone: Gone | None = None,
     ) -> LiveWorker:
         """A worker for the model on one of `nodes` that serves `device` (cpu,
-        cuda or cuda:N), already claimed for this job."""
+        cuda or cuda:N), already claimed for this job. `key` names the API key
+        (the queue's turns); `gone` returns once the client has left."""
         await self.registry.adoption_done.wait()  # a previous queen's workers count too
         candidates = self._running(model_ref, nodes, device)
         running = [w for w in candidates if not w.draining]
         draining = [w for w in candidates if w.draining]
+        if self.queue.depth(model_ref):
+            for worker in running:  # e.g. a restarted worker: the queue's first
+                self.queue.offer(worker)
         free = [w for w in running if w.free_slots > 0]
         if free:
             chosen = min(free, key=lambda w: (w.in_flight / w.slots, nodes.index(w.node)))
@@ -48,14 +77,33 @@ class Router:
         if node is None:
             if draining and not running:
                 raise draining_error(draining[0])
+            return await self._wait(running, model_ref, nodes, device, key, job_id, gone)
+        live = await self.starter.ensure_worker(node, model_ref, slots, device)
+        self.queue.offer(live)  # requests that queued while it started come first
+        if live.free_slots > 0:
+            self.registry.claim(live, job_id)
+            return live
+        # Others asked for the same start meanwhile and took its slots.
+        return await self._wait([live], model_ref, nodes, device, key, job_id, gone)
+
+    async def _wait(
+        self,
+        running: list[LiveWorker],
+        model_ref: str,
+        nodes: list[str],
+        device: str,
+        key: str,
+        job_id: str,
+        gone: Gone | None,
+    ) -> LiveWorker:
+        """The next slot through the model's queue; ALL_SLOTS_BUSY when it is off."""
+        if self.queue.limits.max_length == 0:
             raise AllSlotsBusy(
                 "every worker for this model is busy",
                 slots_total=sum(w.slots for w in running),
                 slots_busy=sum(w.in_flight for w in running),
             )
-        live = await self.starter.ensure_worker(node, model_ref, slots, device)
-        self.registry.claim(live, job_id)
-        return live
+        return await self.queue.wait(model_ref, nodes, device, key, job_id, gone)
 
     def _running(self, model_ref: str, nodes: list[str], device: str) -> list[LiveWorker]:
         return [
@@ -80,6 +128,10 @@ class Router:
             options,
             key=lambda n: (known[n].status == "unreachable", load.get(n, 0), nodes.index(n)),
         )
+
+
+def queue_limits(config: QueenConfig) -> QueueLimits:
+    return QueueLimits(max_length=config.queue_max_length, max_wait_s=config.queue_max_wait_s)
 
 
 @contextlib.asynccontextmanager

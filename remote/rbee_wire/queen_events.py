@@ -105,6 +105,27 @@ class SshConnect(_Stamped):
     duration_s: float
 
 
+class RequestQueued(_Stamped):
+    """A request found every slot of its model busy and waits in the model's queue."""
+
+    type: Literal["request_queued"]
+    job_id: str
+    model: str
+    depth: int  # the model's queue, this request included
+
+
+class RequestDequeued(_Stamped):
+    """A request left its model's queue (or was refused a place: `full`).
+    `outcome`: served, full, timeout, gone (the client left) or cancelled."""
+
+    type: Literal["request_dequeued"]
+    job_id: str
+    model: str
+    outcome: str
+    waited_s: float
+    depth: int  # the model's queue after it left
+
+
 class HealthRound(_Stamped):
     """One health round over every node ended."""
 
@@ -169,6 +190,8 @@ QueenEvent = (
     | NodeChanged
     | RequestStarted
     | RequestFinished
+    | RequestQueued
+    | RequestDequeued
     | HealthFailed
     | WorkerKilled
     | WorkerRestarted
@@ -186,6 +209,8 @@ BY_TYPE: dict[str, Any] = {
     "node": NodeChanged,
     "request_started": RequestStarted,
     "request_finished": RequestFinished,
+    "request_queued": RequestQueued,
+    "request_dequeued": RequestDequeued,
     "health_failed": HealthFailed,
     "worker_killed": WorkerKilled,
     "worker_restarted": WorkerRestarted,
