@@ -22,7 +22,7 @@ from rbee_queen.api import openai_format as fmt
 from rbee_queen.api.auth import require_model
 from rbee_queen.api.body import json_body
 from rbee_queen.api.tasks import SSE_HEADERS
-from rbee_queen.errors import InferenceFailed, RbeeError, RequestTimeout
+from rbee_queen.errors import InferenceFailed, QueueFull, RbeeError, RequestTimeout
 from rbee_queen.models import catalog
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
@@ -38,7 +38,10 @@ def openai_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except RbeeError as exc:
-            return fmt.error_response(exc, ctx.correlation_id.get())
+            response = fmt.error_response(exc, ctx.correlation_id.get())
+            if isinstance(exc, QueueFull):  # the OpenAI clients wait this long and retry
+                response.headers["Retry-After"] = str(exc.retry_after_s)
+            return response
 
     return wrapped
 
@@ -97,7 +100,13 @@ async def _complete(request: Request, f: Fields, kind: str, content: dict[str, A
     svc = services(request)
     async with before_deadline():
         live = await svc.router.acquire(
-            where.model_ref, where.nodes, where.slots, job_id, where.device
+            where.model_ref,
+            where.nodes,
+            where.slots,
+            job_id,
+            where.device,
+            key=request.state.principal.name,  # the queue's turns are per key
+            gone=request.receive,  # the body is read: what comes next is the client leaving
         )
         response = await svc.workers.relay.open_stream(
             live, {"job_id": job_id, **content, **params}
