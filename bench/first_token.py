@@ -18,8 +18,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.relay_procs import start_shipped_queen
 from rbee_worker.tinymodel import write_tiny_model
-from tests.plugins.queen import start_queen, stop_queen
+from tests.plugins.queen import stop_queen
 from tests.plugins.sshd import start_sshd
 
 
@@ -56,7 +57,7 @@ def main() -> None:
     model = write_tiny_model(root / "model")
     home = root / "home"
     home.mkdir()
-    queen = start_queen(home)
+    queen = start_shipped_queen(home)
     try:
         with queen.client() as c:
             body = {

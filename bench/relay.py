@@ -54,9 +54,17 @@ from typing import Any
 
 import httpx
 
-from bench.relay_procs import byte_relay, descendants, forward, pin, socat_relay, spawn_worker
+from bench.relay_procs import (
+    byte_relay,
+    descendants,
+    forward,
+    pin,
+    socat_relay,
+    spawn_worker,
+    start_shipped_queen,
+)
 from rbee_worker.tinymodel import write_tiny_model
-from tests.plugins.queen import start_queen, stop_queen
+from tests.plugins.queen import stop_queen
 from tests.plugins.sshd import SshServer, start_sshd
 
 CONCURRENCY = 8
@@ -159,7 +167,7 @@ def main() -> None:
     (model / "chat_template.jinja").write_text(TEMPLATE)
     home = root / "home"
     home.mkdir()
-    queen = start_queen(home)
+    queen = start_shipped_queen(home)
     worker, worker_port = spawn_worker(model, root, slots=CONCURRENCY)
     helpers: list[subprocess.Popen[bytes]] = []
     try:

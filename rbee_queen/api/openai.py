@@ -144,22 +144,33 @@ async def _collect(relay: AsyncGenerator[bytes, None]) -> tuple[str, dict[str, A
 async def _stream(
     shape: fmt.Shape, relay: AsyncGenerator[bytes, None], include_usage: bool
 ) -> AsyncIterator[bytes]:
+    """The worker's events as OpenAI's chunks: what arrived together leaves in
+    one write, [DONE] with the last."""
     first = True
     try:
-        async for event in fmt.worker_events(relay):
-            kind = event.get("type")
-            if kind == "token":
-                text = str(event.get("t", ""))
-                yield shape.chunk(text, first=True) if first else shape.token_chunk(text)
-                first = False
-            elif kind == "end":
-                yield shape.chunk(None, fmt.finish_reason(event), first=first)
-                if include_usage:
-                    yield shape.usage_chunk(event)
-                break
-            elif kind == "error":
-                yield fmt.sse(fmt.error_body(_stream_error(event), ctx.correlation_id.get()))
-                break
+        async for batch in fmt.worker_event_batches(relay):
+            out: list[bytes] = []
+            for event in batch:
+                kind = event.get("type")
+                if kind == "token":
+                    text = str(event.get("t", ""))
+                    out.append(shape.chunk(text, first=True) if first else shape.token_chunk(text))
+                    first = False
+                elif kind == "end":
+                    out.append(shape.chunk(None, fmt.finish_reason(event), first=first))
+                    if include_usage:
+                        out.append(shape.usage_chunk(event))
+                    break
+                elif kind == "error":
+                    error = fmt.error_body(_stream_error(event), ctx.correlation_id.get())
+                    out.append(fmt.sse(error))
+                    break
+            else:
+                if out:
+                    yield b"".join(out)
+                continue
+            yield b"".join(out) + fmt.DONE
+            return
         yield fmt.DONE
     finally:
         await relay.aclose()

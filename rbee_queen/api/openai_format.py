@@ -114,14 +114,32 @@ def sse(payload: dict[str, Any]) -> bytes:
 
 async def worker_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
     """The worker's SSE byte stream as event dicts, up to (not including) [DONE]."""
+    async for batch in worker_event_batches(chunks):
+        for event in batch:
+            yield event
+
+
+async def worker_event_batches(
+    chunks: AsyncIterator[bytes],
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The same, as the events each piece of the stream completed: a route that
+    answers a batch with one write sends once for what arrived at once (the
+    last token, the end and [DONE] of a stream often come together)."""
     buffer = b""
     async for chunk in chunks:
         buffer += chunk
-        while b"\n\n" in buffer:
-            frame, buffer = buffer.split(b"\n\n", 1)
+        if b"\n\n" not in buffer:
+            continue
+        *frames, buffer = buffer.split(b"\n\n")
+        batch: list[dict[str, Any]] = []
+        for frame in frames:
             if not frame.startswith(b"data: "):
                 continue
             data = frame[len(b"data: ") :]
             if data == b"[DONE]":
+                if batch:
+                    yield batch
                 return
-            yield json.loads(data)
+            batch.append(json.loads(data))
+        if batch:
+            yield batch

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -62,9 +63,17 @@ class JobStream:
     async def events(self) -> AsyncIterator[bytes]:
         try:
             yield events.started(self._job.job_id, self._backend.model_name)
-            while (item := await self._queue.get()) is not None:
-                yield item
-            yield events.DONE
+            while True:
+                # Whatever queued while the last send went out leaves in one
+                # write (the last event and [DONE] always together): one send
+                # and one wake-up of the reader instead of one per event.
+                batch = [await self._queue.get()]
+                while batch[-1] is not None and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                if batch[-1] is None:
+                    yield b"".join(cast(list[bytes], batch[:-1])) + events.DONE
+                    return
+                yield b"".join(cast(list[bytes], batch))
         finally:
             self._job.cancel.set()
 
