@@ -122,9 +122,12 @@ class WorkerStopper:
         query = Worker.select().where(Worker.state.in_([s.value for s in LIVE]))
         if node_name is not None:
             query = query.where(Worker.node == node_name)
+        started = time.monotonic()
         results = await asyncio.gather(
             *(self.shutdown(w.worker_id) for w in query), return_exceptions=True
         )
+        # Each worker's outcome and duration is a `worker_shutdown` event; this is the whole.
+        log.info("stopping %d worker(s) took %.1f s", len(results), time.monotonic() - started)
         counts = {"graceful": 0, "forced": 0, "failed": 0}
         for result in results:
             if isinstance(result, BaseException):
