@@ -14,6 +14,7 @@ SHORT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 STOP_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 DOWNLOAD_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200)
 START_FAILED_FROM = frozenset({"spawning", "loading"})
+SOURCES = ("queen", "hub", "copy")  # where a model's bytes come from (ModelDownload.source)
 
 
 class WorkerMetrics:
@@ -55,6 +56,21 @@ class WorkerMetrics:
         self.graceful_stops = Counter(
             "rbee_worker_graceful_stops", "Failed workers that stopped on SIGTERM", registry=r
         )
+        self._zero_known_labels()
+
+    def _zero_known_labels(self) -> None:
+        """The known label values start at zero, so a rate or an alert has a series
+        to read before the first such event."""
+        for reason in ("new", "restart"):
+            self.starts.labels(reason)
+        for reason in ("idle", "requested"):
+            self.stops.labels(reason)
+        for outcome in ("graceful", "forced"):
+            self.shutdown_duration.labels(outcome)
+        for cause in ("failed", "hung"):
+            self.restarts.labels(cause)
+        for kind in ("node", "worker"):
+            self.health_failures.labels(kind)
 
     def changed(self, event: Event) -> None:
         before, state = event.get("from_state"), event.get("state")
@@ -128,6 +144,11 @@ class FleetMetrics:
             registry=r,
         )
 
+        for source in SOURCES:
+            self.downloads.labels(source, "ok")
+            self.download_bytes.labels(source)
+            self.download_duration.labels(source)
+
     def node(self, event: Event) -> None:
         if event.get("latency_ms") is not None:
             self.latency[event["node"]] = event["latency_ms"] / 1000
@@ -146,7 +167,7 @@ class FleetMetrics:
             self.ssh_failures.labels(event["node"], labels.error_code(event["error"])).inc()
 
     def download(self, event: Event) -> None:
-        source = event["source"] if event["source"] in ("queen", "hub", "copy") else "other"
+        source = event["source"] if event["source"] in SOURCES else "other"
         error = event.get("error")
         outcome = "ok" if error is None else labels.error_code(error)
         self.downloads.labels(source, outcome).inc()
