@@ -10,10 +10,24 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
+import argcomplete
 import httpx
 
-from rbee_keeper.commands import audit, dashboard, infer, keys, logs, models, nodes, setup, workers
+from rbee_keeper.commands import (
+    audit,
+    completion,
+    dashboard,
+    doctor,
+    infer,
+    keys,
+    logs,
+    models,
+    nodes,
+    setup,
+    workers,
+)
 from rbee_keeper.keeper_config import DEFAULT_QUEEN_URL, QUEEN_URL_ENV, load_keeper_settings
 from rbee_keeper.output import note
 from rbee_keeper.token import TOKEN_FILE_ENV
@@ -26,7 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RbeeError as error:
         note(f"error: [{error.code}] {' '.join(error.message.split())}")
         return 1
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Under a shell's completion hook this prints the candidates and exits.
+    argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
     token_file = getattr(args, "token_file", None) or settings.token_file
     if token_file:
         # One place the token is looked up (rbee_keeper/token.py) reads this.
@@ -52,11 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run LLM inference on your own GPU nodes through the rbee queen.",
         parents=[global_options(with_defaults=True)],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {rbee_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = global_options(with_defaults=False)
     for group in (setup, nodes, infer, workers, models, logs, dashboard, keys, audit):
         group.register(commands, common)
+    doctor.register(commands, common)
+    completion.register(commands, common)
     return parser
+
+
+def rbee_version() -> str:
+    try:
+        return version("rbee")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def global_options(*, with_defaults: bool) -> argparse.ArgumentParser:

@@ -1,0 +1,75 @@
+"""The CLI's habits: --version, and completion code that real shells load and run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+KEEPER = [sys.executable, "-m", "rbee_keeper"]
+
+
+def keeper(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KEEPER, *argv], capture_output=True, text=True, timeout=60, env=env or dict(os.environ)
+    )
+
+
+def test_version_names_the_installed_release() -> None:
+    done = keeper("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"rbee-keeper {version('rbee')}"
+
+
+def complete(line: str, tmp_path: Path) -> list[str]:
+    """Ask rbee-keeper for completions the way the shell hook does (argcomplete's protocol)."""
+    out = tmp_path / "candidates"
+    env = {
+        **os.environ,
+        "_ARGCOMPLETE": "1",
+        "_ARGCOMPLETE_SHELL": "bash",
+        "_ARGCOMPLETE_STDOUT_FILENAME": str(out),
+        "_ARGCOMPLETE_IFS": "\n",
+        "COMP_LINE": line,
+        "COMP_POINT": str(len(line)),
+    }
+    done = keeper(env=env)
+    assert done.returncode == 0, done.stderr
+    return [word.strip() for word in out.read_text().split("\n")]
+
+
+def test_completion_answers_from_the_real_parser(tmp_path: Path) -> None:
+    assert complete("rbee-keeper do", tmp_path) == ["doctor"]
+    assert "add-node" in complete("rbee-keeper setup ", tmp_path)
+    assert complete("rbee-keeper setup add-node --ssh-h", tmp_path) == ["--ssh-host"]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_code_for_each_shell(shell: str) -> None:
+    done = keeper("completion", shell)
+    assert done.returncode == 0
+    assert "rbee-keeper" in done.stdout and "_ARGCOMPLETE" in done.stdout
+    if shell == "bash":
+        # bash loads it and registers a completion function for rbee-keeper.
+        check = subprocess.run(
+            ["bash", "-c", 'eval "$1" && complete -p rbee-keeper', "-", done.stdout],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert check.returncode == 0 and "rbee-keeper" in check.stdout
+    elif shutil.which(shell):
+        check = subprocess.run(
+            [shell, "-n"], input=done.stdout, capture_output=True, text=True, timeout=30
+        )
+        assert check.returncode == 0, check.stderr
+
+
+def test_an_unknown_shell_is_a_usage_error() -> None:
+    done = keeper("completion", "tcsh")
+    assert done.returncode == 2 and "invalid choice" in done.stderr
