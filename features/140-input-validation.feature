@@ -174,3 +174,15 @@ Feature: Bad input is refused before anything runs
       | more than one choice | /v1/completions      | {"model": "m", "prompt": "hi", "n": 2}                            | n        |
       | a role nobody has    | /v1/chat/completions | {"model": "m", "messages": [{"role": "wizard", "content": "hi"}]} | messages |
       | no messages          | /v1/chat/completions | {"model": "m", "messages": []}                                    | messages |
+
+  Scenario Outline: Injection attempts in names are rejected and nothing runs
+    When I run rbee-keeper setup add-node --name '<name>' --ssh-host 127.0.0.1 --ssh-user u --ssh-key {key} --install-path /tmp/x
+    Then it fails with exit code 1 and error INVALID_REQUEST
+    And no file "{home}/canary" exists
+
+    Examples:
+      | name                         |
+      | n1; touch {home}/canary      |
+      | $(touch {home}/canary)       |
+      | n1";DROP TABLE node;--        |
+      | ../../etc/passwd             |

@@ -9,11 +9,13 @@ leave the inventory as they found it (or use their own node names).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from behave.model import Feature
@@ -63,6 +65,8 @@ def start(context: Context, feature: Feature) -> None:
     context.shared = (home, url)
     env = scenario_env(home, url)
     keeper(env, "workers", "list")  # the keeper starts the queen
+    # Kept apart from queen.pid, which a scenario starting a queen by hand may overwrite.
+    context.shared_pid = json.loads((home / "queen.pid").read_text())["pid"]
     if "one_node" in feature.tags:
         sshd = context.sshd
         keeper(
@@ -78,8 +82,25 @@ def stop(context: Context, stop_queen: object) -> None:
     """Stops the feature's queen; the feature fails if a worker outlives it."""
     home, _ = context.shared
     stop_queen(home)  # type: ignore[operator]
+    stop_pid(context.shared_pid)
     leftover = worker_pids(under=str(home))
     for pid in leftover:
         os.kill(pid, signal.SIGKILL)
     assert not leftover, f"worker processes left after the queen stopped: {leftover}"
     assert_messages_kept(home / "logs" / "queen.log")
+
+
+def stop_pid(pid: int) -> None:
+    """SIGTERM, then SIGKILL after 30 s, unless it is gone already."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)

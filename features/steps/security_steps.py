@@ -92,9 +92,11 @@ def step_no_secret(context: Context, text: str) -> None:
 
 
 @given('a secret file "{name}" with mode {mode} containing "{text}"')
-def step_secret_file(context: Context, name: str, mode: str, text: str) -> None:
+@given('a secret file "{name}" with mode {mode} containing ""')
+def step_secret_file(context: Context, name: str, mode: str, text: str = "") -> None:
     path = context.home / name
-    path.write_text(text + "\n")
+    # \n and \x20 spell a line break and a space, which a table cell cannot hold.
+    path.write_text(text.replace("\\n", "\n").replace("\\x20", " ") + "\n")
     path.chmod(int(mode, 8))
 
 
@@ -169,3 +171,24 @@ def step_edit_audit(context: Context, number: int) -> None:
     entry["path"] = "/edited"
     lines[number - 1] = json.dumps(entry)
     path.write_text("\n".join(lines) + "\n")
+
+
+@given("the queen is started by hand with {args}")
+def step_queen_runs_with(context: Context, args: str) -> None:
+    port = context.queen_url.rsplit(":", 1)[1]
+    log = (context.home / "queen-by-hand.log").open("wb")
+    # Writes queen.pid under RBEE_HOME, so the scenario's clean-up stops it.
+    subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "rbee_queen", "--port", port, *fill(context, args).split()],
+        env=context.env,
+        stdout=log,
+        stderr=log,
+    )
+    wait_for(lambda: call(context, "/health", None).status_code == 200)
+
+
+@then("the queen's command line holds no token")
+def step_argv_clean(context: Context) -> None:
+    pid = json.loads((context.home / "queen.pid").read_text())["pid"]
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+    assert token_of(context) not in argv, argv
