@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -81,8 +83,9 @@ def monitored(
 
 
 def serve_requests(queen: QueenProcess, node: SshServer, model: Path, root: Path) -> None:
-    """Inferences, an unknown worker, a node that never answers, a worker killed
-    mid-stream and restarted by the supervisor, then stopped."""
+    """Inferences (one waits in the queue), an unknown worker, a node that never
+    answers, a worker killed mid-stream and restarted by the supervisor, then
+    stopped."""
     queen.add_node(node.node_body("gpu1", root / "install", accept_new_host_key=True))
     task = {"node": "gpu1", "model": f"file:{model}", "prompt": "hi", "max_tokens": 8}
     with queen.client() as c:
@@ -93,6 +96,7 @@ def serve_requests(queen: QueenProcess, node: SshServer, model: Path, root: Path
                 assert r.status_code == 200, r.read()
                 r.read()
         assert c.get("/v2/workers/w-none/events").status_code == 404
+        wait_in_the_queue(queen, {**task, "max_tokens": 2048}, task)
         (worker,) = c.get("/v2/workers/list").json()["workers"]
         with c.stream("POST", "/v2/tasks", json={**task, "max_tokens": 2048}) as r:
             lines = r.iter_lines()
@@ -105,6 +109,26 @@ def serve_requests(queen: QueenProcess, node: SshServer, model: Path, root: Path
         r = c.post("/v2/workers/shutdown", json={"worker_id": worker["worker_id"]})
         assert r.status_code == 200, r.text
     wait_for(queen, lambda m: value(m, "rbee_gpu_temperature_celsius", node="gpu1") is not None)
+
+
+def wait_in_the_queue(queen: QueenProcess, long: dict[str, Any], short: dict[str, Any]) -> None:
+    """A request that finds the worker's one slot taken waits in its model's queue."""
+    first_token = threading.Event()
+
+    def hold_the_slot() -> None:
+        with queen.client() as c, c.stream("POST", "/v2/tasks", json=long) as r:
+            for line in r.iter_lines():
+                if '"token"' in line:
+                    first_token.set()
+
+    holder = threading.Thread(target=hold_the_slot, daemon=True)
+    holder.start()
+    assert first_token.wait(30)
+    with queen.client() as c, c.stream("POST", "/v2/tasks", json=short) as r:
+        assert r.status_code == 200, r.read()
+        r.read()
+    holder.join(60)
+    wait_for(queen, lambda m: value(m, "rbee_queue_wait_seconds_count", outcome="served") == 1)
 
 
 Samples = list[tuple[str, dict[str, str], float]]
@@ -196,8 +220,9 @@ def test_the_scenario_shows_in_the_figures(monitored: tuple[QueenProcess, Promet
     assert value('sum(rbee_ssh_connect_failures_total{node="gone"})') >= 1
     assert value('sum(rbee_worker_restarts_total{cause="failed"})') == 1
     assert value('sum(rbee_worker_stops_total{reason="requested"})') == 1
-    assert value("sum(rbee_inference_duration_seconds_count)") == 3
+    assert value("sum(rbee_inference_duration_seconds_count)") == 5
+    assert value('sum(rbee_queue_wait_seconds_count{outcome="served"})') == 1
     assert value('sum(rbee_errors_total{source="stream"})') == 1  # the stream cut by the kill
     assert value("sum(rbee_inference_errors_total)") == 1
     route = '{route="/v2/tasks", method="POST", status="2xx"}'
-    assert value(f"sum(rbee_http_request_duration_seconds_count{route})") == 3
+    assert value(f"sum(rbee_http_request_duration_seconds_count{route})") == 5
