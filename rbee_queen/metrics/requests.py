@@ -43,6 +43,11 @@ class RequestMetrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        self._model_families(r)
+        self._open: dict[str, tuple[str, float]] = {}  # job id -> (model, started at)
+
+    def _model_families(self, r: CollectorRegistry) -> None:
+        """The inference figures, by model."""
         self.duration = Histogram(
             "rbee_inference_duration_seconds",
             "Inference requests from their worker's claim to their end, by model",
@@ -78,7 +83,6 @@ class RequestMetrics:
             registry=r,
         )
         self.tokens = Counter("rbee_tokens_generated", "Tokens generated", registry=r)
-        self._open: dict[str, tuple[str, float]] = {}  # job id -> (model, started at)
 
     def http(self, route: str, method: str, status: int, code: str | None, took: float) -> None:
         self.http_duration.labels(route, method, labels.status_class(status)).observe(took)
