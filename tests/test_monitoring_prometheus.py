@@ -216,6 +216,8 @@ def test_the_scenario_shows_in_the_figures(monitored: tuple[QueenProcess, Promet
 
     assert value('rbee_node_up{node="gpu1"}') == 1
     assert value('sum(rbee_gpu_memory_total_bytes{node="gpu1"})') == 2 * 24576 * 1024 * 1024
+    disk = value('rbee_node_disk_free_bytes{node="gpu1"} / rbee_node_disk_size_bytes{node="gpu1"}')
+    assert 0 < disk < 1
     assert value('sum(rbee_errors_total{code="WORKER_NOT_FOUND", source="api"})') == 1
     assert value('sum(rbee_ssh_connect_failures_total{node="gone"})') >= 1
     assert value('sum(rbee_worker_restarts_total{cause="failed"})') == 1

@@ -30,9 +30,7 @@ class QueenMetrics:
         self.requests = RequestMetrics(self.registry)
         self.workers = WorkerMetrics(self.registry)
         self.fleet = FleetMetrics(self.registry, self.workers.health_failures)
-        self.registry.register(
-            StoreCollector(self.fleet.latency, self.fleet.gpus, dict(volumes or {}))
-        )
+        self.registry.register(StoreCollector(self.fleet, dict(volumes or {})))
         self._handlers: dict[str, Callable[[Event], None]] = {
             "request_started": self.requests.started,
             "request_finished": self.requests.finished,
@@ -45,6 +43,7 @@ class QueenMetrics:
             "health_failed": lambda _: self.workers.health_failures.labels("worker").inc(),
             "node": self.fleet.node,
             "health_round": self.fleet.round_done,
+            "node_disk": self.fleet.disk,
             "ssh_connect": self.fleet.ssh_connect,
             "model_download": self.fleet.download,
         }

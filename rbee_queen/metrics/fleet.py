@@ -102,6 +102,7 @@ class FleetMetrics:
     def __init__(self, r: CollectorRegistry, health_failures: Counter) -> None:
         self.latency: dict[str, float] = {}
         self.gpus: dict[str, list[dict[str, Any]]] = {}
+        self.disks: dict[str, tuple[int, int]] = {}  # node -> (free, total) bytes
         self.health_failures = health_failures
         self.health_round = Histogram(
             "rbee_health_round_duration_seconds",
@@ -156,6 +157,9 @@ class FleetMetrics:
             self.gpus[event["node"]] = event["gpus"]
         if event.get("status") == "unreachable":
             self.health_failures.labels("node").inc()
+
+    def disk(self, event: Event) -> None:
+        self.disks[event["node"]] = (int(event["free_bytes"]), int(event["total_bytes"]))
 
     def round_done(self, event: Event) -> None:
         self.health_round.observe(event["duration_s"])

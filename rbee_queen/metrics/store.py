@@ -1,13 +1,14 @@
 """Gauges of the present, read at scrape time: workers by state and node
 reachability from the database (so they never drift from `workers list`), the
-latest node readings the health loop published, and the queen's free disk."""
+latest node readings the health loop published (latency, GPUs, disk), and the
+queen's free disk."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -16,25 +17,31 @@ from rbee_queen.store.tables import Node, Worker
 from rbee_queen.workers.states import WorkerState
 
 MIB = 1024 * 1024
+
+
+class NodeReadings(Protocol):
+    """The latest readings the health loop published, per node."""
+
+    latency: dict[str, float]
+    gpus: dict[str, list[dict[str, Any]]]
+    disks: dict[str, tuple[int, int]]
+
+
 GPU_LABELS = ["node", "gpu", "name"]
 
 
 class StoreCollector(Collector):
-    def __init__(
-        self,
-        node_latency: dict[str, float],
-        gpus: dict[str, list[dict[str, Any]]],
-        volumes: Mapping[str, Path],
-    ) -> None:
-        self._latency = node_latency
-        self._gpus = gpus
+    def __init__(self, readings: NodeReadings, volumes: Mapping[str, Path]) -> None:
+        self._latency = readings.latency
+        self._gpus = readings.gpus
+        self._disks = readings.disks
         self._volumes = volumes
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         yield _workers_by_state()
         yield from self._nodes()
         yield from self._gpu_families()
-        yield from self._disks()
+        yield from self._queen_disks()
 
     def _nodes(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily("rbee_node_up", "1 if the node is reachable", labels=["node"])
@@ -47,6 +54,17 @@ class StoreCollector(Collector):
                 latency.add_metric([node.name], self._latency[node.name])
         yield up
         yield latency
+        free = GaugeMetricFamily(
+            "rbee_node_disk_free_bytes",
+            "Free space under the node's install path (its models), at the last GPU reading",
+            labels=["node"],
+        )
+        size = GaugeMetricFamily("rbee_node_disk_size_bytes", "Size of that disk", labels=["node"])
+        for name, (free_bytes, total_bytes) in self._disks.items():
+            free.add_metric([name], free_bytes)
+            size.add_metric([name], total_bytes)
+        yield free
+        yield size
 
     def _gpu_families(self) -> Iterator[GaugeMetricFamily]:
         # (family, reading's key, factor to the metric's unit)
@@ -65,7 +83,7 @@ class StoreCollector(Collector):
         for family, _, _ in readings:
             yield family
 
-    def _disks(self) -> Iterator[GaugeMetricFamily]:
+    def _queen_disks(self) -> Iterator[GaugeMetricFamily]:
         free = GaugeMetricFamily(
             "rbee_queen_disk_free_bytes",
             "Free space on the queen's volumes (home: database and model cache; audit_log)",

@@ -25,7 +25,7 @@ from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession
 from rbee_queen.nodes.inventory import target_of
 from rbee_queen.store.tables import Node, utcnow
-from rbee_wire.queen_events import HealthRound, QueenEvent
+from rbee_wire.queen_events import HealthRound, NodeDisk, QueenEvent
 
 log = logging.getLogger("rbee.queen.health")
 
@@ -43,11 +43,18 @@ async def ping_latency(session: NodeSession) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-async def probe_reading(session: NodeSession) -> tuple[float, list[dict[str, Any]]]:
-    """Latency of a `probe`, and the GPU readings it brings back."""
+async def probe_reading(session: NodeSession) -> tuple[float, list[dict[str, Any]], NodeDisk]:
+    """Latency of a `probe`, and the GPU and disk readings it brings back."""
     started = time.perf_counter()
     probe = await session.ops.probe(install_path=session.install_dir, timeout=30.0)
-    return round((time.perf_counter() - started) * 1000, 3), [dict(card) for card in probe["gpus"]]
+    latency = round((time.perf_counter() - started) * 1000, 3)
+    disk = NodeDisk(
+        type="node_disk",
+        node=session.target.name,
+        free_bytes=int(probe["disk_free_bytes"]),
+        total_bytes=int(probe["disk_total_bytes"]),
+    )
+    return latency, [dict(card) for card in probe["gpus"]], disk
 
 
 # Called with (node, status, latency_ms, last_error, gpus or None) after each check.
@@ -133,8 +140,9 @@ class HealthMonitor:
         async def check(session: NodeSession) -> float:
             if not read_gpus:
                 return await ping_latency(session)
-            latency, gpus = await probe_reading(session)
+            latency, gpus, disk = await probe_reading(session)
             self._gpus[session.target.name] = gpus
+            self.publish(disk)
             return latency
 
         started = time.monotonic()

@@ -135,6 +135,15 @@ class HealthRound(_Stamped):
     duration_s: float
 
 
+class NodeDisk(_Stamped):
+    """A node's disk under its install path (where its models live), read with its GPUs."""
+
+    type: Literal["node_disk"]
+    node: str
+    free_bytes: int
+    total_bytes: int
+
+
 class ModelDownload(_Stamped):
     """A model download or copy to a node ended (`error`: its code, null on success)."""
 
@@ -198,6 +207,7 @@ QueenEvent = (
     | WorkerShutdown
     | SshConnect
     | HealthRound
+    | NodeDisk
     | ModelDownload
     | Notice
     | ConfigReloaded
@@ -217,6 +227,7 @@ BY_TYPE: dict[str, Any] = {
     "worker_shutdown": WorkerShutdown,
     "ssh_connect": SshConnect,
     "health_round": HealthRound,
+    "node_disk": NodeDisk,
     "model_download": ModelDownload,
     "notice": Notice,
     "config_reloaded": ConfigReloaded,
