@@ -34,14 +34,6 @@ Feature: Inference a client can rely on
     Then the worker ends that job with stop reason CANCELLED well short of 2048 tokens
     And the worker is idle again and serves the next request
 
-  Scenario: A request deadline that passes answers REQUEST_TIMEOUT and runs nothing
-    Given the worker for file:{model} on "local" is ready
-    When the worker is frozen and I send a task whose deadline is 500 ms away
-    Then the answer is HTTP 504 with error REQUEST_TIMEOUT and a correlation id
-    And the queen gave up at the deadline
-    And the worker refused the late request instead of running it
-    And the worker is idle again and serves the next request
-
   Scenario: A request body over 1 MB is refused with 413
     When I post a 1.1 MB prompt to /v2/tasks
     Then the answer is HTTP 413 with error PAYLOAD_TOO_LARGE and a correlation id

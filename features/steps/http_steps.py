@@ -4,6 +4,7 @@ detail a scenario is about: status codes, headers, the error envelope."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -18,7 +19,12 @@ def parse_method(text: str) -> str:
     return text
 
 
-register_type(Method=parse_method)
+@parse.with_pattern(r"ago|away")
+def parse_when(text: str) -> str:
+    return text
+
+
+register_type(Method=parse_method, AgoOrAway=parse_when)
 
 
 def owner_token(context: Context) -> str:
@@ -130,3 +136,45 @@ def step_json_value(context: Context, key: str, value: str) -> None:
 def step_one_line(context: Context) -> None:
     message = error_of(context)["message"]
     assert message and "\n" not in message and "Traceback" not in message, message
+
+
+@when("I GET {path} with {kb:d} KB of headers")
+def step_big_headers(context: Context, path: str, kb: int) -> None:
+    send(context, "GET", path, headers={"X-Padding": "a" * (kb * 1000)})
+
+
+@then("the answer's correlation id is one the queen made")
+def step_own_cid(context: Context) -> None:
+    cid = context.response.headers["x-correlation-id"]
+    assert re.fullmatch(r"[0-9a-f]{16}", cid), cid
+
+
+@then("the queen's log has a line with the answer's correlation id")
+def step_cid_logged(context: Context) -> None:
+    cid = error_of(context)["correlation_id"]
+    log = (context.home / "logs" / "queen.log").read_text()
+    assert f"[{cid}]" in log, cid
+
+
+@then("nothing was printed on stdout")
+def step_no_stdout(context: Context) -> None:
+    assert context.result.stdout == "", context.result.stdout
+
+
+def deadline(ms: int) -> dict[str, str]:
+    return {"X-Request-Deadline": str(int(time.time() * 1000) + ms)}
+
+
+@when("I {method:Method} {path} as the owner, with a deadline {ms:d} ms {when:AgoOrAway}")
+def step_deadline(context: Context, method: str, path: str, ms: int, when: str) -> None:
+    send(context, method, path, headers=deadline(-ms if when == "ago" else ms))
+
+
+@when(
+    "I {method:Method} {path} as the owner, with a deadline {ms:d} ms {when:AgoOrAway},"
+    " sending {body}"
+)
+def step_body_deadline(
+    context: Context, method: str, path: str, ms: int, when: str, body: str
+) -> None:
+    send(context, method, path, body=body, headers=deadline(-ms if when == "ago" else ms))
