@@ -7,10 +7,13 @@ first moment; a failure is kept so the owner can read why (500) before stopping 
 from __future__ import annotations
 
 import logging
+import os
+import pwd
 import threading
 from enum import StrEnum
+from pathlib import Path
 
-from rbee_worker.backends.base import Backend, LoadProgress
+from rbee_worker.backends.base import Backend, LoadError, LoadProgress
 from rbee_worker.errors import MODEL_LOAD_FAILED, one_line
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ class BackendHolder:
         """Load the model in the calling thread; never raises."""
         log.info("loading model %s", self.backend.model_name)
         try:
+            check_readable(getattr(self.backend, "model_dir", None))
             self.backend.load(self._on_progress)
         except Exception as exc:
             self.error = one_line(exc)
@@ -64,3 +68,30 @@ class BackendHolder:
             progress.layers_loaded,
             progress.layers_total,
         )
+
+
+def check_readable(model_dir: Path | None) -> None:
+    """Fail with the real cause when this user cannot read a model file.
+
+    safetensors reports an unreadable file as "No such file or directory", which
+    sends the user looking for a file that is there; this check runs first.
+    """
+    if model_dir is None:
+        return
+    try:
+        if not Path(model_dir).is_dir():
+            return  # the backend says "not found" itself
+        paths = [Path(model_dir), *sorted(Path(model_dir).rglob("*"))]
+    except PermissionError as exc:
+        paths = [Path(exc.filename or model_dir)]
+    for path in paths:
+        if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
+            raise LoadError(f"permission denied for user {_user()}: cannot read {path}")
+
+
+def _user() -> str:
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
