@@ -1,7 +1,14 @@
 Feature: Inference a client can rely on
   Sampling that does what it says, a busy worker that says so, cancellation,
-  deadlines, a bounded request size and the OpenAI-compatible stream, all on a
-  real queen, a real worker and the tiny model behind a real sshd.
+  a bounded request size and the OpenAI-compatible stream, all on a real
+  queen, a real worker and the tiny model behind a real sshd.
+
+  From the original's area 130, changed: a worker that dies mid-stream ends the
+  stream with an error event WORKER_DIED (area 110), not a partial-output temp
+  file; a stall and a lost connection are the supervisor's "hung" and the SSH
+  keepalive's NODE_UNREACHABLE (920). Ctrl-C in the keeper (exit 130) closes
+  the stream, which cancels the job as below; there is no DELETE route to call.
+  Deadlines are area 340.
 
   Background:
     Given the loopback node "local" has been added
@@ -45,3 +52,7 @@ Feature: Inference a client can rely on
     Then the chunks are chat.completion.chunk with the role first and text after
     And the last chunk has finish_reason "length", then usage, then [DONE]
     And the streamed text is the same as the non-streamed answer
+
+  Scenario: A model path that does not exist
+    When I run rbee-keeper infer --node local --model file:/no/such/model --prompt "hi"
+    Then it fails with exit code 1 and error MODEL_NOT_FOUND
