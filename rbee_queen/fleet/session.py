@@ -1,8 +1,9 @@
 """One node session: an asyncssh connection, the helper channel, port forwards.
 
 This module is the boundary where asyncssh and OS errors become rbee errors.
-No remote command is ever built from unquoted input: the only command run is
-the helper start, assembled with `shlex.quote`/`shlex.join`.
+No remote command is ever built from unquoted input: the commands run are the
+helper start, assembled with `shlex.quote`/`shlex.join`, and, on a node without
+SFTP, the fixed unpacking script of stream_upload.py (its input goes on stdin).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from rbee_queen.fleet.helper_api import HelperApi
 from rbee_queen.fleet.hive_client import HiveClient
 from rbee_queen.fleet.key_files import check_private_key
 from rbee_queen.fleet.known_hosts import HostKeyStore
+from rbee_queen.fleet.stream_upload import stream_bundle
 
 # A link that goes dead mid-stream sends nothing, not even a reset: the node is
 # given up on after KEEPALIVE_COUNT_MAX keepalives in a row go unanswered, so
@@ -96,10 +98,7 @@ class NodeSession:
         bundle = bundle or local_bundle()
         if await self._start_uploaded_helper(bundle):
             return
-        async with self.conn.start_sftp_client() as sftp:
-            self.install_dir = await _resolve_remote_path(sftp, self.target.install_path)
-            self.helper_dir = posixpath.join(self.install_dir, "hive", bundle.digest)
-            await _upload_bundle(sftp, self.helper_dir, bundle)
+        await self._upload_helper(bundle)
         self._process = await self.conn.create_process(
             f"cd {shlex.quote(self.helper_dir)} && exec {self._helper_command()}",
             encoding="utf-8",
@@ -112,6 +111,28 @@ class NodeSession:
             raise HelperFailed(
                 f"helper did not start on {self.target.name}: {stderr or exc}"
             ) from exc
+
+    async def _upload_helper(self, bundle: Bundle) -> None:
+        """By SFTP; where the node's sshd offers none, streamed into its python."""
+        try:
+            async with self.conn.start_sftp_client() as sftp:
+                self.install_dir = await _resolve_remote_path(sftp, self.target.install_path)
+                self.helper_dir = posixpath.join(self.install_dir, "hive", bundle.digest)
+                await _upload_bundle(sftp, self.helper_dir, bundle)
+                return
+        except asyncssh.ChannelOpenError as exc:
+            sftp_refused = exc.reason
+        python = self.target.helper_python
+        try:
+            where = await stream_bundle(self.conn, python, self.target.install_path, bundle)
+        except (HelperFailed, asyncssh.Error) as exc:
+            reason = exc.message if isinstance(exc, HelperFailed) else exc.reason
+            raise HelperFailed(
+                f"cannot upload the helper to {self.target.name}: tried SFTP ({sftp_refused}), "
+                f"then a stream through {python} on stdin ({reason}); try: enable sshd's "
+                f"sftp subsystem, or check that {python} (3.10+) runs there"
+            ) from exc
+        self.install_dir, self.helper_dir = where
 
     async def _start_uploaded_helper(self, bundle: Bundle) -> bool:
         """Start the helper straight away when this bundle is already complete on
