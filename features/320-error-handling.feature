@@ -56,7 +56,7 @@ Feature: Errors a person and a program can act on
     Then it fails with exit code 1 and error WORKER_NOT_FOUND
 
   Scenario: A queen that cannot be reached is one line too
-    When I run rbee-keeper --queen-url http://192.0.2.1:8080 workers list
+    When I run rbee-keeper --queen-url http://queen.invalid:8080 workers list
     Then it fails with exit code 1 and error QUEEN_UNAVAILABLE
 
   Scenario: A keeper command with a missing argument prints its usage and exits 2
