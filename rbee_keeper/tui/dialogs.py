@@ -184,23 +184,28 @@ class NonEmpty(Validator):
         return self.success() if value.strip() else self.failure("required")
 
 
+# Lines of at most 76 characters: the help box fits a 100-column terminal
+# without wrapping, so the columns stay aligned.
 HELP = """\
-rbee dashboard
+rbee dashboard: keys
 
-  Fleet     arrows/tab  move between nodes and workers
-            enter       open the selected node or worker
-            s           stop the selected worker: it drains, then stops (asks first)
-            r           restart the selected worker (same model, same node; asks first)
-            a           add a node (a form; the queen runs the preflight)
-  Node      enter       open the selected worker
-            w           start a worker for a model on this node (a form; asks first)
-  Worker    s  stop it (drains)    r  restart it    l  reload its log
-  Anywhere  escape      back     ?  this help     ctrl+p  command palette     q  quit
+Fleet      arrows, tab   move between nodes and workers
+           enter         open the selected node or worker
+           s             stop the selected worker (it drains; asks first)
+           r             restart the selected worker (asks first)
+           a             add a node (a form; the queen runs the preflight)
+Node       enter         open the selected worker
+           w             start a worker for a model on this node
+Worker     s, r, l       stop it (drains), restart it, reload its log
+Anywhere   escape        back
+           ?             this help
+           ctrl+p        command palette
+           q             quit
 
-The queen's stop drains: the worker takes no new requests, gets SIGTERM, and is
-killed only if it outlives the grace period. Every action asks first; with
---read-only the actions are hidden. When the queen goes away the top line
-says so and the dashboard reconnects by itself.
+The queen's stop drains: the worker takes no new requests, gets SIGTERM
+and is killed only if it outlives the grace period. Every action asks
+first; with --read-only the actions are hidden. When the queen goes away
+the top line says so and the dashboard reconnects by itself.
 """
 
 
@@ -208,5 +213,5 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "app.pop_screen", "Close")]
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
+        with Vertical(id="dialog", classes="help"):
             yield Static(HELP)
