@@ -9,12 +9,8 @@ exactly as long as the test needs, whatever the machine's speed.
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,8 +21,8 @@ import pytest
 from tests.plugins.procs import worker_pids
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.sshd import SshServer
+from tests.pressure_support import frozen_slot_of, in_thread, metric, wait_until
 
-LONG = {"model": "one", "prompt": "Hi", "max_tokens": 64, "temperature": 0}
 SHORT = {"model": "one", "prompt": "Hi", "max_tokens": 3, "temperature": 0}
 
 
@@ -57,18 +53,12 @@ def set_queue(queen: QueenProcess, max_length: int, max_wait_s: float = 60) -> N
     assert answer["ok"], answer
 
 
-def metric(queen: QueenProcess, pattern: str) -> float:
-    with queen.client() as c:
-        text = c.get("/metrics").text
-    found = re.search(rf"^{pattern} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
+@contextmanager
+def frozen_slot(queen: QueenProcess) -> Iterator[list[str]]:
+    """The one slot taken by a stream whose worker is frozen (see pressure_support)."""
+    (pid,) = worker_pids(under=str(queen.home))
+    with frozen_slot_of(queen, pid, "one") as lines:
+        yield lines
 
 
 def depth(queen: QueenProcess) -> float:
@@ -79,31 +69,9 @@ def left(queen: QueenProcess, outcome: str) -> float:
     return metric(queen, rf'rbee_queue_wait_seconds_count\{{model="[^"]+",outcome="{outcome}"\}}')
 
 
-@contextmanager
-def frozen_slot(queen: QueenProcess) -> Iterator[list[str]]:
-    """The worker's one slot taken by a stream whose worker is frozen; the
-    stream's lines (read to its end) in the list once the block ends."""
-    (pid,) = worker_pids(under=str(queen.home))
-    lines: list[str] = []
-    with queen.client() as c, c.stream("POST", "/v2/tasks", json=LONG) as held:
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            yield lines
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        lines.extend(held.iter_lines())
-
-
 def post(queen: QueenProcess, body: dict[str, object]) -> httpx.Response:
     with queen.client() as c:
         return c.post("/v1/completions", json=body)
-
-
-def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    out: list[object] = []
-    thread = threading.Thread(target=lambda: out.append(target()), daemon=True)
-    thread.start()
-    return thread, out
 
 
 def test_waiting_requests_are_served_in_arrival_order(one_slot: QueenProcess) -> None:

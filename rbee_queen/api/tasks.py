@@ -16,6 +16,7 @@ from rbee_queen.api.auth import require_model
 from rbee_queen.api.body import json_body
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
+from rbee_queen.workers import failover
 from rbee_queen.workers.routing import before_deadline
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -35,16 +36,14 @@ async def create_task(request: Request) -> StreamingResponse:
     payload = {"job_id": inference.new_job_id(), "prompt": prompt, **params}
     svc = services(request)
     async with before_deadline():
-        live = await svc.router.acquire(
-            where.model_ref,
-            where.nodes,
-            where.slots,
-            payload["job_id"],
-            where.device,
+        live, response = await failover.open_stream(
+            svc.router,
+            svc.workers.relay,
+            where,
+            payload,
             key=request.state.principal.name,  # the queue's turns are per key
             gone=request.receive,  # the body is read: what comes next is the client leaving
         )
-        response = await svc.workers.relay.open_stream(live, payload)
     return StreamingResponse(
         svc.workers.relay.relay(live, response, payload["job_id"]),
         media_type="text/event-stream",

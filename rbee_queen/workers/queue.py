@@ -39,12 +39,17 @@ class Waiter:
     job_id: str
     nodes: list[str]
     device: str
+    exclude: set[str] | frozenset[str] = frozenset()  # workers lost to this request
     claimed: asyncio.Future[LiveWorker] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
     def fits(self, live: LiveWorker) -> bool:
-        return live.node in self.nodes and serves(live.device, self.device)
+        return (
+            live.node in self.nodes
+            and serves(live.device, self.device)
+            and live.worker_id not in self.exclude
+        )
 
 
 class ModelQueue:
@@ -101,6 +106,7 @@ class RequestQueue:
         key: str,
         job_id: str,
         gone: Gone | None,
+        exclude: set[str] | frozenset[str] = frozenset(),
     ) -> LiveWorker:
         """Wait for a slot of the model on `nodes`; returns the worker, claimed.
         QUEUE_FULL at once when the queue is at its limit."""
@@ -112,7 +118,7 @@ class RequestQueue:
                 depth=len(queue),
                 max_length=self.limits.max_length,
             )
-        waiter = Waiter(job_id, nodes, device)
+        waiter = Waiter(job_id, nodes, device, exclude)
         queue.add(key, waiter)
         self.publish(
             RequestQueued(type="request_queued", job_id=job_id, model=model_ref, depth=len(queue))

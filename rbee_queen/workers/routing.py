@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 from rbee_queen import requestcontext as ctx
 from rbee_queen.config import QueenConfig
-from rbee_queen.errors import AllSlotsBusy, NodeNotFound, RequestTimeout
+from rbee_queen.errors import AllSlotsBusy, InferenceFailed, NodeNotFound, RequestTimeout
 from rbee_queen.store.tables import Node
 from rbee_queen.workers.devices import serves
 from rbee_queen.workers.live import LiveWorker, draining_error
@@ -54,13 +54,16 @@ class Router:
         *,
         key: str = "",
         gone: Gone | None = None,
+        exclude: set[str] | frozenset[str] = frozenset(),
     ) -> LiveWorker:
         """A worker for the model on one of `nodes` that serves `device` (cpu,
         cuda or cuda:N), already claimed for this job. `key` names the API key
-        (the queue's turns); `gone` returns once the client has left."""
+        (the queue's turns); `gone` returns once the client has left; `exclude`
+        names workers lost to this request (failover.py), whose nodes get no
+        second worker from it."""
         await self.registry.adoption_done.wait()  # a previous queen's workers count too
         candidates = self._running(model_ref, nodes, device)
-        running = [w for w in candidates if not w.draining]
+        running = [w for w in candidates if not w.draining and w.worker_id not in exclude]
         draining = [w for w in candidates if w.draining]
         if self.queue.depth(model_ref):
             for worker in running:  # e.g. a restarted worker: the queue's first
@@ -77,7 +80,9 @@ class Router:
         if node is None:
             if draining and not running:
                 raise draining_error(draining[0])
-            return await self._wait(running, model_ref, nodes, device, key, job_id, gone)
+            if exclude and not running:
+                raise InferenceFailed("the request's worker was lost and no other can take it")
+            return await self._wait(running, model_ref, nodes, device, key, job_id, gone, exclude)
         live = await self.starter.ensure_worker(node, model_ref, slots, device)
         self.queue.offer(live)  # requests that queued while it started come first
         if live.free_slots > 0:
@@ -95,6 +100,7 @@ class Router:
         key: str,
         job_id: str,
         gone: Gone | None,
+        exclude: set[str] | frozenset[str] = frozenset(),
     ) -> LiveWorker:
         """The next slot through the model's queue; ALL_SLOTS_BUSY when it is off."""
         if self.queue.limits.max_length == 0:
@@ -103,7 +109,7 @@ class Router:
                 slots_total=sum(w.slots for w in running),
                 slots_busy=sum(w.in_flight for w in running),
             )
-        return await self.queue.wait(model_ref, nodes, device, key, job_id, gone)
+        return await self.queue.wait(model_ref, nodes, device, key, job_id, gone, exclude)
 
     def _running(self, model_ref: str, nodes: list[str], device: str) -> list[LiveWorker]:
         return [
