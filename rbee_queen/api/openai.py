@@ -26,6 +26,7 @@ from rbee_queen.errors import InferenceFailed, QueueFull, RbeeError, RequestTime
 from rbee_queen.models import catalog
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
+from rbee_queen.workers import failover
 from rbee_queen.workers.routing import before_deadline
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -99,17 +100,13 @@ async def _complete(request: Request, f: Fields, kind: str, content: dict[str, A
     job_id = inference.new_job_id()
     svc = services(request)
     async with before_deadline():
-        live = await svc.router.acquire(
-            where.model_ref,
-            where.nodes,
-            where.slots,
-            job_id,
-            where.device,
+        live, response = await failover.open_stream(
+            svc.router,
+            svc.workers.relay,
+            where,
+            {"job_id": job_id, **content, **params},
             key=request.state.principal.name,  # the queue's turns are per key
             gone=request.receive,  # the body is read: what comes next is the client leaving
-        )
-        response = await svc.workers.relay.open_stream(
-            live, {"job_id": job_id, **content, **params}
         )
     relay = svc.workers.relay.relay(live, response, job_id)
     shape = fmt.Shape(kind, model, job_id)
