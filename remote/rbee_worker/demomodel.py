@@ -34,13 +34,13 @@ _MARKUP = re.compile(r"[`*_#>]+")
 class TrainSettings:
     """What shapes the model; part of the stamp, so a change retrains."""
 
-    steps: int = 300
+    steps: int = 600
     vocab_size: int = 1024
     hidden: int = 96
     layers: int = 2
     context: int = 48
     batch: int = 16
-    learning_rate: float = 5e-3
+    learning_rate: float = 6e-3
     seed: int = 0
 
 

@@ -1,0 +1,108 @@
+"""scripts/demo end to end: its own RBEE_HOME and queen port, a few training steps.
+
+CI has run scripts/bootstrap already, so the package step is the "reused" path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.plugins.sshd import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def demo(home: Path, port: int, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "scripts/demo", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "RBEE_HOME": str(home),
+            "RBEE_QUEEN_URL": f"http://127.0.0.1:{port}",
+            "RBEE_DEMO_STEPS": "3",
+            **env,
+        },
+    )
+
+
+def stop_detached(home: Path) -> None:
+    """The demo leaves its queen (which stops its workers) and its sshd running."""
+    for record in (home / "queen.pid", home / "demo-sshd" / "server.json"):
+        if record.exists():
+            pid = json.loads(record.read_text())["pid"]
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            for _ in range(100):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[str], list[str]]]:
+    home = tmp_path_factory.mktemp("demo-home")
+    port = free_port()
+    try:
+        first = demo(home, port, "The queen")
+        assert first.returncode == 0, first.stdout + first.stderr
+        second = demo(home, port, "The queen")
+        assert second.returncode == 0, second.stdout + second.stderr
+        yield home, first.stdout.splitlines(), second.stdout.splitlines()
+    finally:
+        stop_detached(home)
+
+
+def test_the_first_run_prints_one_line_a_step_and_an_answer(
+    runs: tuple[Path, list[str], list[str]],
+) -> None:
+    home, first, _ = runs
+    log = home / "logs" / "demo.log"
+    assert first[0] == f"rbee demo (log: {log})"
+    steps = [line.split(":")[0] for line in first if line.startswith("✓ ")]
+    assert steps == [
+        "✓ packages",
+        "✓ model",
+        "✓ node sshd",
+        "✓ queen",
+        "✓ node local",
+        "✓ worker",
+    ]
+    assert first[2].startswith(f"✓ model: trained {home / 'models' / 'demo'}: ")
+    prompt = first.index("» The queen")
+    assert first[prompt + 1].strip()  # the model's words
+    assert first[-1] == f"Done. The whole log: {log}"
+    assert len(first) == prompt + 4
+    # The commands' own output went to the log (the second run's, which rewrote it).
+    assert "stop_reason" in log.read_text() and not any("stop_reason" in line for line in first)
+
+
+def test_a_second_run_says_what_it_reused(runs: tuple[Path, list[str], list[str]]) -> None:
+    _, first, second = runs
+    reused = [line for line in second if line.startswith("✓ ")]
+    assert all("reused" in line for line in reused), reused
+    assert second[second.index("» The queen") + 1] == first[first.index("» The queen") + 1]
+
+
+def test_a_failed_step_shows_the_log(tmp_path: Path) -> None:
+    failed = demo(tmp_path, free_port(), RBEE_DEMO_STEPS="-1")
+    assert failed.returncode == 1
+    assert "  failed: demo model" in failed.stderr
+    assert f"--- {tmp_path / 'logs' / 'demo.log'} ---" in failed.stderr
+    assert "Traceback" in failed.stderr or "error" in failed.stderr.lower()
+    assert "✓ model" not in failed.stdout
