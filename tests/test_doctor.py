@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rbee_keeper.cli import main
-from rbee_keeper.commands.doctor import check_ssh
+from rbee_keeper.commands.doctor import check_ssh, check_token
 from tests.plugins.queen import QueenProcess
 from tests.plugins.sshd import SshServer, free_port
 
@@ -65,3 +65,14 @@ def test_ssh_needs_an_agent_or_a_key(tmp_path: Path) -> None:
     assert found.ok and found.detail == "an ssh-agent"
     # A path that is not a socket is no agent.
     assert not check_ssh({"SSH_AUTH_SOCK": str(ssh_dir / "id_ed25519")}, tmp_path / "none").ok
+
+
+def test_a_token_others_can_read_is_named_with_its_fix(rbee_home: Path) -> None:
+    token = rbee_home / "api-token"
+    token.write_text("a-token-of-enough-length-here\n")
+    token.chmod(0o644)
+    finding = check_token("http://127.0.0.1:1")
+    assert not finding.ok and "chmod 600" in finding.fix
+    assert str(token) in finding.detail
+    token.chmod(0o600)
+    assert check_token("http://127.0.0.1:1").ok

@@ -18,7 +18,7 @@ from rbee_keeper.client import QueenClient
 from rbee_keeper.commands import Subcommands
 from rbee_keeper.local_queen import is_loopback
 from rbee_keeper.output import print_json
-from rbee_keeper.token import find_token, rbee_home
+from rbee_keeper.token import TOKEN_FILE_ENV, find_token, rbee_home
 from rbee_queen.errors import RbeeError
 
 KEY_NAMES = ("id_ed25519", "id_ecdsa", "id_rsa")
@@ -82,7 +82,9 @@ def check_token(queen_url: str) -> Finding:
     try:
         token = find_token()
     except RbeeError as error:
-        return Finding("token", False, error.message, "make the file readable by you, mode 0600")
+        path = os.environ.get(TOKEN_FILE_ENV) or rbee_home() / "api-token"
+        fix = f"chmod 600 {path}, owned by you, the token on one line"
+        return Finding("token", False, error.message, fix)
     if token is None:
         fix = (
             "the queen writes it on its first start"
