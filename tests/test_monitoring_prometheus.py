@@ -87,7 +87,14 @@ def serve_requests(queen: QueenProcess, node: SshServer, model: Path, root: Path
     answers, a worker killed mid-stream and restarted by the supervisor, then
     stopped."""
     queen.add_node(node.node_body("gpu1", root / "install", accept_new_host_key=True))
-    task = {"node": "gpu1", "model": f"file:{model}", "prompt": "hi", "max_tokens": 8}
+    # Greedy: the tiny model runs on to max_tokens for this prompt, never an early EOS.
+    task = {
+        "node": "gpu1",
+        "model": f"file:{model}",
+        "prompt": "hi",
+        "max_tokens": 8,
+        "temperature": 0,
+    }
     with queen.client() as c:
         gone = {**node.node_body("gone", root / "gone"), "ssh_port": free_port()}
         assert c.post("/v2/registry/beehives/add", json=gone).status_code >= 400
