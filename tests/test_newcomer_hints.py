@@ -45,7 +45,8 @@ def row_patterns(start: str) -> list[re.Pattern[str]]:
 
 def _pattern(text: str) -> re.Pattern[str]:
     # A leading "… " is any text before, or none.
-    expr = re.escape(text).replace(re.escape("… "), "(?:.* )?").replace("…", ".*")
+    lead = "(?:.* )?" if text.startswith("… ") else ""
+    expr = lead + re.escape(text.removeprefix("… ")).replace("…", ".*")
     for word in PLACEHOLDERS:  # whole words only: NODE, not NODE_UNREACHABLE
         expr = re.sub(rf"(?<!\w){re.escape(re.escape(word))}(?!\w)", ".+", expr)
     return re.compile(expr + ".*" if text.endswith("]") else expr)
@@ -159,3 +160,33 @@ def test_the_docs_python_minimum_is_the_preflights() -> None:
 
     version = ".".join(map(str, MIN_PYTHON))
     assert f"install Python {version}+ on the node" in DOC.read_text()
+
+
+def test_a_node_whose_python_cannot_run_matches_its_row(sshd: SshServer, tmp_path: Path) -> None:
+    node = NodeTarget(
+        name="n1",
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        key_path=str(sshd.client_key),
+        install_path=str(tmp_path / "inst"),
+        helper_python="/nonexistent/python3",
+    )
+    store = HostKeyStore(tmp_path / "known_hosts")
+    with pytest.raises(HelperFailed) as failure:
+        asyncio.run(open_session(node, store, connect_timeout=10, accept_new_host_key=True))
+    assert_row("[HELPER_FAILED] helper did not start", f"[HELPER_FAILED] {failure.value.message}")
+
+
+def test_a_loose_token_file_matches_its_row(
+    queen: QueenProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rbee_keeper.cli import main
+
+    token = tmp_path / "token"
+    token.write_text(queen.token + "\n")
+    token.chmod(0o644)
+    assert main(["workers", "list", "--queen-url", queen.url, "--token-file", str(token)]) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: ")
+    assert_row("[SECRET_INVALID]", line.removeprefix("error: "))
