@@ -56,7 +56,7 @@ def after_feature(context: Context, feature: Feature) -> None:
 def before_scenario(context: Context, scenario: Scenario) -> None:
     if "shared" in context:  # @one_queen: the feature's home and queen
         context.home, context.queen_url = context.shared
-        context.env = shared_queen.scenario_env(context.home, context.queen_url)
+        context.env = shared_queen.scenario_env(context.home, context.queen_url, context.shared_env)
         context.result = None
         return
     context.home = Path(tempfile.mkdtemp(prefix="home-", dir=context.run_root))

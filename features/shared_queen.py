@@ -2,7 +2,9 @@
 
 A feature tagged @one_queen gets one RBEE_HOME and one queen, started before its
 first scenario and stopped after its last; @one_node adds the loopback node
-"local" to it once as well. Starting a queen and connecting a node cost seconds
+"local" to it once as well. A tag @env.NAME=VALUE sets NAME for the feature's
+queen and keepers (a supervisor interval, a stop grace) where the scenarios
+need a setting other than the default. Starting a queen and connecting a node cost seconds
 each, so the scenarios that only talk to a queen share them. Such scenarios must
 leave the inventory as they found it (or use their own node names).
 """
@@ -32,9 +34,16 @@ def shares_queen(feature: Feature) -> bool:
     return any(tag in feature.tags for tag in TAGS)
 
 
-def scenario_env(home: Path, queen_url: str) -> dict[str, str]:
+def feature_env(feature: Feature) -> dict[str, str]:
+    """NAME=VALUE of each @env.NAME=VALUE tag."""
+    pairs = [tag.removeprefix("env.").split("=", 1) for tag in feature.tags]
+    return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+
+
+def scenario_env(home: Path, queen_url: str, extra: dict[str, str]) -> dict[str, str]:
     return {
         **os.environ,
+        **extra,
         "RBEE_HOME": str(home),
         "RBEE_QUEEN_URL": queen_url,
         "HF_HUB_OFFLINE": "1",
@@ -63,7 +72,8 @@ def start(context: Context, feature: Feature) -> None:
     home = Path(tempfile.mkdtemp(prefix="feature-", dir=context.run_root))
     url = f"http://127.0.0.1:{free_port()}"
     context.shared = (home, url)
-    env = scenario_env(home, url)
+    context.shared_env = feature_env(feature)
+    env = scenario_env(home, url, context.shared_env)
     keeper(env, "workers", "list")  # the keeper starts the queen
     # Kept apart from queen.pid, which a scenario starting a queen by hand may overwrite.
     context.shared_pid = json.loads((home / "queen.pid").read_text())["pid"]

@@ -13,6 +13,8 @@ import parse
 from behave import register_type, then, when
 from behave.runner import Context
 
+from tests.plugins.sshd import free_port
+
 
 @parse.with_pattern(r"GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS")
 def parse_method(text: str) -> str:
@@ -34,7 +36,17 @@ def owner_token(context: Context) -> str:
 def fill(context: Context, text: str) -> str:
     """{model}, {home} and {token} in a step's text, by plain replacement (JSON
     bodies have braces of their own)."""
-    text = text.replace("{model}", str(context.model_dir)).replace("{home}", str(context.home))
+    values = {
+        "{model}": context.model_dir,
+        "{home}": context.home,
+        "{install}": context.home / "node",
+        "{port}": context.sshd.port,
+        "{user}": context.sshd.user,
+        "{key}": context.sshd.client_key,
+        "{free_port}": context.__dict__.setdefault("_free_port", free_port()),
+    }
+    for name, value in values.items():
+        text = text.replace(name, str(value))
     if "{token}" in text:
         text = text.replace("{token}", owner_token(context))
     return text

@@ -70,6 +70,8 @@ def add_local_node(context: Context, name: str, *extra: str) -> Run:
 
 @given('the loopback node "{name}" has been added')
 def step_node_added(context: Context, name: str) -> None:
+    if "shared" in context and name in [n["node_name"] for n in list_nodes(context)]:
+        return  # a feature's own node (@one_node), added once for all its scenarios
     run = add_local_node(context, name, "--accept-new-host-key")
     assert run.code == 0, run.stderr
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -59,3 +60,16 @@ def step_node_field(context: Context, name: str, field: str, value: str) -> None
 def step_details_bytes(context: Context) -> None:
     details = context.response.json()["error"]["details"]
     assert details["required_bytes"] > details["available_bytes"] > 0, details
+
+
+@then("the preflight checks were {names}, all passed")
+def step_preflight(context: Context, names: str) -> None:
+    checks = json.loads(context.result.stdout)["preflight"]
+    assert [c["name"] for c in checks] == names.split(", "), checks
+    assert all(c["ok"] for c in checks), checks
+
+
+@then('the error names the check "{check}" and a suggestion')
+def step_check_named(context: Context, check: str) -> None:
+    details = context.response.json()["error"]["details"]
+    assert details["check"] == check and details["suggestion"], details
