@@ -47,7 +47,9 @@ def connect(queen_url: str) -> QueenClient:
 def start(queen_url: str, is_up: Callable[[], bool]) -> subprocess.Popen[bytes] | None:
     """Start a queen for `queen_url` and wait until `is_up()`; None if one came up meanwhile."""
     log_path = rbee_home() / "logs" / "queen.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # Private: the logs hold node names, addresses and request metadata.
+    rbee_home().mkdir(parents=True, exist_ok=True, mode=0o700)
+    log_path.parent.mkdir(exist_ok=True, mode=0o700)
     with start_lock(rbee_home() / "queen.lock"):
         if is_up():
             return None
@@ -60,7 +62,8 @@ def start(queen_url: str, is_up: Callable[[], bool]) -> subprocess.Popen[bytes] 
 def spawn(queen_url: str, log_path: Path) -> subprocess.Popen[bytes]:
     url = httpx.URL(queen_url)
     command = [sys.executable, "-m", "rbee_queen", "--host", url.host, "--port", str(port_of(url))]
-    with log_path.open("ab") as log:
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "ab") as log:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         log.write(f"--- {stamp} rbee-keeper starting: {' '.join(command)}\n".encode())
         log.flush()
@@ -71,6 +74,7 @@ def spawn(queen_url: str, log_path: Path) -> subprocess.Popen[bytes]:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=0o077,  # the queen's database and files are the owner's alone
         )
 
 
@@ -95,7 +99,8 @@ def wait_until_up(
 
 @contextmanager
 def start_lock(path: Path) -> Iterator[None]:
-    with path.open("a") as lock_file:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             yield

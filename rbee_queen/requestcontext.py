@@ -28,7 +28,8 @@ def new_correlation_id(sent: str | None) -> str:
 
 def parse_deadline(value: str) -> float | None:
     """X-Request-Deadline (Unix time in milliseconds) as Unix seconds; None if malformed."""
-    if not value.isdigit() or len(value) > 16:
+    # isascii first: isdigit() also takes "²" and other digits int() refuses.
+    if not (value.isascii() and value.isdigit()) or len(value) > 16:
         return None
     return int(value) / 1000
 

@@ -16,8 +16,13 @@ IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 WORKER_ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 HOSTNAME = re.compile(r"^[A-Za-z0-9._:-]{1,253}$")
 SSH_USER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-# "@" separates a hub revision (hf:Org/Repo@rev).
-MODEL_REF = re.compile(r"^[A-Za-z0-9\-_/:.@]{1,512}$")
+# "@" separates a hub revision (hf:Org/Repo@rev); no ".." segment, anywhere.
+MODEL_REF = re.compile(r"^(?!(?:.*[/:])?\.\.(?:[/@]|$))[A-Za-z0-9\-_/:.@]{1,512}$")
+# In any name, path or reference: C0 and C1 controls (escapes, CR, LF, NUL) and
+# the bidi marks that reorder what a terminal shows.
+UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# What an error message may quote back as it is; anything else is left out.
+_SHOWABLE = re.compile(r"[A-Za-z0-9._/~@:+=-]{1,80}")
 # Control characters other than tab, newline and CR, and Unicode bidi overrides.
 _BAD_PROMPT_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 
@@ -52,11 +57,12 @@ class Fields:
         if len(value) > max_len:
             self.fail(field, "max_length", f"{field} must be at most {max_len} characters")
             return default
-        if pattern is not None and not pattern.match(value):
-            self.fail(field, "pattern", f"{field} has characters that are not allowed")
+        if UNSAFE_CHARS.search(value):
+            self.fail(field, "characters", f"{field} contains control or bidi characters")
             return default
-        if "\x00" in value or "\n" in value:
-            self.fail(field, "pattern", f"{field} must be one line without NUL")
+        # fullmatch: a pattern's "$" would also match before a final newline.
+        if pattern is not None and not pattern.fullmatch(value):
+            self.fail(field, "pattern", f"{field} has characters that are not allowed")
             return default
         return value
 
@@ -107,7 +113,9 @@ class Fields:
         if not isinstance(value, list) or len(value) > max_items:
             self.fail(field, "type", f"{field} must be a list of at most {max_items} strings")
             return None
-        if not all(isinstance(v, str) and len(v) <= max_len and pattern.match(v) for v in value):
+        if not all(
+            isinstance(v, str) and len(v) <= max_len and pattern.fullmatch(v) for v in value
+        ):
             self.fail(field, "pattern", f"{field} has items that are not allowed")
             return None
         return list(value)
@@ -133,9 +141,16 @@ class Fields:
             raise InvalidRequest(f"invalid fields: {names}", fields=self.problems)
 
 
+def shown(value: object) -> str:
+    """`value` quoted for an error message when it is short and plain, else a
+    placeholder: a message never echoes escapes, shell characters or a long blob."""
+    text = str(value)
+    return repr(text) if _SHOWABLE.fullmatch(text) else "(value not shown)"
+
+
 def model_path(ref: str) -> str | None:
     """The absolute path of a `file:` reference, or None if it is not one we accept."""
-    if not MODEL_REF.match(ref) or ".." in ref.split("/"):
+    if not MODEL_REF.fullmatch(ref) or ".." in ref.split("/"):
         return None
     if ref.startswith("file:/"):
         return ref[len("file:") :]

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from peewee import IntegrityError
+
 from rbee_queen.errors import (
     InvalidRequest,
     NodeAlreadyExists,
@@ -15,11 +17,12 @@ from rbee_queen.errors import (
     SshKeyNotFound,
 )
 from rbee_queen.fleet import ssh_config
+from rbee_queen.fleet.key_files import check_is_private_key
 from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession, NodeTarget, accept_changed_host_key
 from rbee_queen.nodes.preflight import run_preflight
 from rbee_queen.store.tables import Node, utcnow
-from rbee_queen.validation import HOSTNAME, IDENTIFIER, SSH_USER, Fields
+from rbee_queen.validation import HOSTNAME, IDENTIFIER, SSH_USER, Fields, shown
 
 WORKER_ACCESS = ("ssh", "direct")  # how the queen reaches the node's workers
 MODEL_SOURCES = ("queen", "hub")  # where the node's hf: downloads run
@@ -71,6 +74,30 @@ class NodeSpec:
         return cls(name, host, port or 22, user, key, install, python, accept, access, source)
 
 
+def _exists(name: str) -> NodeAlreadyExists:
+    return NodeAlreadyExists(
+        f"node {name!r} already exists; use update-node or remove-node first", node=name
+    )
+
+
+def _save(spec: NodeSpec, probe: dict[str, Any]) -> Node:
+    return Node.create(
+        name=spec.name,
+        ssh_host=spec.host,
+        ssh_port=spec.port,
+        ssh_user=spec.user,
+        ssh_key_path=spec.key_path,
+        install_path=spec.install_path,
+        worker_python=spec.worker_python,
+        worker_access=spec.worker_access,
+        model_source=spec.model_source,
+        status="reachable",
+        last_connected=utcnow(),
+        backends=probe["backends"],
+        devices=probe["devices"],
+    )
+
+
 def _one_of(f: Fields, field: str, allowed: tuple[str, ...]) -> str:
     """An optional setting that takes one of `allowed`; the first is the default."""
     return setting(f, field, allowed) or allowed[0]
@@ -95,6 +122,11 @@ def parse_many(body: Any) -> list[NodeSpec]:
         raise InvalidRequest("nodes must be a list of 1 to 1000 nodes")
     specs, problems = [], []
     for i, item in enumerate(nodes):
+        if not isinstance(item, dict):
+            problems.append(
+                {"field": f"nodes[{i}]", "constraint": "type", "message": "must be an object"}
+            )
+            continue
         try:
             specs.append(NodeSpec.parse(item))
         except InvalidRequest as exc:
@@ -145,7 +177,7 @@ def node_json(node: Node) -> dict[str, Any]:
 def get_node(name: str) -> Node:
     node = Node.get_or_none(Node.name == name)
     if node is None:
-        raise NodeNotFound(f"no node named {name!r}")
+        raise NodeNotFound(f"no node named {shown(name)}")
     return node
 
 
@@ -154,14 +186,23 @@ class NodeInventory:
         self.pool = pool
         # The checks of each node's last add, for the add's answer.
         self.last_preflight: dict[str, list[dict[str, Any]]] = {}
+        # Names whose add is connecting now: a second add of one waits for none.
+        self._adding: set[str] = set()
 
     async def add(self, spec: NodeSpec) -> Node:
         if spec.key_path and not os.path.isfile(spec.key_path):
-            raise SshKeyNotFound(f"SSH key not found: {spec.key_path}")
-        if Node.get_or_none(Node.name == spec.name) is not None:
-            raise NodeAlreadyExists(
-                f"node {spec.name!r} already exists; use update-node or remove-node first"
-            )
+            raise SshKeyNotFound(f"SSH key not found: {shown(spec.key_path)}", field="ssh_key_path")
+        if spec.key_path:
+            check_is_private_key(spec.key_path)
+        if spec.name in self._adding or Node.get_or_none(Node.name == spec.name) is not None:
+            raise _exists(spec.name)
+        self._adding.add(spec.name)
+        try:
+            return await self._connect_and_save(spec)
+        finally:
+            self._adding.discard(spec.name)
+
+    async def _connect_and_save(self, spec: NodeSpec) -> Node:
         target = NodeTarget(
             spec.name, spec.host, spec.port, spec.user, spec.key_path, spec.install_path
         )
@@ -176,21 +217,10 @@ class NodeInventory:
             raise
         probe = checked.probe
         self.last_preflight[spec.name] = [c.to_json() for c in checked.checks]
-        return Node.create(
-            name=spec.name,
-            ssh_host=spec.host,
-            ssh_port=spec.port,
-            ssh_user=spec.user,
-            ssh_key_path=spec.key_path,
-            install_path=spec.install_path,
-            worker_python=spec.worker_python,
-            worker_access=spec.worker_access,
-            model_source=spec.model_source,
-            status="reachable",
-            last_connected=utcnow(),
-            backends=probe["backends"],
-            devices=probe["devices"],
-        )
+        try:
+            return _save(spec, probe)
+        except IntegrityError:  # another queen process wrote the name meanwhile
+            raise _exists(spec.name) from None
 
     async def import_many(self, specs: list[NodeSpec]) -> dict[str, Any]:
         """Add every node at once; a name already in the inventory is reported
