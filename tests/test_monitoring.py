@@ -5,6 +5,7 @@ error code, and a model transfer publishes its outcome however it ends."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from rbee_queen.errors import InsufficientDisk
 from rbee_queen.metrics import QueenMetrics
 from rbee_queen.models.operations import ModelManager
 from rbee_queen.store.db import open_database
+from tests.plugins.prometheus import DASHBOARD
 from tests.plugins.queen import QueenProcess
 
 Samples = list[tuple[str, dict[str, str], float]]
@@ -156,3 +158,21 @@ def test_a_transfer_publishes_its_outcome_bytes_and_time() -> None:
     assert value(found, "rbee_model_downloads_total", source="queen", outcome="ok") == 1
     assert value(found, "rbee_model_downloads_total", outcome="INSUFFICIENT_DISK") == 1
     assert value(found, "rbee_model_download_bytes_total", source="queen") == 260
+
+
+def test_the_grafana_dashboard_is_importable_as_is() -> None:
+    """What Grafana's import needs: the data source as an input the importer
+    asks for, unique panel ids, every panel placed and reading that source."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    (source,) = dashboard["__inputs"]
+    assert (source["name"], source["pluginId"]) == ("DS_PROMETHEUS", "prometheus")
+    assert dashboard["uid"] and dashboard["title"] and "id" not in dashboard
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    for panel in panels:
+        assert set(panel["gridPos"]) == {"h", "w", "x", "y"}, panel["title"]
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
+    for variable in dashboard["templating"]["list"]:
+        assert variable["datasource"]["uid"] == "${DS_PROMETHEUS}"
