@@ -72,7 +72,8 @@ def test_the_running_queen_reopens_a_replaced_or_removed_file(queen: QueenProces
         assert client.post("/v2/keys/add", json={"name": "gone"}).status_code == 201
     reopened = [e for e in replaced if e["event"] == "audit.file_reopened"]
     assert [e["reason"] for e in reopened] == ["replaced"]
-    assert replaced[-1]["name"] == "after"
+    added = [e["name"] for e in replaced if e["event"] == "key.added"]
+    assert added == ["before", "after"]
     fresh = events_in(path)
     assert (fresh[0]["event"], fresh[0]["reason"]) == ("audit.file_reopened", "removed")
     assert [e["name"] for e in fresh if e["event"] == "key.added"] == ["gone"]
