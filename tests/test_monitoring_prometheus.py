@@ -1,9 +1,10 @@
 """deploy/ checked by a real Prometheus: it scrapes a real queen that served
-requests, on a loopback node whose `nvidia-smi` answers as two RTX 3090s would
-(the one thing faked: no GPU here), and every Grafana panel's query, every
-template variable's and every alert's signal must return data through its HTTP
-query API. A query that names a metric the queen never exports returns nothing,
-so it fails here."""
+requests on a loopback node whose `nvidia-smi` answers as two RTX 3090s would
+(the one thing faked: no GPU here) and that downloaded a model from the fake
+hub (tests/plugins/fakehub.py: the real hub is out of reach). Every Grafana
+panel's query, every template variable's and every alert's signal must return
+data through Prometheus's HTTP query API. A query that names a metric the queen
+never exports returns nothing, so it fails here."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.plugins.fakehub import running_fakehub
 from tests.plugins.procs import worker_pids
 from tests.plugins.prometheus import (
     ALERT_RULES,
@@ -66,27 +68,39 @@ def monitored(
     """A queen that served requests, and a Prometheus that scraped it throughout."""
     root = tmp_path_factory.mktemp("monitoring")
     (root / "home").mkdir()
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in FAST_LOOPS.items():
+    with running_fakehub() as hub, pytest.MonkeyPatch.context() as env:
+        for name, value in {**FAST_LOOPS, "HF_ENDPOINT": hub.url}.items():
             env.setenv(name, value)
+        env.setenv("HF_HOME", str(root / "hf-home"))
+        env.delenv("HF_HUB_OFFLINE", raising=False)  # the queen downloads from the fake hub
         queen = start_queen(root / "home")
-    prometheus = start_prometheus(config_for(queen, root), root)
-    try:
-        prometheus.wait_for_scrapes(1)
-        serve_requests(queen, gpu_node, tiny_model_dir, root)
-        scraped = float(prometheus.query('sum_over_time(up{job="rbee-queen"}[5m])')[0]["value"][1])
-        prometheus.wait_for_scrapes(int(scraped) + 3)  # rates need scrapes after the facts
-        yield queen, prometheus
-    finally:
-        stop_prometheus(prometheus)
-        stop_queen(queen)
+        prometheus = start_prometheus(config_for(queen, root), root)
+        try:
+            prometheus.wait_for_scrapes(1)
+            hub.add_folder("Org/Tiny", tiny_model_dir)
+            serve_requests(queen, gpu_node, tiny_model_dir, root)
+            up = prometheus.query('sum_over_time(up{job="rbee-queen"}[5m])')
+            prometheus.wait_for_scrapes(int(float(up[0]["value"][1])) + 3)  # rates need them
+            yield queen, prometheus
+        finally:
+            stop_prometheus(prometheus)
+            stop_queen(queen)
+
+
+def download(queen: QueenProcess, node: str, model: str) -> None:
+    """A model download from the fake hub, read to its end."""
+    body = {"node": node, "model": model}
+    with queen.client() as c, c.stream("POST", "/v2/models/download", json=body) as r:
+        assert r.status_code == 200, r.read()
+        assert '"done"' in "".join(r.iter_lines())
 
 
 def serve_requests(queen: QueenProcess, node: SshServer, model: Path, root: Path) -> None:
-    """Inferences (one waits in the queue), an unknown worker, a node that never
-    answers, a worker killed mid-stream and restarted by the supervisor, then
-    stopped."""
+    """A model download, inferences (one waits in the queue), an unknown worker,
+    a node that never answers, a worker killed mid-stream and restarted by the
+    supervisor, then stopped."""
     queen.add_node(node.node_body("gpu1", root / "install", accept_new_host_key=True))
+    download(queen, "gpu1", "hf:Org/Tiny")
     # Greedy: the tiny model runs on to max_tokens for this prompt, never an early EOS.
     task = {
         "node": "gpu1",
@@ -231,6 +245,8 @@ def test_the_scenario_shows_in_the_figures(monitored: tuple[QueenProcess, Promet
     assert value('sum(rbee_worker_stops_total{reason="requested"})') == 1
     assert value("sum(rbee_inference_duration_seconds_count)") == 5
     assert value('sum(rbee_queue_wait_seconds_count{outcome="served"})') == 1
+    assert value('sum(rbee_model_downloads_total{source="queen", outcome="ok"})') == 1
+    assert value('sum(rbee_model_download_bytes_total{source="queen"})') > 0
     assert value('sum(rbee_errors_total{source="stream"})') == 1  # the stream cut by the kill
     assert value("sum(rbee_inference_errors_total)") == 1
     route = '{route="/v2/tasks", method="POST", status="2xx"}'
