@@ -48,6 +48,8 @@ def load_inventory(path: Path) -> list[dict[str, Any]]:
         raise InvalidRequest(f"cannot read {path}: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"{path} is not valid TOML: {exc}") from exc
+    except RecursionError:  # tomllib recurses once per nested array or table
+        raise InvalidRequest(f"{path} nests arrays or tables too deeply") from None
     unknown = set(data) - {"defaults", "nodes", "models"}
     if unknown:
         raise InvalidRequest(f"{path}: unknown section {sorted(unknown)[0]!r}")

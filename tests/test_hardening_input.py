@@ -8,11 +8,13 @@ import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from rbee_keeper.cli import main as keeper
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 
 
@@ -119,3 +121,12 @@ def test_concurrent_adds_of_one_node_are_409_not_500(queen_m: QueenProcess) -> N
         (409, "NODE_ALREADY_EXISTS")
     ] * 4
     assert winner.status_code != 500, winner.text
+
+
+def test_setup_import_of_a_deeply_nested_toml_is_a_coded_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory = tmp_path / "nodes.toml"
+    inventory.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert keeper(["setup", "import", str(inventory)]) != 0
+    assert "[INVALID_REQUEST]" in capsys.readouterr().err
