@@ -73,6 +73,22 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+# The worker's token arrives in the spawn request's env under TOKEN_ENV and
+# reaches the worker as a file named by TOKEN_FILE_ENV (rbee_worker.auth).
+TOKEN_ENV = "RBEE_WORKER_TOKEN"
+TOKEN_FILE_ENV = "RBEE_WORKER_TOKEN_FILE"
+
+
+def _write_token(run_dir: str, worker_id: str, token: str) -> str:
+    path = os.path.join(run_dir, f"{worker_id}.token")
+    if os.path.lexists(path):
+        os.remove(path)  # left by a worker that never started
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)
+    return path
+
+
 def spawn(
     worker_id: str, run_dir: str, argv: list[str], pythonpath: str, env: dict[str, str]
 ) -> dict[str, Any]:
@@ -86,6 +102,11 @@ def spawn(
         if os.path.exists(stale):
             os.remove(stale)
     child_env = {**os.environ, **env, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}
+    token = child_env.pop(TOKEN_ENV, None)
+    if token:
+        # Not in the environment, which /proc/<pid>/environ shows for the
+        # process's whole life: a 0600 file the worker deletes once read.
+        child_env[TOKEN_FILE_ENV] = _write_token(run_dir, worker_id, token)
     full_argv = [*argv, "--state-file", paths["state"]]
     with open(paths["log"], "ab") as log:
         proc = subprocess.Popen(

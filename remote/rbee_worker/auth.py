@@ -1,10 +1,12 @@
 """The worker's bearer token: every route but /health needs it.
 
-The queen makes one token per worker and hands it over in the spawn
-environment (`RBEE_WORKER_TOKEN`), never in argv, where `ps` would show it to
-every user of the node. The worker takes it out of its environment at once,
-so nothing it starts inherits it. Loopback alone is not enough: any local
-user of the node can reach 127.0.0.1.
+The queen makes one token per worker and sends it to the node's helper over
+SSH; the helper writes it to a 0600 file in the run folder and names the file
+in `RBEE_WORKER_TOKEN_FILE`. The worker reads it and deletes the file at once.
+Never argv, where `ps` would show it to every user of the node, and never the
+environment, which `/proc/<pid>/environ` shows for the process's whole life.
+`RBEE_WORKER_TOKEN` itself is still read, for a worker started by hand.
+Loopback alone is not enough: any local user of the node can reach 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -19,13 +21,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rbee_worker.errors import error_response
 
 TOKEN_ENV = "RBEE_WORKER_TOKEN"
+TOKEN_FILE_ENV = "RBEE_WORKER_TOKEN_FILE"
 PUBLIC_PATHS = frozenset({"/health"})
 BEARER = re.compile(rb"Bearer ([A-Za-z0-9\-._~+/]+=*)")
 
 
 def take_token() -> str | None:
-    """The token from the environment, removed from it so children never see it."""
+    """The token from its file (then deleted) or the environment; both variables
+    removed from the environment so children never see them."""
     token = os.environ.pop(TOKEN_ENV, None)
+    path = os.environ.pop(TOKEN_FILE_ENV, None)
+    if path:
+        with open(path) as fh:
+            token = fh.read().strip()
+        os.remove(path)
     return token or None
 
 
