@@ -192,3 +192,79 @@ def step_restart_history(context: Context) -> None:
     seen = [e["to_state"] for e in history(context)]
     after = seen[seen.index("failed") :]
     assert "restarting" in after and after[-1] == "idle", seen
+
+
+@then("the pid file's start time is the start time of the worker's process")
+def step_start_time(context: Context) -> None:
+    wid, pid = context.worker["worker_id"], context.worker["pid"]
+    recorded = json.loads((node_run_dir(context) / f"{wid}.pid").read_text())
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    started = int(fields[19])  # field 22 of stat: start time in clock ticks
+    assert int(recorded["start_ticks"]) == started, (recorded, started)
+
+
+@then("the output has the worker's own log lines")
+def step_worker_log_lines(context: Context) -> None:
+    wid = context.worker["worker_id"]
+    log = (node_run_dir(context) / f"{wid}.log").read_text().splitlines()
+    shown = context.result.stdout
+    assert wid in shown, shown
+    assert any(line.strip() and line.strip() in shown for line in log[-5:]), (log[-5:], shown)
+
+
+@when('I send a task with the correlation id "{cid}"')
+def step_task_with_cid(context: Context, cid: str) -> None:
+    body = json.dumps(
+        {"node": "local", "model": f"file:{context.model_dir}", "prompt": "hi", "max_tokens": 5}
+    )
+    send(context, "POST", "/v2/tasks", body=body, headers={"x-correlation-id": cid})
+    assert context.response.status_code == 200, context.response.text
+    lines = [line[6:] for line in context.response.text.splitlines() if line.startswith("data: ")]
+    context.stream = [{"type": "DONE"} if d == "[DONE]" else json.loads(d) for d in lines]
+
+
+@then("the stream ended with MAX_TOKENS and [DONE]")
+def step_stream_end(context: Context) -> None:
+    *_, end, done = context.stream
+    assert end["type"] == "end" and end["stop_reason"] == "MAX_TOKENS", end
+    assert done == {"type": "DONE"}
+
+
+@then("the worker's log has the job with cid={cid}")
+def step_cid_in_worker_log(context: Context, cid: str) -> None:
+    deadline = time.monotonic() + 10
+    path = node_run_dir(context) / f"{context.worker['worker_id']}.log"
+    while f"cid={cid}" not in path.read_text():
+        assert time.monotonic() < deadline, path.read_text()[-2000:]
+        time.sleep(0.1)
+
+
+@then("the end event's usage counts the prompt and {count:d} completion tokens")
+def step_usage(context: Context, count: int) -> None:
+    usage = context.stream[-2]["usage"]
+    assert usage["completion_tokens"] == count and usage["prompt_tokens"] > 0, usage
+    assert usage["total_tokens"] == usage["prompt_tokens"] + count, usage
+
+
+@given('the model "{name}" in the catalog, served on "{node}"')
+def step_catalog_model(context: Context, name: str, node: str) -> None:
+    listed_now = send(context, "GET", "/v2/registry/models/list").json()["models"]
+    if name in [m["name"] for m in listed_now]:
+        return  # added by an earlier scenario of the feature
+    entry = {"name": name, "model_ref": f"file:{context.model_dir}", "nodes": [node]}
+    r = send(context, "POST", "/v2/registry/models/add", body=json.dumps(entry))
+    assert r.status_code == 201, r.text
+
+
+@then('the OpenAI model list has "{name}"')
+def step_openai_models(context: Context, name: str) -> None:
+    body = context.response.json()
+    assert body["object"] == "list", body
+    assert name in [m["id"] for m in body["data"]], body
+
+
+@then("the task's stream ended after {count:d} tokens")
+def step_task_tokens(context: Context, count: int) -> None:
+    lines = [line[6:] for line in context.response.text.splitlines() if line.startswith("data: ")]
+    end = json.loads(lines[-2])
+    assert end["type"] == "end" and end["tokens_out"] == count, end
