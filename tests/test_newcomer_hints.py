@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from rbee_keeper.token import TOKEN_FILE_ENV
 from rbee_queen.errors import HelperFailed
 from rbee_queen.fleet.known_hosts import HostKeyStore
 from rbee_queen.fleet.session import NodeTarget, open_session
@@ -179,14 +180,20 @@ def test_a_node_whose_python_cannot_run_matches_its_row(sshd: SshServer, tmp_pat
 
 
 def test_a_loose_token_file_matches_its_row(
-    queen: QueenProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    queen: QueenProcess,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from rbee_keeper.cli import main
 
     token = tmp_path / "token"
     token.write_text(queen.token + "\n")
     token.chmod(0o644)
-    assert main(["workers", "list", "--queen-url", queen.url, "--token-file", str(token)]) == 1
+    # The environment's form of --token-file: main() exports the option there,
+    # and monkeypatch takes it back out for the tests that follow.
+    monkeypatch.setenv(TOKEN_FILE_ENV, str(token))
+    assert main(["workers", "list", "--queen-url", queen.url]) == 1
     line = capsys.readouterr().err.strip()
     assert line.startswith("error: ")
     assert_row("[SECRET_INVALID]", line.removeprefix("error: "))
