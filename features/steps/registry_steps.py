@@ -6,12 +6,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from datetime import UTC, datetime
 
 from behave import given, then
 from behave.runner import Context
 
-from features.steps.keeper_steps import expand, list_nodes
+from features.steps.keeper_steps import add_local_node, expand, list_nodes
 
 
 @given('a fresh SSH key "{name}" the node has never seen')
@@ -73,3 +74,15 @@ def step_preflight(context: Context, names: str) -> None:
 def step_check_named(context: Context, check: str) -> None:
     details = context.response.json()["error"]["details"]
     assert details["check"] == check and details["suggestion"], details
+
+
+@then('the node "{name}" still runs its workers with the python it had')
+def step_python_kept(context: Context, name: str) -> None:
+    assert node_row(context, name)["worker_python"] == sys.executable
+
+
+@given('the loopback node "{name}" uses the worker python "{python}"')
+def step_node_python(context: Context, name: str, python: str) -> None:
+    run = add_local_node(context, name, "--accept-new-host-key", "--worker-python", python)
+    if run.code != 0:  # added by an earlier scenario of the feature
+        assert "NODE_ALREADY_EXISTS" in run.stderr, run.stderr
