@@ -82,3 +82,44 @@ def test_no_authorization_header_makes_a_5xx(fuzz_queen: QueenProcess, value: st
         return  # a header httpx will not send (leading/trailing spaces)
     assert r.status_code == 401, value
     assert r.headers["www-authenticate"] == "Bearer"
+
+
+# Generators for what a black-box probe found: nesting past the depth limit,
+# digits int() refuses in a numeric header, control and bidi characters.
+deep_json = st.integers(33, 3000).map(lambda n: b"[" * n + b"]" * n)
+odd_digits = st.text(st.sampled_from("0123456789\u00b2\u00b3\u00b9\u0663\u09e9"), min_size=1)
+unsafe_chars = st.sampled_from("\x00\x07\x1b\r\n\x7f\x85\u200e\u202e\u2066")
+
+
+@FUZZ
+@given(route=st.sampled_from(POST_ROUTES), raw=deep_json)
+def test_deep_nesting_is_a_400(fuzz_queen: QueenProcess, route: str, raw: bytes) -> None:
+    with fuzz_queen.client() as c:
+        r = c.post(route, content=raw, headers={"content-type": "application/json"})
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "INVALID_REQUEST"), r.text
+
+
+@FUZZ
+@given(value=odd_digits)
+def test_a_deadline_of_any_digits_is_never_a_500(fuzz_queen: QueenProcess, value: str) -> None:
+    raw = value.encode("latin-1", errors="ignore") or value.encode()
+    r = httpx.get(f"{fuzz_queen.url}/health", headers={"X-Request-Deadline": raw})
+    # ASCII digits are a time (long past: 504 REQUEST_TIMEOUT); any other digit is malformed.
+    expected = {200, 504} if raw.isdigit() and len(raw) <= 16 else {400}
+    assert r.status_code in expected, (value, r.text)
+
+
+@FUZZ
+@given(
+    field=st.sampled_from(["install_path", "ssh_key_path", "worker_python", "node_name"]),
+    head=st.text(max_size=8),
+    bad=unsafe_chars,
+)
+def test_control_characters_are_refused_in_names_and_paths(
+    fuzz_queen: QueenProcess, field: str, head: str, bad: str
+) -> None:
+    body = {"node_name": "n", "ssh_host": "h", "ssh_port": 22, "ssh_user": "u"}
+    with fuzz_queen.client() as c:
+        r = c.post("/v2/registry/beehives/add", json={**body, field: f"/x{head}{bad}"})
+    assert r.status_code == 400, r.text
+    assert field in {f["field"] for f in r.json()["error"]["details"]["fields"]}
