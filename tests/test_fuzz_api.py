@@ -103,7 +103,7 @@ def test_deep_nesting_is_a_400(fuzz_queen: QueenProcess, route: str, raw: bytes)
 @given(value=odd_digits)
 def test_a_deadline_of_any_digits_is_never_a_500(fuzz_queen: QueenProcess, value: str) -> None:
     raw = value.encode("latin-1", errors="ignore") or value.encode()
-    r = httpx.get(f"{fuzz_queen.url}/health", headers={"X-Request-Deadline": raw})
+    r = httpx.get(f"{fuzz_queen.url}/health", headers={b"X-Request-Deadline": raw})
     # ASCII digits are a time (long past: 504 REQUEST_TIMEOUT); any other digit is malformed.
     expected = {200, 504} if raw.isdigit() and len(raw) <= 16 else {400}
     assert r.status_code in expected, (value, r.text)
