@@ -172,7 +172,8 @@ def test_greedy_loop_matches_transformers_generate(
     pieces, result = run(backend, "Hello world", max_tokens=32, temperature=0)
     prompt_tokens = len(tokenizer.encode("Hello world").ids)
     assert result == GenerationResult(StopReason.MAX_TOKENS, 32, prompt_tokens)
-    assert "".join(pieces) == tokenizer.decode(greedy_ids)
+    # The random model spells stray bytes; the stream drops what never forms a character.
+    assert "".join(pieces) == tokenizer.decode(greedy_ids).replace(REPLACEMENT, "")
 
 
 def test_stops_at_an_eos_id_from_generation_config(
