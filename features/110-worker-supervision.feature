@@ -5,7 +5,7 @@ Feature: Workers that look after themselves
   with the same id after a short back-off; a stop drains the worker, sends
   SIGTERM, and SIGKILL once the grace is over, and says whether it had to
   force. (This feature checks every 0.5 s, restarts after 0.2 s and gives a
-  stop 4 s of grace, where the defaults are 5 s, 1 s and 10 s.)
+  stop 4 s of grace, where the defaults are 30 s, 1 s and 10 s.)
 
   The original's area 110 is the hive daemon's lifecycle. rbee has no daemon
   on the node: the queen's supervisor does its work over SSH, and the helper

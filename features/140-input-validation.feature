@@ -13,6 +13,14 @@ Feature: Bad input is refused before anything runs
   every route from the OpenAPI description, which is a property test, not a
   scenario).
 
+  Scenario: Every bad field is reported at once, not one per try
+    When I POST /v2/tasks as the owner with {"node": "local", "model": "file:{model}", "prompt": "hi", "temperature": "hot", "max_tokens": -5, "top_p": 9}
+    Then the answer is HTTP 400 with error INVALID_REQUEST and a correlation id
+    And the error lists 3 fields
+    And the error lists the field "temperature" as type
+    And the error lists the field "max_tokens" as range
+    And the error lists the field "top_p" as range
+
   Scenario Outline: A model reference with characters that are not allowed: <what>
     When I POST /v2/tasks as the owner with {"node": "local", "model": "<model>", "prompt": "hi"}
     Then the answer is HTTP 400 with error INVALID_REQUEST and a correlation id
@@ -88,14 +96,6 @@ Feature: Bad input is refused before anything runs
       | work@station                                                      | pattern    |
       | x' OR '1'='1                                                      | pattern    |
       | aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | max_length |
-
-  Scenario: Every bad field is reported at once, not one per try
-    When I POST /v2/tasks as the owner with {"node": "local", "model": "file:{model}", "prompt": "hi", "temperature": "hot", "max_tokens": -5, "top_p": 9}
-    Then the answer is HTTP 400 with error INVALID_REQUEST and a correlation id
-    And the error lists 3 fields
-    And the error lists the field "temperature" as type
-    And the error lists the field "max_tokens" as range
-    And the error lists the field "top_p" as range
 
   Scenario Outline: A body that is not a JSON object: <what>
     When I POST /v2/tasks as the owner with <body>

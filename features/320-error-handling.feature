@@ -12,6 +12,11 @@ Feature: Errors a person and a program can act on
   health checks" (area 110). "INSUFFICIENT_RESOURCES with required and
   available" is area 090's.
 
+  Scenario: Every answer carries a correlation id, and a caller may choose it
+    When I GET /v2/workers/list sending the header "x-correlation-id: my-trace-0001"
+    Then the answer is HTTP 200
+    And the answer has the header "x-correlation-id" set to "my-trace-0001"
+
   Scenario Outline: <what> answers <status> <code> in the envelope
     When I <method> <path> as the owner with <body>
     Then the answer is HTTP <status> with error <code> and a correlation id
@@ -26,11 +31,6 @@ Feature: Errors a person and a program can act on
       | an unknown route       | POST   | /v2/no-such-route             | {}                                                      | 404    | NOT_FOUND        |
       | a wrong method         | DELETE | /v2/workers/list              | {}                                                      | 405    | METHOD_NOT_ALLOWED |
       | a missing key file     | POST   | /v2/registry/beehives/add     | {"node_name": "n1", "ssh_host": "127.0.0.1", "ssh_user": "u", "ssh_key_path": "{home}/no-key"} | 400 | SSH_KEY_NOT_FOUND |
-
-  Scenario: Every answer carries a correlation id, and a caller may choose it
-    When I GET /v2/workers/list sending the header "x-correlation-id: my-trace-0001"
-    Then the answer is HTTP 200
-    And the answer has the header "x-correlation-id" set to "my-trace-0001"
 
   Scenario: A correlation id that is not plain is replaced, not echoed
     When I GET /v2/workers/list sending the header "x-correlation-id: bad id; rm -rf"

@@ -12,6 +12,10 @@ Feature: A caller's deadline holds all the way to the worker
   out: "the default deadline is 30 s" as a scenario (a 30 s wait in every CI
   run; tests/test_deadline_timer.py checks the default against a queen).
 
+  Scenario: A control call whose deadline has passed is not served
+    When I GET /v2/workers/list as the owner, with a deadline 1000 ms ago
+    Then the answer is HTTP 504 with error REQUEST_TIMEOUT and a correlation id
+
   Scenario Outline: A deadline that is not Unix milliseconds is refused: <value>
     When I GET /v2/workers/list sending the header "X-Request-Deadline: <value>"
     Then the answer is HTTP 400 with error INVALID_REQUEST and a correlation id
@@ -22,10 +26,6 @@ Feature: A caller's deadline holds all the way to the worker
       | soon                 | type       |
       | 1.5e3                | type       |
       | 2026-12-05T10:00:00Z | type       |
-
-  Scenario: A control call whose deadline has passed is not served
-    When I GET /v2/workers/list as the owner, with a deadline 1000 ms ago
-    Then the answer is HTTP 504 with error REQUEST_TIMEOUT and a correlation id
 
   Scenario: A control call within its deadline is served
     When I GET /v2/workers/list as the owner, with a deadline 30000 ms away

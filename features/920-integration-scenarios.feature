@@ -5,6 +5,13 @@ Feature: A fleet of several nodes
   reported on its own, and one that drops off never hides the others.
   (Needs root to make the hosts; skipped with the reason otherwise.)
 
+  From the original's area 920, kept: several nodes at once, and a network
+  partition (a link cut) seen per node. Elsewhere: worker churn and restarts
+  (110, 120), de-duplicated concurrent downloads (030), OOM while loading (090
+  says why it is not provoked), database corruption (020/330). Left out: the
+  fixed ports of its docker-compose environment (queen 8080, hive 9200, worker
+  8081): every port here is chosen free at run time.
+
   Scenario: Import an inventory of three hosts and see them all
     Given 3 test hosts
     When I import an inventory naming them
