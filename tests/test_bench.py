@@ -24,9 +24,10 @@ SMALLEST = {
     "first_token": (["--runs", "1", "--max-tokens", "2"], "warm over 1 runs: first token median"),
     "auth": (["--requests", "5"], "bearer token /v2/registry/models/list"),
     "fanout": (["--rounds", "1", "--sizes", "1"], "fabric warm / rbee warm"),
+    "load": (["--requests", "4", "--seconds", "1", "--max-tokens", "2"], "highest rate meeting"),
 }
 # Run by the others (bench.relay starts it), never on its own.
-HELPERS = {"byte_relay", "relay_procs"}
+HELPERS = {"byte_relay", "relay_procs", "load_soak"}
 
 
 def _run(name: str, args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -43,7 +44,7 @@ def test_every_bench_module_imports_and_each_benchmark_is_covered() -> None:
     assert names == set(SMALLEST) | HELPERS | {"gpu"}
 
 
-@pytest.mark.parametrize("name", ["relay", "first_token", "auth"])
+@pytest.mark.parametrize("name", ["relay", "first_token", "auth", "load"])
 def test_benchmark_runs_its_smallest_configuration(name: str) -> None:
     args, expected = SMALLEST[name]
     done = _run(name, args)
