@@ -29,7 +29,10 @@ Feature: Inference a client can rely on
     Then both texts are the same and not empty
 
   Scenario: Every slot busy: retried after 1, 2 and 4 s, then exit 1
-    Given a long job holds the only slot of the worker for file:{model} on "local"
+    # With the request queue on (the default) the request would wait its turn
+    # instead: 200-concurrency.feature.
+    Given the request queue holds at most 0 requests
+    And a long job holds the only slot of the worker for file:{model} on "local"
     When I run rbee-keeper infer --node local --model file:{model} --prompt "hi"
     Then it fails with exit code 1 and error ALL_SLOTS_BUSY
     And it retried after 1, 2 and 4 seconds first
