@@ -8,8 +8,9 @@ Feature: A worker from spawn to ready
   From the original's area 100, changed: the worker picks its own port (it
   binds port 0), so "port 8001 is busy, so it moves to 8002" cannot happen, and
   there is no ready callback (the queen polls /health through the SSH forward).
-  Loading progress by layers and a loading timeout (LOADING_TIMEOUT) are left to
-  tests/test_lifecycle.py: the tiny model loads in well under a second.
+  Left out: loading progress by layers (tests/test_worker_server.py reads it
+  from /v1/ready) and a loading timeout, LOADING_TIMEOUT (the tiny model loads
+  in well under a second, so nothing here is slow enough to time out).
 
   Scenario: A worker runs in its own session, with its files on the node
     Given the worker for file:{model} on "local" is ready

@@ -9,8 +9,8 @@ Feature: Bad input is refused before anything runs
   queen from starting" (the queen's port is a setting; area 360 covers bad
   settings), "more than 50 validation failures a second give 429" (rbee does not
   rate-limit by failures; connection and header limits answer 503 and 431
-  instead, see 320) and "fuzzing causes no panic" (tests/test_fuzz_api.py fuzzes
-  every route from the OpenAPI description, which is a property test, not a
+  instead, see 320) and "fuzzing causes no panic" (tests/test_fuzz_api.py sends
+  arbitrary JSON bodies and headers to a real queen: a property test, not a
   scenario).
 
   Scenario: Every bad field is reported at once, not one per try

@@ -9,8 +9,8 @@ Feature: The keeper's command line
   /usr/local/bin with --system" (rbee is a Python package installed with pip;
   nothing is copied by the keeper) and "[remote] binary_path and git_repo_dir"
   (nodes run the helper the queen uploads and the worker from the node's
-  python or the venv `setup install` builds, area 040). "logs --follow exits 0
-  or 130" is covered by tests/test_logs.py.
+  python or the venv `setup install` builds, area 040), and "logs --follow
+  exits 0 or 130" (it runs until interrupted; `logs` itself is area 060's).
 
   Scenario: A missing key file fails before any call to the queen
     When I run rbee-keeper setup add-node --name gpu1 --ssh-host 127.0.0.1 --ssh-user x --ssh-key {home}/no-such-key --install-path /tmp/x

@@ -9,8 +9,8 @@ Feature: A caller's deadline holds all the way to the worker
   From the original's area 340, changed: the header holds Unix milliseconds,
   not an ISO 8601 time (one integer, no time zone to parse), and a passed
   deadline is 504 (a gateway's timeout) rather than 408 (the client's). Left
-  out: "the default deadline is 30 s" as a scenario (a 30 s wait in every CI
-  run; tests/test_deadline_timer.py checks the default against a queen).
+  out: "the default deadline is 30 s" for control calls (it would put a 30 s
+  wait into every CI run).
 
   Scenario: A control call whose deadline has passed is not served
     When I GET /v2/workers/list as the owner, with a deadline 1000 ms ago

@@ -6,9 +6,8 @@ Feature: One request, followed end to end
 
   From the original's area 900, left out: "failover to a second worker within
   5 s" (tests/test_failover.py kills a worker as it takes a request; a timing
-  in a scenario would be one more flaky number), "SSE backpressure" (the
-  queen writes the chunks that piled up as one write; tests/test_relay_format.py)
-  and "a JWT auth chain" (rbee has bearer tokens: the owner's, named keys, and
+  in a scenario would be one more flaky number), "SSE backpressure" (what a
+  slow reader sees depends on socket buffers, not on rbee) and "a JWT auth chain" (rbee has bearer tokens: the owner's, named keys, and
   one per worker, area 300 and 100). "Cascading shutdown" is area 120's.
 
   Scenario: The correlation id a client chose is on the worker's log line for its job
