@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import response_schema_conformance
@@ -132,4 +133,53 @@ def test_fuzz_the_queen_from_its_description(
 
         run()
     assert calls >= len(operations)
+    assert fuzz_queen.proc.poll() is None, fuzz_queen.log
+
+
+# What a black-box probe found, laid over schemathesis's own cases: a body
+# nested past the depth limit, a control or bidi character in each string, a
+# deadline of digits int() refuses. Each must be a coded 4xx, never a 5xx.
+HOSTILE_EXAMPLES = 4
+hostile = st.sampled_from(["deep", "control", "deadline"])
+UNSAFE_STRING_CHARS = "\x1b\r\n\x00\u202e"
+
+
+def _poison(value: Any, bad: str) -> Any:
+    if isinstance(value, str):
+        return value + bad
+    if isinstance(value, dict):
+        return {k: _poison(v, bad) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_poison(v, bad) for v in value]
+    return value
+
+
+def made_hostile(case: Any, kind: str, bad: str) -> Any:
+    if kind == "deep":
+        case.body = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+    elif kind == "control":
+        case.body = _poison(case.body, bad)
+    else:
+        case.headers = {**(case.headers or {}), "X-Request-Deadline": "1\u00b2"}
+    return case
+
+
+def test_hostile_values_over_described_bodies_are_never_a_5xx(fuzz_queen: QueenProcess) -> None:
+    headers = {"Authorization": f"Bearer {fuzz_queen.token}"}
+    operations = [op for op in fuzzed_operations() if "requestBody" in _described(op)]
+    assert len(operations) >= 5
+    for operation in operations:
+        cases = st.tuples(
+            operation.as_strategy(generation_mode=schemathesis.GenerationMode.POSITIVE),
+            hostile,
+            st.sampled_from(UNSAFE_STRING_CHARS),
+        ).map(lambda t: made_hostile(*t))
+
+        @settings(max_examples=HOSTILE_EXAMPLES, deadline=None, database=None)
+        @given(case=cases)
+        def run(case: Any) -> None:
+            response = case.call(base_url=fuzz_queen.url, headers=headers, timeout=REQUEST_LIMIT_S)
+            case.validate_response(response, checks=[not_a_server_error, envelope])
+
+        run()
     assert fuzz_queen.proc.poll() is None, fuzz_queen.log

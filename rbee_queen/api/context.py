@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rbee_queen import requestcontext as ctx
+from rbee_queen.api.openai_format import error_body
 from rbee_queen.errors import InvalidRequest, RbeeError, RequestTimeout
 
 STREAMING_PATHS = frozenset({"/v2/tasks", "/v1/completions", "/v1/chat/completions"})
@@ -101,6 +102,6 @@ class RequestContext:
 
 async def _send_error(exc: RbeeError, cid: str, scope: Scope, receive: Receive, send: Send) -> None:
     headers = {ctx.CORRELATION_HEADER: cid}
-    await JSONResponse(exc.envelope(cid), status_code=exc.status, headers=headers)(
-        scope, receive, send
-    )
+    # /v1 speaks OpenAI's error shape, even for a header refused before routing.
+    body = error_body(exc, cid) if scope["path"].startswith("/v1/") else exc.envelope(cid)
+    await JSONResponse(body, status_code=exc.status, headers=headers)(scope, receive, send)
