@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def _pattern(text: str) -> re.Pattern[str]:
     expr = lead + re.escape(text.removeprefix("… ")).replace("…", ".*")
     for word in PLACEHOLDERS:  # whole words only: NODE, not NODE_UNREACHABLE
         expr = re.sub(rf"(?<!\w){re.escape(re.escape(word))}(?!\w)", ".+", expr)
-    return re.compile(expr + ".*" if text.endswith("]") else expr)
+    return re.compile(expr)
 
 
 def add_node(queen: QueenProcess, body: dict[str, object]) -> str:
@@ -71,9 +72,10 @@ def assert_row(start: str, seen: str) -> None:
     patterns = row_patterns(start)
     wrapped = PREFLIGHT.fullmatch(seen)
     if wrapped:
-        assert any(p.fullmatch(seen) for p in row_patterns("[…] preflight CHECK")), seen
+        assert any(p.match(seen) for p in row_patterns("[…] preflight CHECK")), seen
         seen = wrapped[1] + wrapped[2]
-    assert any(p.fullmatch(seen) for p in patterns), (seen, [p.pattern for p in patterns])
+    # A row shows how the line starts: the rest may go on (the path, the suggestion).
+    assert any(p.match(seen) for p in patterns), (seen, [p.pattern for p in patterns])
 
 
 def keygen(path: Path) -> Path:
@@ -197,3 +199,24 @@ def test_a_loose_token_file_matches_its_row(
     line = capsys.readouterr().err.strip()
     assert line.startswith("error: ")
     assert_row("[SECRET_INVALID]", line.removeprefix("error: "))
+
+
+def test_a_replaced_host_key_matches_its_row(
+    queen: QueenProcess, sshd: SshServer, tmp_path: Path
+) -> None:
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHX1NqnxQHf0zJqxc3t5BC4YKv1ZnDSnm2Yb0r2ZkDsE"
+    (queen.home / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {other}\n")
+    body = sshd.node_body("n1", tmp_path / "inst", accept_new_host_key=True)
+    assert_row("[HOST_KEY_CHANGED]", add_node(queen, body))
+
+
+def test_a_network_bind_without_a_token_matches_its_row(rbee_home: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "rbee_queen", "--host", "0.0.0.0", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RBEE_HOME": str(rbee_home)},
+    )
+    assert done.returncode == 1
+    assert_row("rbee-queen: error: [INSECURE_BIND]", done.stderr.strip().splitlines()[-1])
