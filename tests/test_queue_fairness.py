@@ -92,3 +92,28 @@ async def test_bounds_and_leaving_hand_the_slot_on() -> None:
     with pytest.raises(QueueTimeout):
         await queue.wait("file:/m", ["a"], "cpu", "k", "j4", None)
     assert queue.depth("file:/m") == 0
+
+
+async def test_a_request_queued_while_earlier_ones_leave_is_not_lost() -> None:
+    """Two waiters served at once; the first, once served, queues another
+    request before the second has left the queue's books: the newcomer stays
+    in the queue the next freed slot is offered from."""
+    registry = WorkerRegistry(StateRecorder(lambda *a: None), lambda e: None)
+    queue = RequestQueue(registry, lambda e: None, QueueLimits(max_wait_s=1))
+    live = worker(slots=2)
+    registry.claim(live, "h1")
+    registry.claim(live, "h2")
+
+    async def first_then_another() -> LiveWorker:
+        served = await queue.wait("file:/m", ["a"], "cpu", "k", "j1", None)
+        registry.release(served)
+        return await queue.wait("file:/m", ["a"], "cpu", "k", "j3", None)
+
+    one = asyncio.create_task(first_then_another())
+    two = asyncio.create_task(queue.wait("file:/m", ["a"], "cpu", "k", "j2", None))
+    await asyncio.sleep(0)
+    registry.release(live)
+    registry.release(live)  # both waiters served in one go
+    assert await two is live
+    registry.release(live)  # j2 done: its slot must reach j3
+    assert await one is live

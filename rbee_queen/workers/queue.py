@@ -139,8 +139,10 @@ class RequestQueue:
             queue.discard(key, waiter)
             if outcome != "served":
                 self._give_back(waiter)
-            if not queue:
-                self.models.pop(model_ref, None)
+            # Only the model's current queue: this one may have been dropped
+            # (emptied) and a newer one, with newer waiters, made since.
+            if not queue and self.models.get(model_ref) is queue:
+                del self.models[model_ref]
             self._left(job_id, model_ref, outcome, time.monotonic() - started)
 
     async def _served(self, waiter: Waiter, gone: Gone | None) -> LiveWorker:
