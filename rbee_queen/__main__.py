@@ -6,21 +6,39 @@ import argparse
 import json
 import logging
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
+from rbee_queen.api.http_limits import HttpLimits, protocol_class
 from rbee_queen.app import create_app
 from rbee_queen.bind import check_bind
-from rbee_queen.config import QueenConfig
+from rbee_queen.config import QueenConfig, effective
+from rbee_queen.config_load import ConfigInvalid
 from rbee_queen.errors import RbeeError
 from rbee_queen.requestcontext import CorrelationFilter
+
+# Exit status of a configuration that fails validation (argparse's, for bad usage).
+EXIT_CONFIG = 2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="rbee-queen", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="the settings file (default: $RBEE_CONFIG, else $RBEE_HOME/queen.toml)",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the settings, print each with its source, exit 0 (valid) or 2",
+    )
+    parser.add_argument("--host", help="address to bind (default loopback)")
+    parser.add_argument("--port", type=int)
     parser.add_argument(
         "--keep-workers",
         action="store_true",
@@ -33,24 +51,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the API token (mode 0600), instead of $CREDENTIALS_DIRECTORY/rbee-api-token, "
         "$RBEE_API_TOKEN_FILE, $RBEE_API_TOKEN or $RBEE_HOME/api-token",
     )
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level")
     return parser.parse_args(argv)
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line, by their path in queen.toml."""
+    return {
+        "server.host": args.host,
+        "server.port": args.port,
+        "server.log_level": args.log_level,
+        "server.stop_workers_on_exit": False if args.keep_workers else None,
+        "paths.token_file": args.token_file,
+    }
+
+
+def load_or_exit(args: argparse.Namespace) -> QueenConfig:
+    """The checked settings; every problem on stderr and exit 2 before anything
+    is started or written."""
+    try:
+        return QueenConfig.load(config_file=args.config, flags=flag_values(args))
+    except ConfigInvalid as exc:
+        print(
+            f"rbee-queen: error: [CONFIG_INVALID] {len(exc.problems)} problem(s):", file=sys.stderr
+        )
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def print_config(config: QueenConfig) -> None:
+    origin = config.origin
+    print(f"# file: {origin.file if origin else '-'}")
+    for row in effective(config):
+        value = json.dumps(row["value"])
+        reload = "reloadable" if row["reloadable"] else "restart"
+        print(f"{row['key']} = {value}  # {row['source']}, {reload}")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    config = load_or_exit(args)
+    if args.check_config:
+        print_config(config)
+        return
+    os.umask(0o077)  # the database, logs and tokens it writes are the owner's alone
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(correlation_id)s]: %(message)s",
     )
     for handler in logging.getLogger().handlers:  # the request's id on every line
         handler.addFilter(CorrelationFilter())
-    config = QueenConfig.from_env(
-        host=args.host,
-        port=args.port,
-        stop_workers_on_exit=not args.keep_workers,
-        token_file=args.token_file,
-    )
     try:
         check_bind(config)
     except RbeeError as exc:
@@ -60,10 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         uvicorn.run(
             create_app(config),
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
+            host=config.host,
+            port=config.port,
+            log_level=config.log_level,
             timeout_graceful_shutdown=5,
+            http=protocol_class(HttpLimits.from_env()),
         )
     finally:
         pid_file.unlink(missing_ok=True)
