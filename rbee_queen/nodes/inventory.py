@@ -23,6 +23,7 @@ from rbee_queen.fleet.session import NodeSession, NodeTarget, accept_changed_hos
 from rbee_queen.nodes.preflight import run_preflight
 from rbee_queen.store.tables import Node, utcnow
 from rbee_queen.validation import HOSTNAME, IDENTIFIER, SSH_USER, Fields, shown
+from rbee_wire.helper_ops import ProbeResult
 
 WORKER_ACCESS = ("ssh", "direct")  # how the queen reaches the node's workers
 MODEL_SOURCES = ("queen", "hub")  # where the node's hf: downloads run
@@ -80,7 +81,7 @@ def _exists(name: str) -> NodeAlreadyExists:
     )
 
 
-def _save(spec: NodeSpec, probe: dict[str, Any]) -> Node:
+def _save(spec: NodeSpec, probe: ProbeResult) -> Node:
     return Node.create(
         name=spec.name,
         ssh_host=spec.host,
