@@ -59,7 +59,7 @@ def load_inventory(path: Path) -> list[dict[str, Any]]:
         raise InvalidRequest(f"{path}: no [nodes.NAME] tables")
     requests = []
     for name, table in nodes.items():
-        fields = {**defaults, **_fields(table, f"{path} [nodes.{name}]")}
+        fields = {**defaults, **_fields(table, f"{path} [nodes.{_shown(name)}]")}
         if "ssh_key_path" in fields:
             fields["ssh_key_path"] = str(
                 Path(os.path.expanduser(fields["ssh_key_path"])).absolute()
@@ -76,7 +76,7 @@ def load_catalog(path: Path) -> list[dict[str, Any]]:
         raise InvalidRequest(f"{path}: [models] must hold [models.NAME] tables")
     bodies = []
     for name, table in models.items():
-        fields = _fields(table, f"{path} [models.{name}]", MODEL_KEYS)
+        fields = _fields(table, f"{path} [models.{_shown(name)}]", MODEL_KEYS)
         device = _device_fields(fields.pop("device", None))
         bodies.append({"name": name, **fields, **device})
     return bodies
@@ -102,3 +102,9 @@ def _fields(table: Any, where: str, known: dict[str, tuple[str, type]] = KEYS) -
             raise InvalidRequest(f"{where}: {key} must be a {kind.__name__}")
         fields[field] = value
     return fields
+
+
+def _shown(name: str) -> str:
+    """A table name for a message: as written when printable and short, else
+    escaped, so a quoted TOML key cannot put escapes on the terminal."""
+    return name if name.isprintable() and len(name) <= 64 else ascii(name)[:80]

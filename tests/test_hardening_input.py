@@ -130,3 +130,14 @@ def test_setup_import_of_a_deeply_nested_toml_is_a_coded_error(
     inventory.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
     assert keeper(["setup", "import", str(inventory)]) != 0
     assert "[INVALID_REQUEST]" in capsys.readouterr().err
+
+
+def test_setup_import_never_echoes_a_table_name_with_escapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory = tmp_path / "nodes.toml"
+    inventory.write_text('[nodes."x\\u001b[2J\\u202e"]\nbogus = 1\n')
+    assert keeper(["setup", "import", str(inventory)]) != 0
+    err = capsys.readouterr().err
+    assert "[INVALID_REQUEST]" in err
+    assert "\x1b" not in err and "\u202e" not in err
