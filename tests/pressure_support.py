@@ -13,7 +13,9 @@ from contextlib import contextmanager
 
 from tests.plugins.queen import QueenProcess
 
-LONG = {"prompt": "Hi", "max_tokens": 64, "temperature": 0}
+# Greedy: the tiny model runs on to max_tokens for this prompt (no early EOS), long
+# enough that the freeze lands mid-generation.
+LONG = {"prompt": "Once upon a time", "max_tokens": 512, "temperature": 0}
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:

@@ -15,12 +15,19 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from rbee_queen.errors import ConnectionTimeout, InferenceFailed, NodeUnreachable, RbeeError
+from rbee_queen.errors import (
+    ConnectionTimeout,
+    InferenceFailed,
+    NodeError,
+    NodeUnreachable,
+    RbeeError,
+)
 from rbee_queen.fleet.worker_stream import StreamError, WorkerStream
 from rbee_queen.workers.live import LiveWorker
 from rbee_queen.workers.queue import Gone
 from rbee_queen.workers.relay import InferenceRelay
 from rbee_queen.workers.routing import Router
+from rbee_wire.queen_events import RequestFinished
 
 log = logging.getLogger("rbee.queen.failover")
 ATTEMPTS = 2  # the first worker and one other
@@ -64,16 +71,12 @@ async def open_stream(
             exclude=lost,
         )
         try:
-            response = await relay.open_stream(live, payload)
+            response = await relay.open_stream(live, payload)  # releases the slot if it fails
         except RbeeError as exc:
             if attempt == ATTEMPTS or not worker_lost(exc):
                 raise
-            log.warning(
-                "job %s: worker %s lost before it answered (%s); failing over",
-                job_id,
-                live.worker_id,
-                exc.message,
-            )
+            outcome = exc.code if isinstance(exc, NodeError) else "WORKER_DIED"
+            given_up(router, live, job_id, outcome, f"lost before it answered ({exc.message})")
             lost.add(live.worker_id)
             continue
         try:
@@ -82,15 +85,8 @@ async def open_stream(
             await response.aclose()
             router.registry.release(live)
             if attempt == ATTEMPTS:
-                raise InferenceFailed(
-                    f"worker {live.worker_id} stopped before a token: {exc}"
-                ) from exc
-            log.warning(
-                "job %s: worker %s lost before its first token (%s); failing over",
-                job_id,
-                live.worker_id,
-                exc,
-            )
+                raise InferenceFailed(f"worker {live.worker_id} stopped before a token") from exc
+            given_up(router, live, job_id, "WORKER_DIED", f"lost before its first token ({exc})")
             lost.add(live.worker_id)
             continue
         except BaseException:
@@ -99,6 +95,25 @@ async def open_stream(
             raise
         return live, response
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def given_up(router: Router, live: LiveWorker, job_id: str, outcome: str, why: str) -> None:
+    """The lost attempt ends on the books (its `request_started` was published
+    at the claim) before the next one starts."""
+    log.warning("job %s: worker %s %s; failing over", job_id, live.worker_id, why)
+    router.registry.publish(
+        RequestFinished(
+            type="request_finished",
+            job_id=job_id,
+            worker_id=live.worker_id,
+            node=live.node,
+            outcome=outcome,
+            tokens_out=0,
+            ttft_ms=None,
+            decode_time_ms=0,
+            tokens_per_s=None,
+        )
+    )
 
 
 def worker_lost(exc: RbeeError) -> bool:

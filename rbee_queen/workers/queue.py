@@ -22,7 +22,7 @@ from rbee_queen.errors import ClientGone, QueueFull, QueueTimeout
 from rbee_queen.workers.devices import serves
 from rbee_queen.workers.live import LiveWorker
 from rbee_queen.workers.registry import Publish, WorkerRegistry
-from rbee_wire.queen_events import RequestDequeued, RequestQueued
+from rbee_wire.queen_events import RequestDequeued, RequestFinished, RequestQueued
 
 # Returns once the client has gone (the ASGI `receive` after the body was read).
 Gone = Callable[[], Awaitable[object]]
@@ -166,11 +166,26 @@ class RequestQueue:
         )
 
     def _give_back(self, waiter: Waiter) -> None:
-        """A slot handed over as the waiter left: release it (to the next waiter)."""
-        if waiter.claimed.done() and not waiter.claimed.cancelled():
-            self.registry.release(waiter.claimed.result())
-        else:
+        """A slot handed over as the waiter left: release it (to the next waiter),
+        and end on the books the request its claim started."""
+        if not waiter.claimed.done() or waiter.claimed.cancelled():
             waiter.claimed.cancel()
+            return
+        live = waiter.claimed.result()
+        self.registry.release(live)
+        self.publish(
+            RequestFinished(
+                type="request_finished",
+                job_id=waiter.job_id,
+                worker_id=live.worker_id,
+                node=live.node,
+                outcome="CANCELLED",
+                tokens_out=0,
+                ttft_ms=None,
+                decode_time_ms=0,
+                tokens_per_s=None,
+            )
+        )
 
     def offer(self, live: LiveWorker) -> None:
         """Hand the worker's free slots to the waiters it can serve, each claimed."""
