@@ -4,9 +4,9 @@ A feature tagged @one_queen gets one RBEE_HOME and one queen, started before its
 first scenario and stopped after its last; @one_node adds the loopback node
 "local" to it once as well. A tag @env.NAME=VALUE sets NAME for the feature's
 queen and keepers (a supervisor interval, a stop grace) where the scenarios
-need a setting other than the default. Starting a queen and connecting a node cost seconds
-each, so the scenarios that only talk to a queen share them. Such scenarios must
-leave the inventory as they found it (or use their own node names).
+need a setting other than the default. Starting a queen and connecting a node
+cost seconds each, so the scenarios that only talk to a queen share them. Such
+scenarios must leave the inventory as they found it (or use their own names).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def shares_queen(feature: Feature) -> bool:
 
 def feature_env(feature: Feature) -> dict[str, str]:
     """NAME=VALUE of each @env.NAME=VALUE tag."""
-    pairs = [tag.removeprefix("env.").split("=", 1) for tag in feature.tags]
-    return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+    tags = [tag.removeprefix("env.") for tag in feature.tags if tag.startswith("env.")]
+    return dict(tag.split("=", 1) for tag in tags if "=" in tag)
 
 
 def scenario_env(home: Path, queen_url: str, extra: dict[str, str]) -> dict[str, str]:
