@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
             port=config.port,
             log_level=config.log_level,
             timeout_graceful_shutdown=5,
-            http=protocol_class(HttpLimits.from_env()),
+            http=protocol_class(HttpLimits.of(config)),
         )
     finally:
         pid_file.unlink(missing_ok=True)

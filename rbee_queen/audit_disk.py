@@ -11,7 +11,6 @@ warning in `rbee_audit_disk_low_warnings`; the free bytes themselves are
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +24,8 @@ KIND = "audit_disk_low"
 
 @dataclass(frozen=True)
 class AuditDiskSettings:
-    min_free_bytes: int = 100 * 1024 * 1024  # RBEE_AUDIT_MIN_FREE_MB
-    check_every_s: float = 30.0  # RBEE_AUDIT_DISK_CHECK_S
-
-    @classmethod
-    def from_env(cls) -> AuditDiskSettings:
-        return cls(
-            min_free_bytes=int(float(os.environ.get("RBEE_AUDIT_MIN_FREE_MB") or 100) * 2**20),
-            check_every_s=float(os.environ.get("RBEE_AUDIT_DISK_CHECK_S") or 30.0),
-        )
+    min_free_bytes: int = 100 * 1024 * 1024  # audit.min_free_mb
+    check_every_s: float = 30.0  # audit.disk_check_s
 
 
 class AuditDiskWatch:

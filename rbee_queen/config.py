@@ -57,6 +57,16 @@ class QueenConfig:
     check_messages: bool = False
     queue_max_length: int = 512
     queue_max_wait_s: float = 60.0
+    http_max_head_bytes: int = 64 * 1024
+    http_head_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
+    http_max_connections_per_client: int = 256
+    db_busy_timeout_ms: int = 5000
+    db_backups: int = 5
+    db_backup_interval_s: float = 5.0
+    audit_min_free_mb: float = 100.0
+    audit_disk_check_s: float = 30.0
+    download_stall_s: float = 60.0
     # Where each value came from, and what a reload reads again.
     origin: ConfigOrigin | None = field(default=None, compare=False, repr=False)
 

@@ -80,7 +80,9 @@ class Services:
     @classmethod
     def build(cls, config: QueenConfig) -> Services:
         config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db, recovery = open_store(config.db_path)  # a damaged file set aside, a backup restored
+        db, recovery = open_store(
+            config.db_path, config.db_busy_timeout_ms
+        )  # a damaged file set aside, a backup restored
         pool = SessionPool(
             HostKeyStore(config.known_hosts_path),
             config.ssh_connect_timeout_s,
@@ -133,10 +135,15 @@ class Services:
             health=health,
             installer=Installer(pool, config.home),
             models=models,
-            backups=BackupKeeper(config.db_path, BackupSettings.from_env()),
+            backups=BackupKeeper(
+                config.db_path, BackupSettings(config.db_backups, config.db_backup_interval_s)
+            ),
             notices=notices,
             audit_disk=AuditDiskWatch(
-                config.audit_dir, notices, metrics.registry, AuditDiskSettings.from_env()
+                config.audit_dir,
+                notices,
+                metrics.registry,
+                AuditDiskSettings(int(config.audit_min_free_mb * 2**20), config.audit_disk_check_s),
             ),
         )
 

@@ -11,7 +11,6 @@ client address (503 and close). Every refusal is the error envelope.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from asyncio import TimerHandle, Transport
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from rbee_queen.config import QueenConfig
 from rbee_queen.errors import (
     ClientTooSlow,
     HeadersTooLarge,
@@ -26,36 +26,27 @@ from rbee_queen.errors import (
     TooManyConnections,
 )
 
-# The request line and every header together; real clients send under 8 KiB.
-MAX_HEAD_BYTES = 64 * 1024
-# From a connection's first byte (or the head's first byte) to the head's end.
-HEAD_TIMEOUT_S = 10.0
-# From the head's end to the body's last byte, on every route.
-BODY_TIMEOUT_S = 30.0
-# Open connections from one address; the keeper, dashboard and a benchmark's
-# clients all come from loopback, so this is generous, yet well under a
-# process's usual 1024 descriptors.
-MAX_CONNECTIONS_PER_CLIENT = 256
-
 
 @dataclass(frozen=True)
 class HttpLimits:
-    max_head_bytes: int = MAX_HEAD_BYTES
-    head_timeout_s: float = HEAD_TIMEOUT_S
-    body_timeout_s: float = BODY_TIMEOUT_S
-    max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT
+    """The [http] settings (config_schema_service.py says what each bounds):
+    the request line and headers together; from a connection's first byte to
+    the head's end; from the head's end to the body's last byte; open
+    connections from one address."""
+
+    max_head_bytes: int
+    head_timeout_s: float
+    body_timeout_s: float
+    max_connections_per_client: int
 
     @classmethod
-    def from_env(cls) -> HttpLimits:
-        """The constants, or RBEE_HTTP_* overrides (tests use short timeouts)."""
-        env = os.environ.get
+    def of(cls, config: QueenConfig) -> HttpLimits:
+        """The limits the queen's settings name (the [http] section)."""
         return cls(
-            max_head_bytes=int(env("RBEE_HTTP_MAX_HEAD_BYTES", MAX_HEAD_BYTES)),
-            head_timeout_s=float(env("RBEE_HTTP_HEAD_TIMEOUT", HEAD_TIMEOUT_S)),
-            body_timeout_s=float(env("RBEE_HTTP_BODY_TIMEOUT", BODY_TIMEOUT_S)),
-            max_connections_per_client=int(
-                env("RBEE_HTTP_MAX_CONNECTIONS_PER_CLIENT", MAX_CONNECTIONS_PER_CLIENT)
-            ),
+            max_head_bytes=config.http_max_head_bytes,
+            head_timeout_s=config.http_head_timeout_s,
+            body_timeout_s=config.http_body_timeout_s,
+            max_connections_per_client=config.http_max_connections_per_client,
         )
 
 
@@ -74,7 +65,7 @@ def refusal(error: RbeeError) -> bytes:
 
 
 class LimitedHttpProtocol(HttpToolsProtocol):
-    limits = HttpLimits()
+    limits: HttpLimits  # set by protocol_class
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -175,7 +175,7 @@ class ModelManager:
 
     async def _download(self, plan: Plan, listing: hub.Listing) -> AsyncIterator[Event]:
         with self._claim(plan):
-            progress = Progress(listing.size_bytes)
+            progress = Progress(listing.size_bytes, stall_s=self.config.download_stall_s)
             token = self.hf_token()
             yield {
                 "type": "start",
@@ -257,7 +257,7 @@ class ModelManager:
 
     async def _copy(self, plan: Plan, row: NodeModel, source: NodeSession) -> AsyncIterator[Event]:
         with self._claim(plan):
-            progress = Progress(int(row.size_bytes))
+            progress = Progress(int(row.size_bytes), stall_s=self.config.download_stall_s)
             yield {
                 "type": "start",
                 "model": plan.ref.ref,

@@ -13,7 +13,6 @@ and sends only the rest (the commit checks the whole file's hash).
 from __future__ import annotations
 
 import asyncio
-import os
 import posixpath
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,15 +29,9 @@ PROGRESS_EVERY_S = 0.25
 Event = dict[str, Any]
 
 
-def stall_limit_s() -> float:
-    """Seconds a transfer may go without moving a byte (RBEE_DOWNLOAD_STALL_S)."""
-    return float(os.environ.get("RBEE_DOWNLOAD_STALL_S") or 60.0)
-
-
-async def unstalled(step: Awaitable[Any], name: str) -> Any:
-    """One read or write of a transfer, given up when it moves nothing in time;
-    the partial file stays for the resume."""
-    limit = stall_limit_s()
+async def unstalled(step: Awaitable[Any], name: str, limit: float) -> Any:
+    """One read or write of a transfer, given up when it moves nothing for
+    `limit` seconds (models.download_stall_s); the partial file stays for the resume."""
     try:
         return await asyncio.wait_for(step, limit)
     except TimeoutError:
@@ -51,8 +44,9 @@ async def unstalled(step: Awaitable[Any], name: str) -> Any:
 class Progress:
     """Bytes done out of a total; says when an event is due (at most 4 a second)."""
 
-    def __init__(self, total: int, done: int = 0) -> None:
+    def __init__(self, total: int, done: int = 0, stall_s: float = 60.0) -> None:
         self.total = total
+        self.stall_s = stall_s  # a transfer that moves nothing this long fails
         self.done = done
         self.started = time.monotonic()
         self._last = 0.0
@@ -137,8 +131,8 @@ async def _write(
             async with sftp.open(dest, "r+b" if offset else "wb") as out:
                 await out.seek(offset)
                 await out.truncate(offset)
-                while chunk := await unstalled(read(), name):
-                    await unstalled(out.write(chunk), name)
+                while chunk := await unstalled(read(), name, progress.stall_s):
+                    await unstalled(out.write(chunk), name, progress.stall_s)
                     if progress.add(len(chunk)):
                         yield progress.event(name)
     except asyncssh.SFTPError as exc:

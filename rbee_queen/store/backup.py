@@ -37,15 +37,8 @@ FINGERPRINT_QUERIES = (
 
 @dataclass(frozen=True)
 class BackupSettings:
-    keep: int = 5  # RBEE_DB_BACKUPS
-    check_every_s: float = 5.0  # RBEE_DB_BACKUP_INTERVAL
-
-    @classmethod
-    def from_env(cls) -> BackupSettings:
-        return cls(
-            keep=max(1, int(os.environ.get("RBEE_DB_BACKUPS") or 5)),
-            check_every_s=float(os.environ.get("RBEE_DB_BACKUP_INTERVAL") or 5.0),
-        )
+    keep: int = 5  # database.backups
+    check_every_s: float = 5.0  # database.backup_interval_s
 
 
 def backup_dir(db_path: Path) -> Path:

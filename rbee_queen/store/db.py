@@ -8,7 +8,6 @@ fails (and the API answers STORE_UNAVAILABLE) rather than hold the request.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from peewee import SqliteDatabase
@@ -17,21 +16,17 @@ from rbee_queen.store.migrations import apply_migrations
 from rbee_queen.store.recovery import Recovery, recover_if_damaged
 from rbee_queen.store.tables import ALL_TABLES
 
-DEFAULT_BUSY_TIMEOUT_MS = 5000
 
-
-def busy_timeout_ms() -> int:
-    return int(os.environ.get("RBEE_DB_BUSY_TIMEOUT_MS") or DEFAULT_BUSY_TIMEOUT_MS)
-
-
-def open_database(path: Path) -> SqliteDatabase:
+def open_database(path: Path, busy_timeout_ms: int = 5000) -> SqliteDatabase:
+    """Open (creating) the database; a write waits `busy_timeout_ms` for a lock
+    (database.busy_timeout_ms) before it fails as STORE_UNAVAILABLE."""
     path.parent.mkdir(parents=True, exist_ok=True)
     db = SqliteDatabase(
         str(path),
         pragmas={
             "journal_mode": "wal",
             "synchronous": "normal",
-            "busy_timeout": busy_timeout_ms(),
+            "busy_timeout": busy_timeout_ms,
             "foreign_keys": 1,
         },
         check_same_thread=False,
@@ -42,10 +37,10 @@ def open_database(path: Path) -> SqliteDatabase:
     return db
 
 
-def open_store(path: Path) -> tuple[SqliteDatabase, Recovery | None]:
+def open_store(path: Path, busy_timeout_ms: int = 5000) -> tuple[SqliteDatabase, Recovery | None]:
     """Open the database, first setting a damaged one aside for its newest good backup."""
     recovery = recover_if_damaged(path)
-    return open_database(path), recovery
+    return open_database(path, busy_timeout_ms), recovery
 
 
 __all__ = ["open_database", "open_store", "ALL_TABLES"]
