@@ -42,6 +42,8 @@ class Fleet:
     finished: deque[tuple[float, int]] = field(default_factory=deque)  # (when, tokens)
     connected: bool = False
     last_error: str | None = None
+    # What the queen says about itself (a restored database, refused writes), by kind.
+    notices: dict[str, Json] = field(default_factory=dict)
 
     def apply(self, event: Json, now: float | None = None) -> None:
         kind = event.get("type")
@@ -56,6 +58,10 @@ class Fleet:
         self.last_error = None
         self.nodes = {n["node_name"]: dict(n) for n in event.get("nodes", [])}
         self.workers = {w["worker_id"]: WorkerRow(dict(w)) for w in event.get("workers", [])}
+        self.notices = {str(n["kind"]): dict(n) for n in event.get("notices", [])}
+
+    def _on_notice(self, event: Json, now: float) -> None:
+        self.notices[str(event["kind"])] = dict(event)
 
     def _on_node(self, event: Json, now: float) -> None:
         node = self.nodes.setdefault(event["node"], {"node_name": event["node"]})

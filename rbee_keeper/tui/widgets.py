@@ -56,7 +56,11 @@ class Totals(Static):
             f"in flight {fleet.requests_in_flight}",
             f"fleet {fleet.tokens_per_second():.1f} tok/s",
         ]
-        self.update(dot + Text(" │ ".join(parts)))
+        line = dot + Text(" │ ".join(parts))
+        for notice in fleet.notices.values():  # a banner line each, under the totals
+            style = "bold red" if notice.get("level") == "error" else "bold yellow"
+            line += Text(f"\n!! {notice.get('message')}", style=style)
+        self.update(line)
 
 
 def gpu_names(gpus: list[dict[str, object]]) -> str:

@@ -19,12 +19,16 @@ from rbee_queen.workers.states import LIVE
 
 
 def snapshot(request: Request) -> Event:
-    live = services(request).workers.registry.live
+    svc = services(request)
+    live = svc.workers.registry.live
     workers = Worker.select().where(Worker.state.in_([s.value for s in LIVE]))
     return {
         "type": "snapshot",
         "nodes": [node_json(n) for n in Node.select().order_by(Node.name)],
         "workers": [worker_json(w, live.get(w.worker_id)) for w in workers],
+        # A notice published before this subscriber came (a database restored
+        # at start) still reaches its screen.
+        "notices": svc.notices.current(),
     }
 
 

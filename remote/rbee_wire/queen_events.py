@@ -185,6 +185,7 @@ class Snapshot(_Stamped):
     type: Literal["snapshot"]
     nodes: list[dict[str, Any]]
     workers: list[dict[str, Any]]
+    notices: list[dict[str, Any]]  # the queen's notices in force (`notice` events)
 
 
 class Dropped(_Stamped):
