@@ -148,3 +148,24 @@ def test_a_bad_file_on_sighup_changes_nothing_and_says_why(queen: QueenProcess) 
         r = c.post("/v2/admin/reload")
     assert r.status_code == 200 and r.json()["applied"] == ["health.interval_s"]
     assert settings(queen)["health.interval_s"]["value"] == 1.0
+
+
+def test_admin_routes_refuse_a_plain_key_and_a_reload_changes_the_log_level(
+    queen: QueenProcess,
+) -> None:
+    with queen.client() as c:
+        r = c.post("/v2/keys/add", json={"name": "plain", "admin": False})
+        assert r.status_code == 201, r.text
+        plain = r.json()["token"]
+    with queen.client(token=plain) as c:
+        for method, path in (("GET", "/v2/admin/config"), ("POST", "/v2/admin/reload")):
+            r = c.request(method, path)
+            assert (r.status_code, r.json()["error"]["code"]) == (403, "FORBIDDEN"), path
+    assert " DEBUG " not in queen.log  # info, the default, until the reload
+    (queen.home / "queen.toml").write_text('[server]\nlog_level = "debug"\n')
+    with queen.client() as c:
+        r = c.post("/v2/admin/reload")
+        assert r.status_code == 200 and r.json()["applied"] == ["server.log_level"]
+        c.get("/v2/workers/list")  # a request, logged at debug level from now on
+    assert settings(queen)["server.log_level"]["value"] == "debug"
+    wait_for(lambda: " DEBUG " in queen.log)
