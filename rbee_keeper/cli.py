@@ -111,6 +111,13 @@ def global_options(*, with_defaults: bool) -> argparse.ArgumentParser:
         "else keeper.toml's output)",
     )
     group.add_argument(
+        "--text",
+        dest="json",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="print text even where $RBEE_OUTPUT or keeper.toml asks for JSON",
+    )
+    group.add_argument(
         "--token-file",
         metavar="PATH",
         default=None if with_defaults else argparse.SUPPRESS,
