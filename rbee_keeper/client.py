@@ -83,6 +83,9 @@ class QueenClient:
         params = {"node": node} if node else {}
         return self._call("GET", "/v2/nodes/status", params=params)
 
+    def node_preflight(self) -> Json:
+        return self._call("GET", "/v2/nodes/preflight")
+
     def list_workers(self) -> Json:
         return self._call("GET", "/v2/workers/list")
 

@@ -25,7 +25,7 @@ def test_a_healthy_setup_passes_every_check(
     code, lines = doctor(capsys, "--queen-url", queen.url)
     assert lines[0].startswith(f"ok   queen: answers at {queen.url}")
     assert lines[1] == "ok   token: readable"
-    assert any(line.startswith("ok   node n1: reachable, ") for line in lines)
+    assert any(line.startswith("ok   node n1: preflight passed: python 3.") for line in lines)
     # The ssh line depends on this machine's agent and keys; the rest decides the code.
     ssh_ok = any(line.startswith("ok   ssh:") for line in lines)
     assert code == (0 if ssh_ok else 1)
@@ -76,3 +76,38 @@ def test_a_token_others_can_read_is_named_with_its_fix(rbee_home: Path) -> None:
     assert str(token) in finding.detail
     token.chmod(0o600)
     assert check_token("http://127.0.0.1:1").ok
+
+
+def test_a_node_failing_one_preflight_check_gets_its_fix(
+    queen: QueenProcess, sshd: SshServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install = tmp_path / "inst"
+    queen.add_node(sshd.node_body("n1", install, accept_new_host_key=True))
+    # The install path stops being a folder anyone can write to (root included):
+    # the helper already running there goes on answering, the check fails.
+    install.rename(tmp_path / "moved")
+    install.write_text("not a folder")
+    install.chmod(0o600)
+    code, lines = doctor(capsys, "--queen-url", queen.url)
+    assert code == 1
+    at = lines.index(next(line for line in lines if line.startswith("FAIL node n1: ")))
+    assert lines[at] == (
+        f"FAIL node n1: [PREFLIGHT_FAILED] preflight install_path: n1: {install} not writable"
+    )
+    assert lines[at + 1] == "     fix: choose an --install-path the SSH user may write to"
+
+
+def test_the_preflight_route_reports_every_check(
+    queen: QueenProcess, sshd: SshServer, tmp_path: Path
+) -> None:
+    queen.add_node(sshd.node_body("n1", tmp_path / "inst", accept_new_host_key=True))
+    with queen.client() as client:
+        (report,) = client.get("/v2/nodes/preflight", params={"node": "n1"}).json()["nodes"]
+        unknown = client.get("/v2/nodes/preflight", params={"node": "n9"})
+    assert report["ok"] is True and report["failed"] is None
+    assert [c["name"] for c in report["checks"]] == list(CHECK_NAMES)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NODE_NOT_FOUND"
+
+
+CHECK_NAMES = ("key", "connect", "host_key", "authenticate", "run", "latency")
+CHECK_NAMES += ("python", "install_path", "disk")

@@ -1,8 +1,9 @@
 """`rbee-keeper doctor`: what stands between this machine and a working fleet.
 
 The local side first (the queen answers, its token is readable, SSH has an agent
-or a key to offer), then every node as the queen reaches it now. Each failed
-check prints what to do about it. Doctor never starts a queen: it reports.
+or a key to offer), then every node through add-node's preflight checks (key
+through disk), which the queen runs now. Each failed check prints what to do
+about it. Doctor never starts a queen: it reports.
 """
 
 from __future__ import annotations
@@ -120,8 +121,9 @@ def _is_socket(path: Path) -> bool:
 
 
 def check_nodes(client: QueenClient) -> Iterator[Finding]:
+    """Each node through add-node's own preflight checks, run by the queen now."""
     try:
-        nodes = client.node_status()["nodes"]
+        nodes = client.node_preflight()["nodes"]
     except RbeeError as error:
         yield Finding("nodes", False, f"[{error.code}] {error.message}", "see the queen's log")
         return
@@ -129,17 +131,12 @@ def check_nodes(client: QueenClient) -> Iterator[Finding]:
         yield Finding("nodes", True, "none yet", "add one: rbee-keeper setup add-node --help")
     for node in nodes:
         name = f"node {node['node_name']}"
-        if node["error"] is None:
-            yield Finding(name, True, f"reachable, {node['latency_ms']} ms")
+        failed = node["failed"]
+        if failed is None:
+            shown = {c["name"]: c["detail"] for c in node["checks"]}
+            detail = f"preflight passed: {shown['python']}, {shown['disk']}, {shown['latency']}"
+            yield Finding(name, True, detail)
         else:
-            failure = node["error"]
-            detail = f"[{failure['code']}] {failure['message']}"
-            yield Finding(name, False, detail, _node_fix(failure))
-
-
-def _node_fix(error: dict[str, str]) -> str:
-    """The error's own suggestion where it has one; else the troubleshooting page."""
-    message = error["message"]
-    if "try:" in message:
-        return message.split("try:", 1)[1].strip()
-    return f"docs/troubleshooting.md, {error['code']}"
+            detail = f"[{failed['code']}] {failed['message']}"
+            fix = failed["suggestion"] or f"docs/troubleshooting.md, {failed['code']}"
+            yield Finding(name, False, detail, fix)

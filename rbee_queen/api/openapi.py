@@ -242,6 +242,7 @@ PATHS: Schema = {
         )
     },
     "/v2/nodes/status": {"get": _op("Probe the fleet now", params=[NODE_QUERY])},
+    "/v2/nodes/preflight": {"get": _op("add-node's checks, run now", params=[NODE_QUERY])},
     "/v2/workers/list": {
         "get": _op(
             "Workers (`all=1` includes stopped ones)",

@@ -9,6 +9,7 @@ and its message names both, so the keeper's one line says what to do.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import time
@@ -27,6 +28,7 @@ from rbee_queen.errors import (
 )
 from rbee_queen.fleet.pool import SessionPool
 from rbee_queen.fleet.session import NodeSession, NodeTarget
+from rbee_wire.error_text import NOT_SHOWN, shown
 from rbee_wire.helper_ops import ProbeResult
 
 MIN_PYTHON = (3, 10)
@@ -56,15 +58,22 @@ def _fail(error: RbeeError, check: str, suggestion: str) -> RbeeError:
     return type(error)(f"preflight {check}: {error.message}; try: {suggestion}", **details)
 
 
+def _key_shown(path: str | None) -> str | None:
+    """The key path as a suggested command may hold it: plain characters only
+    (safe in a shell unquoted), else a pointer to the field."""
+    return path if path is None or shown(path) != NOT_SHOWN else "the ssh_key_path file"
+
+
 def _connect_failure(error: RbeeError, target: NodeTarget) -> RbeeError:
     where = f"{target.user}@{target.host}:{target.port}"
+    key = _key_shown(target.key_path)
     if isinstance(error, SshAuthFailed):
         suggestion = (
-            f"check that {target.key_path}.pub is in ~{target.user}/.ssh/authorized_keys on the"
-            f" node, that `ssh -i {target.key_path} {where}` works, and `chmod 600` the key"
+            f"check that {key}.pub is in ~{target.user}/.ssh/authorized_keys on the"
+            f" node, that `ssh -i {key} {where}` works, and `chmod 600` the key"
         )
         if _loose_mode(target.key_path):
-            suggestion = f"chmod 600 {target.key_path} (others can read it), then retry"
+            suggestion = f"chmod 600 {key} (others can read it), then retry"
         return _fail(error, "authenticate", suggestion)
     if isinstance(error, HostKeyUnknown):
         return _fail(error, "host_key", "verify the fingerprint, then add --accept-new-host-key")
@@ -76,7 +85,7 @@ def _connect_failure(error: RbeeError, target: NodeTarget) -> RbeeError:
             return _fail(error, check, "choose an --install-path the SSH user may write to")
         return _fail(error, "run", "check that `python3` (3.10+) is on the node's PATH")
     if isinstance(error, NodeError) and "key" in error.code.lower():
-        return _fail(error, "key", f"chmod 600 {target.key_path}")
+        return _fail(error, "key", f"chmod 600 {key}")
     return error
 
 
@@ -141,3 +150,30 @@ def _node_checks(target: NodeTarget, session: NodeSession, probe: ProbeResult) -
 
 def _json(checks: list[Check]) -> list[dict[str, Any]]:
     return [c.to_json() for c in checks]
+
+
+async def preflight_report(pool: SessionPool, target: NodeTarget, timeout: float) -> dict[str, Any]:
+    """The same checks on a node already added, as a report rather than an error:
+    every check that ran, and the failed one with what to do about it."""
+    try:
+        async with asyncio.timeout(timeout):
+            checked = await run_preflight(pool, target, accept_new_host_key=False)
+    except TimeoutError:
+        error: RbeeError = ConnectionTimeout(f"{target.name}: no answer within {timeout:.0f}s")
+        return _failed_report(target.name, _fail(error, "latency", "check the node's load"))
+    except RbeeError as refused:
+        return _failed_report(target.name, refused)
+    return {"node_name": target.name, "ok": True, "checks": _json(checked.checks), "failed": None}
+
+
+def _failed_report(name: str, error: RbeeError) -> dict[str, Any]:
+    # An error that is not a named check's (an RPC that broke mid-way) counts
+    # against `run`: the helper did not answer as it should.
+    failed = {
+        "check": str(error.details.get("check") or "run"),
+        "code": error.code,
+        "message": error.message.split("; try: ", 1)[0],
+        "suggestion": str(error.details.get("suggestion") or ""),
+    }
+    checks = list(error.details.get("checks") or [])
+    return {"node_name": name, "ok": False, "checks": checks, "failed": failed}
