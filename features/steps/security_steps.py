@@ -176,15 +176,21 @@ def step_edit_audit(context: Context, number: int) -> None:
 @given("the queen is started by hand with {args}")
 def step_queen_runs_with(context: Context, args: str) -> None:
     port = context.queen_url.rsplit(":", 1)[1]
-    log = (context.home / "queen-by-hand.log").open("wb")
+    log_path = context.home / "queen-by-hand.log"
     # Writes queen.pid under RBEE_HOME, so the scenario's clean-up stops it.
-    subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "rbee_queen", "--port", port, *fill(context, args).split()],
         env=context.env,
-        stdout=log,
-        stderr=log,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
     )
-    wait_for(lambda: call(context, "/health", None).status_code == 200)
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or call(context, "/health", None).status_code == 200,
+            timeout=60,
+        )
+    finally:
+        assert proc.poll() is None, f"the queen exited {proc.returncode}: {log_path.read_text()}"
 
 
 @then("the queen's command line holds no token")
