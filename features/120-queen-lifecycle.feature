@@ -13,7 +13,7 @@ Feature: The queen starts when needed and leaves nothing behind
     When I run rbee-keeper workers list
     Then it succeeds
     And the keeper said "started local queen"
-    And I remember the queen's pid
+    And a queen runs, whose pid I remember
     When I run rbee-keeper workers list
     Then it succeeds
     And the queen's pid is the one remembered

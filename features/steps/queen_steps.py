@@ -21,9 +21,10 @@ def queen_pid(context: Context) -> int:
     return int(json.loads((context.home / "queen.pid").read_text())["pid"])
 
 
-@then("I remember the queen's pid")
+@then("a queen runs, whose pid I remember")
 def step_remember_pid(context: Context) -> None:
     context.queen_pid = queen_pid(context)
+    assert alive(context.queen_pid), context.queen_pid
 
 
 @then("the queen's pid is the one remembered")
