@@ -8,8 +8,11 @@ claim happen with no other request in between.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
+
+from peewee import DatabaseError
 
 from rbee_queen.store.tables import Worker
 from rbee_queen.workers.devices import serves
@@ -27,6 +30,8 @@ Publish = Callable[[QueenEvent], object]
 # in the database and a request shorter than this none. Routing, the
 # supervisor and GET /v2/workers read the exact in-memory count instead.
 STATE_RECORD_DELAY_S = 0.25
+
+log = logging.getLogger("rbee.queen.workers")
 
 
 class WorkerRegistry:
@@ -93,6 +98,16 @@ class WorkerRegistry:
 
     def _record_state(self, live: LiveWorker) -> None:
         live.state_record = None
+        try:
+            self._write_state(live)
+        except DatabaseError as exc:
+            # The database refuses writes (locked, full): the streams go on from
+            # memory, and the record is tried again until the outage passes.
+            log.warning("worker %s: state not recorded, retrying: %s", live.worker_id, exc)
+            if live.worker_id in self.live:
+                self._record_state_soon(live)
+
+    def _write_state(self, live: LiveWorker) -> None:
         row = Worker.get_or_none(Worker.worker_id == live.worker_id)
         if row is None or row.state not in (S.IDLE, S.BUSY):
             return  # draining, stopped ...: not the request count's to change
