@@ -30,6 +30,7 @@ from tests.test_newcomer_nosftp import sshd_without_sftp  # noqa: F401 - fixture
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md"
 PLACEHOLDERS = ("CHECK", "KEYFILE", "PATH", "NODE", "PYTHON", "USER", "user@host:port")
+PLACEHOLDERS += ("N", "NNNNNN", "M", "X", "STEP", "REASON")
 
 
 def rows() -> list[str]:
@@ -43,6 +44,13 @@ def row_patterns(start: str) -> list[re.Pattern[str]]:
     (row,) = [cell for cell in rows() if cell.startswith(f"`{start}")]
     shown = re.findall(r"`([^`]+)`", row)
     return [_pattern(text) for text in shown]
+
+
+def doc_pattern(start: str) -> re.Pattern[str]:
+    """The one backticked text anywhere on the page (the Models and GPU sections
+    too) that starts with `start`, as a pattern."""
+    (text,) = {t for t in re.findall(r"`([^`]+)`", DOC.read_text()) if t.startswith(start)}
+    return _pattern(text)
 
 
 def _pattern(text: str) -> re.Pattern[str]:
