@@ -7,12 +7,12 @@ Feature: 020 Model catalog: what the queen knows survives, and is never fetched 
   Not carried over, and why:
   - "registration INSERTs (id, provider, reference, ...)": an internal row
     layout; the user-visible part (a download lists the model, complete) is in
-    models.feature.
+    030-model-provisioner.feature.
   - "filtering by provider hf returns 2 of 3 rows": rbee has one provider (hf).
   - "the GGUF file size is used for the RAM preflight": rbee loads
     safetensors, not GGUF; the RAM and VRAM checks from the weights' size are
-    in models.feature.
-  - "a miss triggers a download" is models.feature's first scenario.
+    in 090-worker-resource-preflight.feature.
+  - "a miss triggers a download" is 030-model-provisioner.feature's first scenario.
 
   Scenario: A model already on the node is not downloaded again
     Given a hub that serves the tiny model as "Org/Tiny"

@@ -1,5 +1,5 @@
 Feature: 330 Audit logging: a tamper-evident record that never holds up a request
-  The original's area 330. Detecting an edited entry is in security.feature.
+  The original's area 330, with detection of an edited entry (the last scenario).
 
   Not carried over, and why:
   - the original's event names (worker.spawn, auth.success, inference.start,
@@ -27,3 +27,13 @@ Feature: 330 Audit logging: a tamper-evident record that never holds up a reques
     When I run rbee-keeper nodes status
     Then it succeeds
     And the error mentions "audit log's disk"
+
+  Scenario: Every request is audited, and tampering with the log is detected
+    Given a local queen is running
+    And the queen has audited a few requests
+    When I run rbee-keeper audit verify
+    Then it succeeds
+    When I edit entry 2 of the audit log
+    And I run rbee-keeper audit verify
+    Then it fails with exit code 1 and error AUDIT_CHAIN_BROKEN
+    And the error mentions "line 2"
