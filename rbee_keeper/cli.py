@@ -32,6 +32,7 @@ from rbee_keeper.keeper_config import DEFAULT_QUEEN_URL, QUEEN_URL_ENV, load_kee
 from rbee_keeper.output import note
 from rbee_keeper.token import TOKEN_FILE_ENV
 from rbee_queen.errors import RbeeError
+from rbee_wire.error_text import shown
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,5 +134,5 @@ def queen_url(text: str) -> str:
     except httpx.InvalidURL:
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
-        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {shown(text)}")
     return text

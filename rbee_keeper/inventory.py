@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rbee_queen.errors import InvalidRequest
+from rbee_wire.error_text import NOT_SHOWN, shown
 
 # key in the file -> field of the queen's add request, and its type
 KEYS: dict[str, tuple[str, type]] = {
@@ -52,7 +53,7 @@ def load_inventory(path: Path) -> list[dict[str, Any]]:
         raise InvalidRequest(f"{path} nests arrays or tables too deeply") from None
     unknown = set(data) - {"defaults", "nodes", "models"}
     if unknown:
-        raise InvalidRequest(f"{path}: unknown section {sorted(unknown)[0]!r}")
+        raise InvalidRequest(f"{path}: unknown section {shown(sorted(unknown)[0])}")
     defaults = _fields(data.get("defaults", {}), f"{path} [defaults]")
     nodes = data.get("nodes")
     if not isinstance(nodes, dict) or not nodes:
@@ -96,7 +97,7 @@ def _fields(table: Any, where: str, known: dict[str, tuple[str, type]] = KEYS) -
     fields = {}
     for key, value in table.items():
         if key not in known:
-            raise InvalidRequest(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+            raise InvalidRequest(f"{where}: unknown key {shown(key)} (known: {', '.join(known)})")
         field, kind = known[key]
         if not isinstance(value, kind) or isinstance(value, bool):
             raise InvalidRequest(f"{where}: {key} must be a {kind.__name__}")
@@ -105,6 +106,7 @@ def _fields(table: Any, where: str, known: dict[str, tuple[str, type]] = KEYS) -
 
 
 def _shown(name: str) -> str:
-    """A table name for a message: as written when printable and short, else
-    escaped, so a quoted TOML key cannot put escapes on the terminal."""
-    return name if name.isprintable() and len(name) <= 64 else ascii(name)[:80]
+    """A table name for a message: as written when short and plain (the rule of
+    every error message), else left out, so a quoted TOML key cannot put escapes
+    or shell characters on the terminal."""
+    return name if shown(name) != NOT_SHOWN else NOT_SHOWN

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rbee_queen.errors import ConfigRejected
+from rbee_wire.error_text import shown
 
 QUEEN_URL_ENV = "RBEE_QUEEN_URL"
 TOKEN_FILE_ENV = "RBEE_API_TOKEN_FILE"
@@ -65,7 +66,7 @@ def read_table(path: Path) -> dict[str, object]:
         raise ConfigRejected(f"{path}: not readable TOML: {exc}") from None
     unknown = [k for k in data if k not in KEYS]
     if unknown:
-        problems = [f"{path}: unknown key {k!r}{hint(k)}" for k in unknown]
+        problems = [f"{path}: unknown key {shown(k)}{hint(k)}" for k in unknown]
         raise ConfigRejected("; ".join(problems), problems=problems)
     return data
 
@@ -79,10 +80,10 @@ def check(values: Mapping[str, object]) -> list[str]:
     problems = []
     for key, value in values.items():
         if not isinstance(value, str) or not value:
-            problems.append(f"{key} = {value!r}: expected text")
+            problems.append(f"{key} = {shown(value)}: expected text")
     url = values.get("queen_url")
     if isinstance(url, str) and not url.startswith(("http://", "https://")):
-        problems.append(f"queen_url = {url!r}: expected an http(s) URL")
+        problems.append(f"queen_url = {shown(url)}: expected an http(s) URL")
     if values.get("output") not in (None, *OUTPUTS):
-        problems.append(f"output = {values['output']!r}: expected one of {', '.join(OUTPUTS)}")
+        problems.append(f"output = {shown(values['output'])}: expected one of {', '.join(OUTPUTS)}")
     return problems

@@ -32,6 +32,7 @@ from rbee_queen.secrets import (
     from_environment,
     load_secret_file,
 )
+from rbee_wire.error_text import shown
 
 TOKEN_FILE_ENV = "RBEE_API_TOKEN_FILE"
 TOKEN_ENV = "RBEE_API_TOKEN"
@@ -147,7 +148,7 @@ def _entry(item: dict[str, Any]) -> KeyEntry:
     models = item.get("models")
     sha = str(item["sha256"])
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise ValueError(f"key {item.get('name')!r} has no valid sha256")
+        raise ValueError(f"key {shown(item.get('name'))} has no valid sha256")
     return KeyEntry(
         name=str(item["name"]),
         sha256=sha,
@@ -188,7 +189,7 @@ class KeyRing:
         """Create a named key; returns its token, which is stored nowhere."""
         entries = self.file.read()
         if name == OWNER or any(e.name == name for e in entries):
-            raise KeyAlreadyExists(f"a key named {name!r} already exists")
+            raise KeyAlreadyExists(f"a key named {shown(name)} already exists")
         token = random.token_urlsafe(32)
         created = datetime.now(UTC).isoformat(timespec="seconds")
         model_list = tuple(models) if models is not None else None
@@ -201,6 +202,6 @@ class KeyRing:
         entries = self.file.read()
         kept = [e for e in entries if e.name != name]
         if len(kept) == len(entries):
-            raise KeyNotFound(f"no key named {name!r}")
+            raise KeyNotFound(f"no key named {shown(name)}")
         self.file.write(kept)
         self.load(create=False)

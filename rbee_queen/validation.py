@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from rbee_queen.errors import InvalidRequest
+from rbee_wire.error_text import shown as shown  # the queen's modules take it from here
 from rbee_wire.limits import LIMITS, Limit, as_integer
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -21,8 +22,6 @@ MODEL_REF = re.compile(r"^(?!(?:.*[/:])?\.\.(?:[/@]|$))[A-Za-z0-9\-_/:.@]{1,512}
 # In any name, path or reference: C0 and C1 controls (escapes, CR, LF, NUL) and
 # the bidi marks that reorder what a terminal shows.
 UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-# What an error message may quote back as it is; anything else is left out.
-_SHOWABLE = re.compile(r"[A-Za-z0-9._/~@:+=-]{1,80}")
 # Control characters other than tab, newline and CR, and Unicode bidi overrides.
 _BAD_PROMPT_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 
@@ -139,13 +138,6 @@ class Fields:
         if self.problems:
             names = ", ".join(p["field"] for p in self.problems)
             raise InvalidRequest(f"invalid fields: {names}", fields=self.problems)
-
-
-def shown(value: object) -> str:
-    """`value` quoted for an error message when it is short and plain, else a
-    placeholder: a message never echoes escapes, shell characters or a long blob."""
-    text = str(value)
-    return repr(text) if _SHOWABLE.fullmatch(text) else "(value not shown)"
 
 
 def model_path(ref: str) -> str | None:

@@ -71,7 +71,7 @@ def test_add_node_with_missing_key_fails_before_any_request(queen: StandinQueen)
     )
 
     assert run.returncode == 1
-    expected = f"SSH key not found: {Path(missing).expanduser()}"
+    expected = f"SSH key not found: {str(Path(missing).expanduser())!r}"
     assert one_error_line(run.stderr) == f"error: [SSH_KEY_NOT_FOUND] {expected}"
     assert "Traceback" not in run.stderr
     assert queen.requests == []

@@ -15,6 +15,7 @@ from rbee_keeper.local_queen import connect
 from rbee_keeper.output import cell, note, print_json, print_table
 from rbee_queen.errors import InvalidRequest
 from rbee_queen.secrets import write_secret_file
+from rbee_wire.error_text import shown
 
 
 def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
@@ -51,7 +52,7 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
 def add_key(args: argparse.Namespace) -> int:
     out: Path = args.token_out.expanduser()
     if out.exists():  # before asking the queen: a key must not be made and then lost
-        raise InvalidRequest(f"{out} already exists; choose a new file for the token")
+        raise InvalidRequest(f"{shown(out)} already exists; choose a new file for the token")
     with connect(args.queen_url) as queen:
         answer = queen.add_key(args.name, admin=args.admin, models=args.models)
     write_secret_file(out, str(answer.pop("token")))

@@ -13,6 +13,7 @@ from rbee_keeper.inventory_export import export_inventory
 from rbee_keeper.local_queen import connect
 from rbee_keeper.output import ago, cell, note, print_json, print_table
 from rbee_queen.errors import ModelAlreadyExists, RbeeError, SshKeyNotFound
+from rbee_wire.error_text import shown
 
 
 def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
@@ -318,8 +319,12 @@ def node_request(args: argparse.Namespace) -> dict[str, Any]:
 
 def existing_file(path_text: str) -> Path:
     path = Path(path_text).expanduser().absolute()
-    if not path.is_file():
-        raise SshKeyNotFound(f"SSH key not found: {path}", path=str(path))
+    try:
+        found = path.is_file()
+    except OSError:  # a name too long for the file system, say
+        found = False
+    if not found:
+        raise SshKeyNotFound(f"SSH key not found: {shown(path)}", field="ssh_key_path")
     return path
 
 

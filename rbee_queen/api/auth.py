@@ -33,6 +33,7 @@ from rbee_queen.errors import (
 from rbee_queen.keys import KeyRing, Principal
 from rbee_queen.secrets import fingerprint
 from rbee_queen.services import Services
+from rbee_queen.validation import shown
 
 log = logging.getLogger("rbee.queen.auth")
 
@@ -72,7 +73,7 @@ def require_model(request: Request, model_ref: str) -> None:
     """Refuse a model outside the caller's allow-list (403 MODEL_NOT_ALLOWED)."""
     principal = principal_of(request)
     if not principal.may_use(model_ref):
-        raise ModelNotAllowed(f"key {principal.name!r} may not use this model")
+        raise ModelNotAllowed(f"key {shown(principal.name)} may not use this model")
 
 
 class BearerAuth:
@@ -123,7 +124,9 @@ def authenticate(request: Request, keys: KeyRing, audit: AuditLog) -> Principal:
         raise
     if needs_admin(method, path) and not principal.admin:
         audit.record("auth.forbidden", key=principal.name, **where)
-        raise Forbidden(f"key {principal.name!r} is not an admin key: {method} {path} needs one")
+        raise Forbidden(
+            f"key {shown(principal.name)} is not an admin key: {method} {shown(path)} needs one"
+        )
     audit.record_soon("auth.success", key=principal.name, **where)
     return principal
 

@@ -10,7 +10,7 @@ from rbee_queen.errors import WorkerNotFound
 from rbee_queen.nodes.inventory import get_node
 from rbee_queen.services import services
 from rbee_queen.store.tables import Worker
-from rbee_queen.validation import IDENTIFIER, WORKER_ID, Fields
+from rbee_queen.validation import IDENTIFIER, WORKER_ID, Fields, shown
 
 
 async def logs(request: Request) -> JSONResponse:
@@ -30,7 +30,7 @@ async def logs(request: Request) -> JSONResponse:
         query = query.where(Worker.node == get_node(node_name).name)
     rows = list(query)
     if worker_id is not None and not rows:
-        raise WorkerNotFound(f"no worker {worker_id!r}")
+        raise WorkerNotFound(f"no worker {shown(worker_id)}")
     inventory = services(request).inventory
     out: list[dict[str, object]] = []
     for row in rows[-10:]:  # the most recent workers of the node

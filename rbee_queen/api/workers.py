@@ -10,7 +10,7 @@ from rbee_queen.api.body import json_body
 from rbee_queen.errors import WorkerNotFound
 from rbee_queen.services import services
 from rbee_queen.store.tables import Worker, WorkerEvent
-from rbee_queen.validation import WORKER_ID, Fields
+from rbee_queen.validation import WORKER_ID, Fields, shown
 from rbee_queen.workers.listing import worker_json
 from rbee_queen.workers.states import LISTED
 
@@ -36,7 +36,7 @@ async def worker_events(request: Request) -> JSONResponse:
     """A worker's history: every state it went through, when, and why."""
     worker_id = request.path_params["worker_id"]
     if not WORKER_ID.match(worker_id) or Worker.get_or_none(Worker.worker_id == worker_id) is None:
-        raise WorkerNotFound(f"no worker {worker_id!r}")
+        raise WorkerNotFound(f"no worker {shown(worker_id)}")
     rows = WorkerEvent.select().where(WorkerEvent.worker_id == worker_id).order_by(WorkerEvent.at)
     return JSONResponse(
         {

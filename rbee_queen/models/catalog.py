@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from rbee_queen.errors import InvalidRequest, ModelAlreadyExists, ModelNotFound
 from rbee_queen.nodes.inventory import get_node
 from rbee_queen.store.tables import ModelEntry
+from rbee_queen.validation import shown
 
 T = TypeVar("T")
 
@@ -38,7 +39,7 @@ class ModelCatalog:
         self, name: str, model_ref: str, nodes: list[str], slots: int, device: str = "cpu"
     ) -> ModelEntry:
         if ModelEntry.get_or_none(ModelEntry.name == name) is not None:
-            raise ModelAlreadyExists(f"a model named {name!r} exists; remove it first")
+            raise ModelAlreadyExists(f"a model named {shown(name)} exists; remove it first")
         for node in nodes:
             get_node(node)  # NODE_NOT_FOUND before anything is written
         entry: ModelEntry = ModelEntry.create(
@@ -101,7 +102,7 @@ def _placed(name: str) -> tuple[str, tuple[str, ...], int, str]:
 def get_model(name: str) -> ModelEntry:
     entry = ModelEntry.get_or_none(ModelEntry.name == name)
     if entry is None:
-        raise ModelNotFound(f"no model named {name!r}; GET /v1/models lists them")
+        raise ModelNotFound(f"no model named {shown(name)}; GET /v1/models lists them")
     return entry
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from rbee_queen.errors import InvalidRequest, ModelNotFound
 from rbee_queen.fleet.session import NodeSession
 from rbee_queen.store.tables import Node, NodeModel, utcnow
+from rbee_queen.validation import shown
 
 HF_REF = re.compile(
     r"^hf:(?P<org>[A-Za-z0-9][A-Za-z0-9._-]{0,95})/(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]{0,95})"
@@ -48,7 +49,7 @@ def parse_ref(ref: str) -> HubRef:
     match = HF_REF.match(ref)
     if match is None or ".." in ref:
         raise InvalidRequest(
-            f"model reference {ref!r} is not supported here: use hf:Org/Repo[@revision]",
+            f"model reference {shown(ref)} is not supported here: use hf:Org/Repo[@revision]",
             fields=[{"field": "model", "constraint": "pattern", "message": "hf:Org/Repo"}],
         )
     return HubRef(match["org"], match["repo"], match["rev"])

@@ -77,7 +77,7 @@ class NodeSpec:
 
 def _exists(name: str) -> NodeAlreadyExists:
     return NodeAlreadyExists(
-        f"node {name!r} already exists; use update-node or remove-node first", node=name
+        f"node {shown(name)} already exists; use update-node or remove-node first", node=name
     )
 
 
@@ -136,7 +136,7 @@ def parse_many(body: Any) -> list[NodeSpec]:
     names = [s.name for s in specs]
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(
-            {"field": "nodes", "constraint": "unique", "message": f"{name!r} appears twice"}
+            {"field": "nodes", "constraint": "unique", "message": f"{shown(name)} appears twice"}
         )
     if problems:
         raise InvalidRequest(

@@ -38,6 +38,7 @@ from rbee_queen.workers.restart_policy import RestartPolicy
 from rbee_queen.workers.states import StateRecorder, WorkerState
 from rbee_queen.workers.stopper import WorkerStopper
 from rbee_wire import codec
+from rbee_wire.error_text import shown
 
 log = logging.getLogger("rbee.queen.workers")
 S = WorkerState
@@ -104,13 +105,13 @@ class WorkerStarter:
         path = self.model_dir(node.name, model_ref)
         if path is None:
             raise InvalidRequest(
-                f"model reference {model_ref!r} is not supported: use file:/absolute/path",
+                f"model reference {shown(model_ref)} is not supported: use file:/absolute/path",
                 fields=[{"field": "model", "constraint": "pattern", "message": "file:/path"}],
             )
         session = await self.inventory.session_for(node)
         info = await session.ops.path_info(path=path)
         if not info["is_dir"]:
-            raise ModelNotFound(f"model not found on {node.name}: {path}")
+            raise ModelNotFound(f"model not found on {node.name}: {shown(path)}")
         # The device (a GPU picked or checked), then RAM/VRAM, before spawning.
         placement = await preflight_worker(
             session,

@@ -15,6 +15,7 @@ from rbee_queen.errors import RbeeError, WorkerNotFound
 from rbee_queen.fleet.session import NodeSession
 from rbee_queen.nodes.inventory import NodeInventory
 from rbee_queen.store.tables import Worker
+from rbee_queen.validation import shown
 from rbee_queen.workers.access import WorkerAccess
 from rbee_queen.workers.registry import WorkerRegistry
 from rbee_queen.workers.states import LIVE, StateRecorder, WorkerState
@@ -50,7 +51,7 @@ class WorkerStopper:
         if pending is None:
             row = Worker.get_or_none(Worker.worker_id == worker_id)
             if row is None or row.state not in LIVE:
-                raise WorkerNotFound(f"no running worker {worker_id!r}")
+                raise WorkerNotFound(f"no running worker {shown(worker_id)}")
             pending = asyncio.ensure_future(self._timed_stop(row, reason))
             self._shutdowns[worker_id] = pending
             pending.add_done_callback(lambda _: self._shutdowns.pop(worker_id, None))

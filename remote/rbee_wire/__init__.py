@@ -10,4 +10,6 @@ worker. Each module is one boundary:
 - `limits`: the sampling parameters' bounds and defaults, which the queen's
   validator, its OpenAPI description and the worker's check are built from.
 - `codec`: the JSON encoding all of them use.
+- `error_text`: what an error message, from the queen or the keeper, may quote
+  of the value it refuses.
 """
