@@ -49,7 +49,8 @@ def row_patterns(start: str) -> list[re.Pattern[str]]:
 def doc_pattern(start: str) -> re.Pattern[str]:
     """The one backticked text anywhere on the page (the Models and GPU sections
     too) that starts with `start`, as a pattern."""
-    (text,) = {t for t in re.findall(r"`([^`]+)`", DOC.read_text()) if t.startswith(start)}
+    shown = {" ".join(t.split()) for t in re.findall(r"`([^`]+)`", DOC.read_text())}
+    (text,) = {t for t in shown if t.startswith(start)}  # a line break in it reads as a space
     return _pattern(text)
 
 
