@@ -16,11 +16,12 @@ import asyncio
 import posixpath
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import asyncssh
 
-from rbee_queen.errors import DownloadFailed, DownloadTimeout
+from rbee_queen.errors import DownloadFailed, DownloadTimeout, InsufficientDisk, RbeeError
 from rbee_queen.fleet.session import NodeSession
 
 CHUNK = 1 << 20
@@ -39,6 +40,19 @@ async def unstalled(step: Awaitable[Any], name: str, limit: float) -> Any:
             f"no progress on {name} for {limit:.0f} s; the partial file is kept: "
             "run it again to resume"
         ) from None
+
+
+@asynccontextmanager
+async def sftp_session(
+    session: NodeSession, name: str, limit: float
+) -> AsyncIterator[asyncssh.SFTPClient]:
+    """An SFTP session for one file's transfer. It closes without waiting for the
+    node's answer: a node that stopped answering would hold the transfer there."""
+    sftp = await unstalled(session.conn.start_sftp_client(), name, limit)
+    try:
+        yield sftp
+    finally:
+        sftp.exit()
 
 
 class Progress:
@@ -98,8 +112,10 @@ async def relay_file(
 ) -> AsyncIterator[Event]:
     """Copy a file from one node to another through the queen, chunk by chunk,
     from byte `offset` on."""
+    limit = progress.stall_s
     try:
-        async with source.conn.start_sftp_client() as sftp, sftp.open(src_path, "rb") as src:
+        async with sftp_session(source, name, limit) as sftp:
+            src = await unstalled(sftp.open(src_path, "rb"), name, limit)
             await src.seek(offset)
 
             async def read() -> bytes:
@@ -120,21 +136,51 @@ async def _write(
     progress: Progress,
     offset: int,
 ) -> AsyncIterator[Event]:
-    """Write into `dest`, keeping its first `offset` bytes (what a cut-off run left)."""
+    """Write into `dest`, keeping its first `offset` bytes (what a cut-off run left).
+    Every step is bounded by the stall limit; what was written stays either way."""
     dest = posixpath.join(folder, name)
+    limit = progress.stall_s
     if offset:
         progress.add(offset)
         yield {"type": "resume", "file": name, "bytes": offset}
+    async with sftp_session(session, name, limit) as sftp:
+        try:
+            await unstalled(sftp.makedirs(posixpath.dirname(dest), exist_ok=True), name, limit)
+            out = await unstalled(sftp.open(dest, "r+b" if offset else "wb"), name, limit)
+            await unstalled(out.seek(offset), name, limit)
+            await unstalled(out.truncate(offset), name, limit)
+            while chunk := await unstalled(read(), name, limit):
+                await unstalled(out.write(chunk), name, limit)
+                if progress.add(len(chunk)):
+                    yield progress.event(name)
+            await unstalled(out.close(), name, limit)
+        except asyncssh.SFTPError as exc:
+            raise await _write_error(session, sftp, dest, progress, exc) from exc
+
+
+async def _write_error(
+    session: NodeSession,
+    sftp: asyncssh.SFTPClient,
+    dest: str,
+    progress: Progress,
+    exc: asyncssh.SFTPError,
+) -> RbeeError:
+    """INSUFFICIENT_DISK when the node's disk has filled (its SFTP server says only
+    "Failure" for that, so its free space decides), else DOWNLOAD_FAILED."""
+    where = session.target.name
+    needed = progress.total - progress.done
     try:
-        async with session.conn.start_sftp_client() as sftp:
-            await sftp.makedirs(posixpath.dirname(dest), exist_ok=True)
-            async with sftp.open(dest, "r+b" if offset else "wb") as out:
-                await out.seek(offset)
-                await out.truncate(offset)
-                while chunk := await unstalled(read(), name, progress.stall_s):
-                    await unstalled(out.write(chunk), name, progress.stall_s)
-                    if progress.add(len(chunk)):
-                        yield progress.event(name)
-    except asyncssh.SFTPError as exc:
-        where = session.target.name
-        raise DownloadFailed(f"cannot write {dest} on {where}: {exc.reason}") from exc
+        disk = await unstalled(sftp.statvfs(posixpath.dirname(dest)), dest, progress.stall_s)
+        free = disk.bavail * disk.frsize
+    except (asyncssh.SFTPError, DownloadTimeout):
+        free = None
+    if free is not None and free < needed:
+        return InsufficientDisk(
+            f"the disk of node {where} filled up while writing {dest} ({free} bytes free, "
+            f"{needed} still to write); what was written is kept: free space and run it "
+            "again to resume",
+            required_bytes=needed,
+            available_bytes=free,
+            where=where,
+        )
+    return DownloadFailed(f"cannot write {dest} on {where}: {exc.reason}")
