@@ -96,6 +96,22 @@ Feature: Bad input is refused before anything runs
       | work@station                                                      | pattern    |
       | x' OR '1'='1                                                      | pattern    |
       | aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | max_length |
+      | local\n                                                           | characters |
+      | work\u001b[2Jstation                                              | characters |
+      | gpu\u202e1                                                        | characters |
+
+  Scenario Outline: A node name with a control or bidi character is refused, not echoed: <path>
+    When I POST <path> as the owner with {"<field>": "<name>"}
+    Then the answer is HTTP 400 with error INVALID_REQUEST and a correlation id
+    And the error lists the field "<field>" as characters
+    And the answer does not contain "<name>"
+
+    Examples:
+      | path                          | field     | name            |
+      | /v2/registry/beehives/remove  | node_name | local\n         |
+      | /v2/registry/beehives/update  | node_name | n1\u001b[2J     |
+      | /v2/registry/beehives/install | node_name | n1\r            |
+      | /v2/registry/beehives/remove  | node_name | n\u202e1        |
 
   Scenario Outline: A body that is not a JSON object: <what>
     When I POST /v2/tasks as the owner with <body>
@@ -107,6 +123,41 @@ Feature: Bad input is refused before anything runs
       | a list        | [1, 2]    |
       | not JSON      | {"node":  |
       | a bare string | "hello"   |
+
+  Scenario Outline: JSON nested past the depth limit is 400, not a crash: <where> of <path>
+    When I POST <path> as the owner, nesting arrays 1000 deep in <where>
+    Then the answer is HTTP 400 with error INVALID_REQUEST and a correlation id
+    And the error lists the field "body" as max_depth
+
+    Examples:
+      | path                         | where          |
+      | /v2/tasks                    | the body       |
+      | /v2/tasks                    | "prompt"       |
+      | /v2/registry/beehives/add    | "install_path" |
+      | /v2/keys/add                 | the body       |
+
+  Scenario: JSON nested past the depth limit on /v1 is 400 in OpenAI's shape
+    When I POST /v1/completions as the owner, nesting arrays 1000 deep in "prompt"
+    Then the answer is HTTP 400
+    And the answer's JSON has "error.type" set to "invalid_request_error"
+    And the answer's JSON has "error.param" set to "body"
+
+  Scenario Outline: A deadline with a digit that is not ASCII is 400 on <path>, before any token check
+    When I GET <path> with no Authorization header, sending the latin-1 header "X-Request-Deadline: <deadline>"
+    Then the answer is HTTP 400 with error INVALID_REQUEST and a correlation id
+    And the error lists the field "X-Request-Deadline" as type
+
+    Examples:
+      | path              | deadline |
+      | /health           | ²        |
+      | /v2/workers/list  | ²        |
+      | /v2/tasks         | 17¹²     |
+
+  Scenario: A deadline with a digit that is not ASCII is 400 on /v1 in OpenAI's shape
+    When I GET /v1/models with no Authorization header, sending the latin-1 header "X-Request-Deadline: ³"
+    Then the answer is HTTP 400
+    And the answer's JSON has "error.type" set to "invalid_request_error"
+    And the answer's JSON has "error.param" set to "X-Request-Deadline"
 
   Scenario: A model name without a provider is looked up in the catalog
     # The original refused a reference without "provider:"; here a bare name is a
@@ -140,6 +191,10 @@ Feature: Bad input is refused before anything runs
       | "worker_access": "telnet"       | worker_access | enum       |
       | "model_source": "ftp"           | model_source  | enum       |
       | "install_path": "/tmp/a\nb"     | install_path  | characters |
+      | "install_path": "/opt/rbee\u001b[2J" | install_path | characters |
+      | "install_path": "/opt/rbee\r"   | install_path  | characters |
+      | "install_path": "/opt/\u202erbee" | install_path | characters |
+      | "ssh_key_path": "/k\u001b[2J"   | ssh_key_path  | characters |
       | "accept_new_host_key": "yes"    | accept_new_host_key | type |
 
   Scenario: A node name with dots is refused; names are plain identifiers

@@ -45,6 +45,8 @@ Feature: Every route but /health wants a token
       | POST   | /v1/completions             |
       | POST   | /v1/chat/completions        |
       | GET    | /v2/logs?node=local         |
+      | DELETE | /v2/keys/list               |
+      | PUT    | /v2/tasks                   |
 
   Scenario Outline: A header that is almost right is refused: <what>
     When I call GET /v2/workers/list with the Authorization header "<header>"
@@ -61,6 +63,27 @@ Feature: Every route but /health wants a token
       | Basic                | Basic {token}            |
       | Token                | Token {token}            |
       | two tokens           | Bearer {token},{token}   |
+
+  Scenario: An Authorization header past the header limit is refused at once with 431
+    # Before any token check, and without buffering it: a 200 MiB header once
+    # held the queen for a minute (tests/test_hardening_http.py measures that).
+    When I GET /v2/workers/list with a bearer token of 70 KB
+    Then the answer is HTTP 431 with error HEADERS_TOO_LARGE and a correlation id
+
+  Scenario: The public route answers a wrong method with 405, without a token
+    When I POST /health with no Authorization header
+    Then the answer is HTTP 405 with error METHOD_NOT_ALLOWED and a correlation id
+
+  Scenario Outline: With a token, a method a route does not take is 405: <method> <path>
+    When I <method> <path> as the owner
+    Then the answer is HTTP 405 with error METHOD_NOT_ALLOWED and a correlation id
+
+    Examples:
+      | method | path                       |
+      | DELETE | /v2/keys/list              |
+      | GET    | /v2/registry/beehives/add  |
+      | PUT    | /v2/workers/shutdown       |
+      | PATCH  | /v2/tasks                  |
 
   Scenario: The right token is accepted
     When I call GET /v2/workers/list with the Authorization header "Bearer {token}"

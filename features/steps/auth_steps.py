@@ -24,6 +24,11 @@ def step_key(context: Context, name: str) -> None:
     context.__dict__.setdefault("keys", {})[name] = r.json()["token"]
 
 
+@when("I GET {path} with a bearer token of {kb:d} KB")
+def step_huge_bearer(context: Context, path: str, kb: int) -> None:
+    send(context, "GET", path, headers={"Authorization": "Bearer " + "A" * kb * 1024}, token=False)
+
+
 @when('I {method:Method} {path} as the key "{name}" with {body}')
 def step_as_key_body(context: Context, method: str, path: str, name: str, body: str) -> None:
     header = f"Bearer {context.keys[name]}"

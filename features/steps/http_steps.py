@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -58,7 +59,7 @@ def send(
     path: str,
     *,
     body: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str | bytes] | None = None,
     token: bool = True,
 ) -> httpx.Response:
     sent = dict(headers or {})
@@ -104,6 +105,22 @@ def step_send_anonymous(context: Context, method: str, path: str) -> None:
 @when('I {method:Method} {path} sending the header "{name}: {value}"')
 def step_send_header(context: Context, method: str, path: str, name: str, value: str) -> None:
     send(context, method, path, headers={name: fill(context, value)})
+
+
+@when(
+    "I {method:Method} {path} with no Authorization header,"
+    ' sending the latin-1 header "{name}: {value}"'
+)
+def step_send_latin1(context: Context, method: str, path: str, name: str, value: str) -> None:
+    # httpx refuses a str header outside ASCII; as bytes it goes out as written.
+    send(context, method, path, headers={name: value.encode("latin-1")}, token=False)
+
+
+@when("I {method:Method} {path} as the owner, nesting arrays {depth:d} deep in {where}")
+def step_send_nested(context: Context, method: str, path: str, depth: int, where: str) -> None:
+    arrays = "[" * depth + "]" * depth
+    body = arrays if where == "the body" else f'{{"node": "local", {where}: {arrays}}}'
+    send(context, method, path, body=body)
 
 
 @then("the answer is HTTP {status:d}")
