@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rbee_queen.errors import InvalidRequest
-from rbee_wire.error_text import NOT_SHOWN, shown
+from rbee_wire.error_text import shown
 
 # key in the file -> field of the queen's add request, and its type
 KEYS: dict[str, tuple[str, type]] = {
@@ -60,7 +60,7 @@ def load_inventory(path: Path) -> list[dict[str, Any]]:
         raise InvalidRequest(f"{path}: no [nodes.NAME] tables")
     requests = []
     for name, table in nodes.items():
-        fields = {**defaults, **_fields(table, f"{path} [nodes.{_shown(name)}]")}
+        fields = {**defaults, **_fields(table, f"{path} [nodes.{shown(name, quote=False)}]")}
         if "ssh_key_path" in fields:
             fields["ssh_key_path"] = str(
                 Path(os.path.expanduser(fields["ssh_key_path"])).absolute()
@@ -77,7 +77,7 @@ def load_catalog(path: Path) -> list[dict[str, Any]]:
         raise InvalidRequest(f"{path}: [models] must hold [models.NAME] tables")
     bodies = []
     for name, table in models.items():
-        fields = _fields(table, f"{path} [models.{_shown(name)}]", MODEL_KEYS)
+        fields = _fields(table, f"{path} [models.{shown(name, quote=False)}]", MODEL_KEYS)
         device = _device_fields(fields.pop("device", None))
         bodies.append({"name": name, **fields, **device})
     return bodies
@@ -103,10 +103,3 @@ def _fields(table: Any, where: str, known: dict[str, tuple[str, type]] = KEYS) -
             raise InvalidRequest(f"{where}: {key} must be a {kind.__name__}")
         fields[field] = value
     return fields
-
-
-def _shown(name: str) -> str:
-    """A table name for a message: as written when short and plain (the rule of
-    every error message), else left out, so a quoted TOML key cannot put escapes
-    or shell characters on the terminal."""
-    return name if shown(name) != NOT_SHOWN else NOT_SHOWN

@@ -22,6 +22,7 @@ from typing import Any
 from rbee_queen.config_schema import BY_PATH, SECTIONS, SETTINGS, Setting
 from rbee_queen.errors import SecretInvalid
 from rbee_queen.secrets import check_mode
+from rbee_wire.error_text import shown
 
 CONFIG_ENV = "RBEE_CONFIG"
 FILE_NAME = "queen.toml"
@@ -69,7 +70,8 @@ def resolve(origin: ConfigOrigin, env: Mapping[str, str]) -> dict[str, Any]:
         try:
             values[setting.field] = convert(setting, raw, source, origin.file.parent)
         except ValueError as exc:
-            problems.append(f"{setting.path} = {raw!r} (from {source}): {exc}")
+            value = shown(raw, quote=isinstance(raw, str))
+            problems.append(f"{setting.path} = {value} (from {source}): {exc}")
     problems += cross_checks(values, origin.sources)
     if problems:
         raise ConfigInvalid(problems)
@@ -91,12 +93,14 @@ def read_file(origin: ConfigOrigin, problems: list[str]) -> dict[str, dict[str, 
     tables: dict[str, dict[str, Any]] = {}
     for section, body in data.items():
         if section not in SECTIONS or not isinstance(body, dict):
-            problems.append(f"{origin.file}: unknown section [{section}]{hint(section, SECTIONS)}")
+            name = shown(section, quote=False)
+            problems.append(f"{origin.file}: unknown section [{name}]{hint(section, SECTIONS)}")
             continue
         known = [s.key for s in SETTINGS if s.section == section]
         for key in body:
             if key not in known:
-                problems.append(f"{origin.file}: unknown key {section}.{key}{hint(key, known)}")
+                name = shown(key, quote=False)
+                problems.append(f"{origin.file}: unknown key {section}.{name}{hint(key, known)}")
         tables[section] = {k: v for k, v in body.items() if k in known}
     return tables
 
@@ -184,7 +188,7 @@ def cross_checks(values: Mapping[str, Any], sources: Mapping[str, str]) -> list[
             try:
                 check_mode(path, os.stat(path))
             except SecretInvalid as exc:
-                problems.append(f"{setting.path} = {str(path)!r}: [{exc.code}] {exc.message}")
+                problems.append(f"{setting.path} = {shown(path)}: [{exc.code}] {exc.message}")
     return problems
 
 

@@ -17,6 +17,8 @@ import pytest
 
 from rbee_keeper.cli import main as keeper
 from rbee_keeper.keeper_config import load_keeper_settings
+from rbee_queen.config import QueenConfig
+from rbee_queen.config_load import ConfigInvalid
 from rbee_queen.errors import ConfigRejected
 from rbee_wire.error_text import NOT_SHOWN, shown
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
@@ -202,6 +204,19 @@ def test_the_keeper_config_never_echoes_an_unsafe_value(tmp_path: Path, kind: st
     problems = rejected.value.details["problems"]
     assert len(problems) == 1 and "unknown key" in problems[0]
     assert_not_echoed(rejected.value.message.replace(str(tmp_path), ""), value)
+
+
+@pytest.mark.parametrize("kind", UNSAFE)
+def test_the_queen_config_never_echoes_an_unsafe_value(tmp_path: Path, kind: str) -> None:
+    value = json.dumps(UNSAFE[kind])  # a TOML string and a quoted TOML key alike
+    text = f"[server]\nport = {value}\n{value} = 1\n[{value}]\na = 1\n"
+    (tmp_path / "queen.toml").write_text(text)
+    with pytest.raises(ConfigInvalid) as caught:
+        QueenConfig.load(environ={"RBEE_HOME": str(tmp_path), "RBEE_LOG_LEVEL": UNSAFE[kind]})
+    problems = [p.replace(str(tmp_path), "") for p in caught.value.problems]
+    assert len(problems) == 4 and "unknown section" in " ".join(problems), problems
+    for problem in problems:
+        assert_not_echoed(problem, UNSAFE[kind])
 
 
 @pytest.mark.parametrize(

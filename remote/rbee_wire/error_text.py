@@ -14,7 +14,10 @@ _SHOWABLE = re.compile(r"[A-Za-z0-9._/~@:+=-]{1,80}")
 NOT_SHOWN = "(value not shown)"
 
 
-def shown(value: object) -> str:
-    """`value` quoted when it is short and plain, else a placeholder."""
+def shown(value: object, *, quote: bool = True) -> str:
+    """`value` when it is short and plain (quoted, unless `quote` is false: a
+    key named after its section, a number), else a placeholder."""
     text = str(value)
-    return repr(text) if _SHOWABLE.fullmatch(text) else NOT_SHOWN
+    if not _SHOWABLE.fullmatch(text):
+        return NOT_SHOWN
+    return repr(text) if quote else text
