@@ -16,6 +16,7 @@ import httpx
 from rbee_keeper.sse import iter_sse_data
 from rbee_keeper.token import BearerToken
 from rbee_queen import errors
+from rbee_wire.error_text import shown
 
 CONTROL_TIMEOUT = httpx.Timeout(30.0)
 # Short, because it is also the poll while a local queen starts.
@@ -220,6 +221,7 @@ def json_object(text: str | bytes, what: str) -> Json:
 @contextmanager
 def translated_errors(base_url: str) -> Iterator[None]:
     """Turn httpx's exceptions into the rbee error tree."""
+    base_url = shown(base_url, quote=False)  # it may come from a file or the environment
     try:
         yield
     except httpx.ConnectTimeout as exc:
