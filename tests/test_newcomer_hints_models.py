@@ -1,0 +1,100 @@
+"""docs/troubleshooting.md's Models section (and the download timeout row), for real.
+
+A real queen whose huggingface_hub talks to the fake hub of tests/plugins
+(the hub's URL layout on loopback), a real sshd node, the tiny model's files:
+a private repo, a repo with only pickled weights, a model not yet on the node,
+bytes damaged on the way, a repo too big for the disk, a stalled transfer, and
+a node that downloads for itself with a python lacking huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.plugins.fakehub import FakeHub
+from tests.plugins.queen import QueenProcess
+from tests.plugins.sshd import SshServer
+from tests.test_infer_e2e import add_node
+from tests.test_models_hub import download
+from tests.test_newcomer_hints import assert_row, doc_pattern
+
+WEIGHTS = "model.safetensors"
+
+
+def last_error(answer: tuple[int, list[dict]]) -> str:
+    """The line the keeper prints: the refusal, or the stream's error event."""
+    _, events = answer
+    error = events[-1].get("error") or events[-1]
+    assert error.get("code"), events
+    return f"[{error['code']}] {error['message']}"
+
+
+def assert_shown(start: str, line: str) -> None:
+    pattern = doc_pattern(start)
+    assert pattern.match(line), (line, pattern.pattern)
+
+
+def test_hub_refusals_match_the_models_section(
+    hub_queen: QueenProcess, fakehub: FakeHub, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    fakehub.add_folder("Org/Private", tiny_model_dir)
+    fakehub.private["Org/Private"] = "hf_secret"
+    pickled = {"config.json": (tiny_model_dir / "config.json").read_bytes()}
+    fakehub.repos["Org/Pickled"] = {**pickled, "pytorch_model.bin": b"pickled" * 100}
+    fakehub.add_folder("Org/Huge", tiny_model_dir)
+    fakehub.sizes[("Org/Huge", WEIGHTS)] = 1 << 60
+    fakehub.add_folder("Org/Tiny", tiny_model_dir)
+    add_node(hub_queen, sshd, tmp_path)
+
+    assert_shown("[HF_TOKEN_REQUIRED]", last_error(download(hub_queen, "n1", "hf:Org/Private")))
+    assert_shown("… has no weights", last_error(download(hub_queen, "n1", "hf:Org/Pickled")))
+    huge = last_error(download(hub_queen, "n1", "hf:Org/Huge"))
+    assert huge.startswith("[INSUFFICIENT_DISK] ")
+    assert_shown("[INSUFFICIENT_DISK]", huge)
+
+    fakehub.corrupt.add(WEIGHTS)
+    damaged = last_error(download(hub_queen, "n1", "hf:Org/Tiny"))
+    assert_shown("[DOWNLOAD_FAILED] … failed its size or hash check", damaged)
+    fakehub.corrupt.clear()
+
+    # Never downloaded: a request for it names the download command's model.
+    task = {"node": "n1", "model": "hf:Org/Repo", "prompt": "hi"}
+    with hub_queen.client() as client:
+        refused = client.post("/v2/tasks", json=task).json()["error"]
+    line = f"[{refused['code']}] {refused['message']}"
+    assert_shown("[MODEL_NOT_FOUND] hf:Org/Repo is not on node N", line)
+
+
+@pytest.fixture
+def stall_after_1s(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "1")
+
+
+def test_a_stalled_download_matches_its_row(
+    stall_after_1s: None,
+    hub_queen: QueenProcess,
+    fakehub: FakeHub,
+    sshd: SshServer,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    fakehub.add_folder("Org/Tiny", tiny_model_dir)
+    fakehub.pause[WEIGHTS] = ((tiny_model_dir / WEIGHTS).stat().st_size // 2, 3.0)
+    add_node(hub_queen, sshd, tmp_path)
+    assert_row("[DOWNLOAD_TIMEOUT]", last_error(download(hub_queen, "n1", "hf:Org/Tiny")))
+
+
+def test_a_node_downloading_without_huggingface_hub_matches_its_line(
+    hub_queen: QueenProcess, fakehub: FakeHub, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    bare = Path("/usr/bin/python3")  # the system's: the project's packages are in the venv
+    has_hub = subprocess.run([str(bare), "-c", "import huggingface_hub"], capture_output=True)
+    assert has_hub.returncode != 0, "the system python has huggingface_hub"
+    fakehub.add_folder("Org/Tiny", tiny_model_dir)
+    body = sshd.node_body("n1", tmp_path / "install", accept_new_host_key=True)
+    hub_queen.add_node({**body, "model_source": "hub", "worker_python": str(bare)})
+    line = last_error(download(hub_queen, "n1", "hf:Org/Tiny"))
+    assert_shown("[DOWNLOAD_FAILED] … huggingface_hub is missing", line)
