@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rbee_queen.audit import audit_files
 from tests.plugins.queen import QueenProcess
 from tests.plugins.sshd import SshServer
 from tests.plugins.testbed import TestHost
@@ -127,3 +128,10 @@ def worker_python_on(host: TestHost) -> str:
         pth.write_text(f"import site; site.addsitedir({ours!r})\n")
         subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True)
     return str(venv / "bin" / "python")
+
+
+def audit_entries(queen: QueenProcess, event: str, worker_id: str) -> list[dict[str, Any]]:
+    """The queen's audit entries of one kind about one worker."""
+    text = "".join(p.read_text() for p in audit_files(queen.home / "audit"))
+    entries = [json.loads(line) for line in text.splitlines()]
+    return [e for e in entries if e["event"] == event and e.get("worker_id") == worker_id]

@@ -23,6 +23,7 @@ from tests.lifecycle_support import (
     SYSTEM_PYTHON,
     Streaming,
     add_node,
+    audit_entries,
     run_task,
     wait_for,
     worker_python_on,
@@ -86,6 +87,11 @@ def test_frozen_worker_is_hung_killed_and_restarted(
             for e in c.get(f"/v2/workers/{before['worker_id']}/events").json()["events"]
         ]
     assert "hung" in states and "restarting" in states
+    # Each fact audited once: one forced kill, one restart.
+    killed = audit_entries(fast_queen, "worker.killed", before["worker_id"])
+    restarted = audit_entries(fast_queen, "worker.restarted", before["worker_id"])
+    assert [e["forced"] for e in killed] == [True]
+    assert len(restarted) == 1 and restarted[0]["reason"]
 
 
 def test_long_generation_that_keeps_producing_is_never_killed(
