@@ -29,6 +29,7 @@ class QueenConfig:
     allow_low_port: bool = False
     log_level: str = "info"
     ssh_connect_timeout_s: float = 10.0
+    ssh_connect_concurrency: int = 16
     worker_loading_timeout_s: float = 120.0
     worker_stop_grace_s: float = 10.0
     control_timeout_s: float = 30.0

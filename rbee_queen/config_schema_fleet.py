@@ -24,6 +24,17 @@ FLEET_SETTINGS: tuple[Setting, ...] = (
     ),
     _s(
         "ssh",
+        "connect_concurrency",
+        "ssh_connect_concurrency",
+        int,
+        16,
+        "SSH connects (handshake and helper start) in progress at once, over all nodes",
+        env="RBEE_SSH_CONNECT_CONCURRENCY",
+        minimum=1,
+        maximum=1024,
+    ),
+    _s(
+        "ssh",
         "reconnect_max_s",
         "reconnect_max_s",
         float,

@@ -86,7 +86,9 @@ class Services:
         pool = SessionPool(
             HostKeyStore(config.known_hosts_path),
             config.ssh_connect_timeout_s,
-            PoolLimits(backoff_max_s=config.reconnect_max_s),
+            PoolLimits(
+                connects=config.ssh_connect_concurrency, backoff_max_s=config.reconnect_max_s
+            ),
         )
         inventory = NodeInventory(pool)
         keys = KeyRing(config.home, config.token_file)

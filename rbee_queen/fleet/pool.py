@@ -5,7 +5,10 @@ exponential backoff (base doubling up to a cap), during which `get` fails at
 once with the last error. An explicit action by a person (`retry_now=True`, as
 `add-node` does) skips the wait. Two semaphores bound the work in flight: one
 per node (so a burst of requests never opens dozens of channels to one box)
-and one for the whole fleet.
+and one for the whole fleet. A third bounds the connects in progress, so a
+queen starting against hundreds of nodes does not spend all its CPU (and the
+nodes' sshds theirs) on key exchanges at once; a live session never waits on
+it, and a node slow to answer holds only one of its slots.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from rbee_wire.queen_events import QueenEvent, SshConnect
 class PoolLimits:
     per_node: int = 4
     fleet: int = 64
+    # Measured (bench/scale.py, docs/scaling.md): beyond this, more connects at
+    # once made a cold round of 64 nodes no faster on two cores.
+    connects: int = 16
     backoff_base_s: float = 0.5
     backoff_max_s: float = 10.0
 
@@ -53,6 +59,7 @@ class SessionPool:
         self._failures: dict[str, _Failure] = {}
         self._node_slots: dict[str, asyncio.Semaphore] = {}
         self._fleet_slots = asyncio.Semaphore(self.limits.fleet)
+        self._connect_slots = asyncio.Semaphore(self.limits.connects)
         self._closing: set[asyncio.Task[None]] = set()
         # Each connect's outcome goes to the event bus (wired by the services).
         self.publish: Callable[[QueenEvent], object] = lambda event: None
@@ -84,14 +91,15 @@ class SessionPool:
                 self._close_later(session)
             if not retry_now:
                 self._raise_if_backing_off(target)
-            started = time.monotonic()
             try:
-                session = await open_session(
-                    target,
-                    self.host_keys,
-                    connect_timeout=self.connect_timeout,
-                    accept_new_host_key=accept_new_host_key,
-                )
+                async with self._connect_slots:
+                    started = time.monotonic()
+                    session = await open_session(
+                        target,
+                        self.host_keys,
+                        connect_timeout=self.connect_timeout,
+                        accept_new_host_key=accept_new_host_key,
+                    )
             except RbeeError as error:
                 self._record_failure(target, error)
                 self._publish_connect(target.name, started, error.code)
