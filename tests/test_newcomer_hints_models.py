@@ -3,17 +3,20 @@
 A real queen whose huggingface_hub talks to the fake hub of tests/plugins
 (the hub's URL layout on loopback), a real sshd node, the tiny model's files:
 a private repo, a repo with only pickled weights, a model not yet on the node,
-bytes damaged on the way, a repo too big for the disk, a stalled transfer, and
-a node that downloads for itself with a python lacking huggingface_hub.
+bytes damaged on the way, a repo too big for the disk, a stalled transfer,
+a node that downloads for itself with a python lacking huggingface_hub, and
+model folders deleted or changed on the node.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from rbee_keeper.cli import main as keeper
 from tests.plugins.fakehub import FakeHub
 from tests.plugins.queen import QueenProcess
 from tests.plugins.sshd import SshServer
@@ -98,3 +101,31 @@ def test_a_node_downloading_without_huggingface_hub_matches_its_line(
     hub_queen.add_node({**body, "model_source": "hub", "worker_python": str(bare)})
     line = last_error(download(hub_queen, "n1", "hf:Org/Tiny"))
     assert_shown("[DOWNLOAD_FAILED] … huggingface_hub is missing", line)
+
+
+def test_a_model_changed_on_the_node_matches_the_list_line(
+    hub_queen: QueenProcess,
+    fakehub: FakeHub,
+    sshd: SshServer,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fakehub.add_folder("Org/Tiny", tiny_model_dir)
+    fakehub.add_folder("Org/Gone", tiny_model_dir)
+    add_node(hub_queen, sshd, tmp_path)
+    for repo in ("Org/Tiny", "Org/Gone"):
+        assert download(hub_queen, "n1", f"hf:{repo}")[1][-1]["type"] == "done"
+    folders = tmp_path / "install" / "models" / "hf" / "Org"
+    with open(folders / "Tiny" / WEIGHTS, "ab") as weights:
+        weights.write(b"\0")  # its size changed on the node
+    shutil.rmtree(folders / "Gone")
+    capsys.readouterr()
+    assert keeper(["models", "list", "--queen-url", hub_queen.url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # The section's line: `models list` shows `missing` (deleted), `modified` (sizes).
+    assert doc_pattern("models list").fullmatch("models list")
+    (gone,) = [line.split() for line in lines if "hf:Org/Gone" in line]
+    (changed,) = [line.split() for line in lines if "hf:Org/Tiny" in line]
+    assert any(doc_pattern("missing").fullmatch(word) for word in gone), lines
+    assert any(doc_pattern("modified").fullmatch(word) for word in changed), lines
