@@ -5,13 +5,17 @@ A real queen whose huggingface_hub talks to the fake hub of tests/plugins
 a private repo, a repo with only pickled weights, a model not yet on the node,
 bytes damaged on the way, a repo too big for the disk, a stalled transfer,
 a node that downloads for itself with a python lacking huggingface_hub, and
-model folders deleted or changed on the node.
+model folders deleted or changed on the node, and a download process killed
+on the node.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,7 @@ from rbee_keeper.cli import main as keeper
 from tests.plugins.fakehub import FakeHub
 from tests.plugins.queen import QueenProcess
 from tests.plugins.sshd import SshServer
+from tests.test_downloads import wait_until_fetching
 from tests.test_infer_e2e import add_node
 from tests.test_models_hub import download
 from tests.test_newcomer_hints import assert_row, doc_pattern
@@ -129,3 +134,38 @@ def test_a_model_changed_on_the_node_matches_the_list_line(
     (changed,) = [line.split() for line in lines if "hf:Org/Tiny" in line]
     assert any(doc_pattern("missing").fullmatch(word) for word in gone), lines
     assert any(doc_pattern("modified").fullmatch(word) for word in changed), lines
+
+
+def hubfetch_under(folder: Path) -> list[int]:
+    """The node's download processes working under `folder` (this test's node)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(proc / "cwd"))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if b"rbee_worker.hubfetch" in argv and cwd.is_relative_to(folder):
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_download_process_that_dies_on_the_node_matches_its_line(
+    hub_queen: QueenProcess, fakehub: FakeHub, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    fakehub.add_folder("Org/Tiny", tiny_model_dir)
+    fakehub.pause[WEIGHTS] = ((tiny_model_dir / WEIGHTS).stat().st_size // 2, 3.0)
+    body = sshd.node_body("n1", tmp_path / "install", accept_new_host_key=True)
+    hub_queen.add_node({**body, "model_source": "hub"})
+    answers: list[tuple[int, list[dict]]] = []
+    running = threading.Thread(
+        target=lambda: answers.append(download(hub_queen, "n1", "hf:Org/Tiny"))
+    )
+    running.start()
+    wait_until_fetching(fakehub)
+    (pid,) = hubfetch_under(tmp_path / "install")
+    os.kill(pid, signal.SIGKILL)  # the node's download process, killed mid-file
+    running.join(timeout=60)
+    line = last_error(answers[0])
+    assert line.startswith("[DOWNLOAD_FAILED] "), line
+    assert doc_pattern("the download on N stopped").search(line), line
