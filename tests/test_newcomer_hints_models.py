@@ -4,7 +4,7 @@ A real queen whose huggingface_hub talks to the fake hub of tests/plugins
 (the hub's URL layout on loopback), a real sshd node, the tiny model's files:
 a private repo, a repo with only pickled weights, a model not yet on the node,
 bytes damaged on the way, a repo too big for the disk, a stalled transfer,
-a node that downloads for itself with a python lacking huggingface_hub, and
+a node that downloads for itself with a python lacking huggingface_hub,
 model folders deleted or changed on the node, and a download process killed
 on the node.
 """
