@@ -38,6 +38,12 @@ class AuditTrail:
                 )
         elif kind == "worker_killed":
             self.audit.record("worker.killed", worker_id=event["worker_id"], forced=event["forced"])
+        elif kind == "worker_oom":
+            self.audit.record(
+                "worker.oom",
+                **{k: event[k] for k in ("worker_id", "node", "model_ref", "phase")},
+                **{k: event[k] for k in ("limit_bytes", "peak_bytes", "next_limit_bytes")},
+            )
         elif kind == "worker_restarted":
             self.audit.record(
                 "worker.restarted", worker_id=event["worker_id"], reason=event["reason"]

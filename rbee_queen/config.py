@@ -32,6 +32,7 @@ class QueenConfig:
     ssh_connect_concurrency: int = 16
     worker_loading_timeout_s: float = 120.0
     worker_stop_grace_s: float = 10.0
+    worker_memory_limit_mib: int = 0
     control_timeout_s: float = 30.0
     stop_workers_on_exit: bool = True
     health_interval_s: float = 5.0

@@ -105,6 +105,18 @@ FLEET_SETTINGS: tuple[Setting, ...] = (
     ),
     _s(
         "workers",
+        "memory_limit_mib",
+        "worker_memory_limit_mib",
+        int,
+        0,
+        "each worker's RAM bound on its node in MiB (0: the model's RAM estimate plus "
+        "the runtime's; -1: none)",
+        env="RBEE_WORKER_MEMORY_LIMIT_MIB",
+        minimum=-1,
+        maximum=16 * 1024 * 1024,
+    ),
+    _s(
+        "workers",
         "idle_stop_s",
         "idle_stop_s",
         float,

@@ -229,15 +229,17 @@ class AllSlotsBusy(WorkerError):
     status = 503
 
 
-class WorkerDraining(WorkerError):
-    """The only worker that could serve the request is being shut down."""
-
+class WorkerDraining(WorkerError):  # the only worker that could serve it is shutting down
     code = "WORKER_DRAINING"
     status = 503
 
 
 class InferenceFailed(WorkerError):
     code = "INFERENCE_FAILED"
+
+
+class WorkerOom(WorkerError):  # the node's OOM killer ended it (its memory group's counter)
+    code = "WORKER_OOM"
 
 
 # --- models on nodes -----------------------------------------------------------
@@ -361,9 +363,7 @@ class ClientTooSlow(RbeeError):
     status = 408
 
 
-class TooManyConnections(RbeeError):
-    """One client address holds more open connections than the queen allows."""
-
+class TooManyConnections(RbeeError):  # one client address holds more than allowed
     code = "TOO_MANY_CONNECTIONS"
     status = 503
 
@@ -386,8 +386,7 @@ def from_envelope(status: int, body: Any) -> RbeeError:
     """Turn an error envelope (as rendered by the API) back into an exception."""
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
-        exc = RbeeError(f"HTTP {status} without an error envelope")
-        return exc
+        return RbeeError(f"HTTP {status} without an error envelope")
     code = str(error.get("code", "INTERNAL_ERROR"))
     message = str(error.get("message", code))
     details = error.get("details") or {}

@@ -55,6 +55,8 @@ class HelperApi:
         argv: list[str],
         pythonpath: str,
         env: dict[str, str] | None = None,
+        memory_limit_bytes: int | None = None,
+        device: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
     ) -> wire.SpawnWorkerResult:
         answer = await self._op(
@@ -65,6 +67,8 @@ class HelperApi:
             argv=argv,
             pythonpath=pythonpath,
             env=env,
+            memory_limit_bytes=memory_limit_bytes,
+            device=device,
         )
         return cast(wire.SpawnWorkerResult, answer)
 

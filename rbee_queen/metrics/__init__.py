@@ -40,6 +40,7 @@ class QueenMetrics:
             "worker_shutdown": self.workers.shutdown,
             "worker_killed": self.workers.killed,
             "worker_restarted": self.workers.restarted,
+            "worker_oom": self.workers.oom,
             "health_failed": lambda _: self.workers.health_failures.labels("worker").inc(),
             "node": self.fleet.node,
             "health_round": self.fleet.round_done,

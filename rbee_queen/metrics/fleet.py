@@ -53,6 +53,12 @@ class WorkerMetrics:
             "rbee_health_check_failures", "Failed health checks", ["kind"], registry=r
         )
         self.forced_kills = Counter("rbee_worker_forced_kills", "SIGKILLs sent", registry=r)
+        self.ooms = Counter(
+            "rbee_worker_ooms",
+            "Workers the node's OOM killer ended, by phase (loading or serving)",
+            ["phase"],
+            registry=r,
+        )
         self.graceful_stops = Counter(
             "rbee_worker_graceful_stops", "Failed workers that stopped on SIGTERM", registry=r
         )
@@ -67,8 +73,10 @@ class WorkerMetrics:
             self.stops.labels(reason)
         for outcome in ("graceful", "forced"):
             self.shutdown_duration.labels(outcome)
-        for cause in ("failed", "hung"):
+        for cause in ("failed", "hung", "oom"):
             self.restarts.labels(cause)
+        for phase in ("loading", "serving"):
+            self.ooms.labels(phase)
         for kind in ("node", "worker"):
             self.health_failures.labels(kind)
 
@@ -95,7 +103,11 @@ class WorkerMetrics:
 
     def restarted(self, event: Event) -> None:
         cause = event.get("cause")
-        self.restarts.labels(cause if cause in ("failed", "hung") else "other").inc()
+        self.restarts.labels(cause if cause in ("failed", "hung", "oom") else "other").inc()
+
+    def oom(self, event: Event) -> None:
+        phase = event.get("phase")
+        self.ooms.labels(phase if phase in ("loading", "serving") else "other").inc()
 
 
 class FleetMetrics:

@@ -1,6 +1,8 @@
 """Recovering a failed or hung worker: kill its process group, then start it
 again under the restart policy (backoff, at most N in a row, a circuit breaker
-per model and node). A restarted worker keeps its id and slots."""
+per model and node). A restarted worker keeps its id and slots. A worker the
+node's OOM killer ended is WORKER_OOM (its cause `oom`), and its restart gets
+a memory bound raised past the one it died under, never the same size."""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ from rbee_queen.errors import RbeeError, WorkerStartFailed
 from rbee_queen.nodes.inventory import NodeInventory
 from rbee_queen.store.tables import Worker
 from rbee_queen.workers.live import LiveWorker
+from rbee_queen.workers.oom import oom_of
 from rbee_queen.workers.registry import Publish, WorkerRegistry
 from rbee_queen.workers.restart_policy import RestartPolicy
 from rbee_queen.workers.starter import WorkerStarter
 from rbee_queen.workers.states import StateRecorder, WorkerState
 from rbee_queen.workers.stopper import WorkerStopper
+from rbee_wire.helper_ops import WorkerOomReport
 from rbee_wire.queen_events import HealthFailed, WorkerKilled, WorkerRestarted
 
 log = logging.getLogger("rbee.queen.recovery")
@@ -66,6 +70,11 @@ class WorkerRecovery:
 
     async def _recover(self, worker_id: str, state: WorkerState, reason: str) -> None:
         row = Worker.get_by_id(worker_id)
+        cause = state.value
+        oom = await self._oom_report(row)
+        if oom is not None:
+            reason = self.starter.note_oom(row, oom, "serving").message
+            cause = "oom"
         log.warning("worker %s is %s: %s", worker_id, state.value, reason)
         self.states.transition(row, state, reason)
         key = (str(row.node_id), row.model_ref)  # type: ignore[attr-defined]
@@ -85,7 +94,7 @@ class WorkerRecovery:
                     type="worker_restarted",
                     worker_id=worker_id,
                     reason=decision.reason,
-                    cause=state.value,
+                    cause=cause,
                 )
             )
             await asyncio.sleep(decision.delay_s)
@@ -95,6 +104,17 @@ class WorkerRecovery:
                 return
             except RbeeError as exc:
                 self.states.transition(row, S.FAILED, exc.message)
+
+    async def _oom_report(self, row: Worker) -> WorkerOomReport | None:
+        """The helper's OOM report of the worker's process, where it counted one."""
+        try:
+            session = await self.inventory.session_for(row.node)
+            status = await session.ops.worker_status(
+                worker_id=row.worker_id, run_dir=session.run_dir, timeout=10.0
+            )
+        except RbeeError:
+            return None  # the node is gone: no counter to read
+        return oom_of(status)
 
     async def _kill(self, row: Worker) -> None:
         self.states.transition(row, S.KILLING, "stopping the process group")

@@ -38,6 +38,10 @@ DEFAULT_CONTEXT = 2048  # exllamav2's context when config.json names none
 CACHE_RESERVE_BYTES = 1024 * MIB  # left free for activations (--cache-reserve-mb default)
 CUDA_CONTEXT_BYTES = 512 * MIB  # CUDA's own context and kernels, outside torch's allocator
 VRAM_OVERHEAD = CACHE_RESERVE_BYTES + CUDA_CONTEXT_BYTES
+# A worker's RAM beside its weights: python, torch and the tokenizer; a CUDA
+# worker also maps the CUDA runtime and stages weights in host memory.
+RUNTIME_RAM_BYTES = {"cpu": 1536 * MIB, "cuda": 4096 * MIB}
+OOM_RAISE = 1.5  # after an OOM kill, the next bound is this much over what was seen
 
 
 def choose_device(
@@ -87,6 +91,7 @@ class Placement:
 
     device: str
     gpu_name: str | None = None
+    memory_limit_bytes: int = 0  # the worker's RAM bound on its node (0: none)
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,8 @@ async def preflight_worker(
     model_ref: str,
     slots: int = 1,
     max_temp_c: float = MAX_GPU_TEMP_C,
+    memory_setting_mib: int = 0,
+    seen_oom_bytes: int | None = None,
 ) -> Placement:
     """Check the device and that the model fits on it; return where it will run."""
     sized = await session.ops.model_size(path=path)
@@ -205,8 +212,24 @@ async def preflight_worker(
     if chosen.startswith("cuda"):
         recorded = recorded_vram(node, model_ref, gpu_name) if gpu_name else None
         vram = vram_need(sized, slots, recorded)
-    check_fits(int(sized["weights_bytes"]), probe, chosen, node, vram)
-    return Placement(chosen, gpu_name)
+    weights = int(sized["weights_bytes"])
+    check_fits(weights, probe, chosen, node, vram)
+    limit = memory_limit(weights, chosen, memory_setting_mib, seen_oom_bytes)
+    return Placement(chosen, gpu_name, limit)
+
+
+def memory_limit(
+    weights_bytes: int, device: str, setting_mib: int = 0, seen_oom_bytes: int | None = None
+) -> int:
+    """A worker's RAM bound: the setting where one is given (<0: none), else the
+    RAM estimate plus the runtime's own; raised past an OOM kill seen before."""
+    if setting_mib < 0:
+        return 0
+    runtime = RUNTIME_RAM_BYTES["cuda" if device.startswith("cuda") else "cpu"]
+    limit = setting_mib * MIB if setting_mib else int(weights_bytes * HEADROOM) + runtime
+    if seen_oom_bytes:
+        limit = max(limit, int(seen_oom_bytes * OOM_RAISE))
+    return limit
 
 
 def gpu_name_of(probe: ProbeResult, device: str) -> str | None:

@@ -23,6 +23,7 @@ from rbee_queen.errors import (
     LoadingTimeout,
     ModelNotFound,
     RbeeError,
+    WorkerOom,
     WorkerStartFailed,
 )
 from rbee_queen.fleet.session import NodeSession
@@ -32,6 +33,7 @@ from rbee_queen.store.tables import Node, Worker
 from rbee_queen.workers.access import WorkerAccess
 from rbee_queen.workers.devices import engine_for
 from rbee_queen.workers.live import LiveWorker, draining_error, node_address
+from rbee_queen.workers.oom import OomBounds, oom_error, oom_event, oom_of
 from rbee_queen.workers.registry import WorkerRegistry
 from rbee_queen.workers.resources import preflight_worker
 from rbee_queen.workers.restart_policy import RestartPolicy
@@ -39,6 +41,7 @@ from rbee_queen.workers.states import StateRecorder, WorkerState
 from rbee_queen.workers.stopper import WorkerStopper
 from rbee_wire import codec
 from rbee_wire.error_text import shown
+from rbee_wire.helper_ops import MemoryBound, WorkerOomReport, WorkerStatusResult
 
 log = logging.getLogger("rbee.queen.workers")
 S = WorkerState
@@ -66,6 +69,8 @@ class WorkerStarter:
         self.states: StateRecorder = registry.states
         self.policy = policy
         self.model_dir = model_dir
+        self.oom_bounds = OomBounds()
+        self.memory_limits: dict[str, int] = {}  # worker id -> its RAM bound (0: none)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def ensure_worker(
@@ -121,6 +126,8 @@ class WorkerStarter:
             model_ref=model_ref,
             slots=slots,
             max_temp_c=self.config.gpu_max_temp_c,
+            memory_setting_mib=self.config.worker_memory_limit_mib,
+            seen_oom_bytes=self.oom_bounds.next_limit(node.name, model_ref),
         )
         row = Worker.create(
             worker_id=f"w-{secrets.token_hex(4)}",
@@ -132,6 +139,7 @@ class WorkerStarter:
             state=S.SPAWNING.value,
         )
         self.states.record_new(row, "requested")
+        self.memory_limits[row.worker_id] = placement.memory_limit_bytes
         try:
             return await self.spawn_and_wait(session, node, row, path, slots)
         except BaseException as exc:
@@ -151,13 +159,16 @@ class WorkerStarter:
             argv=worker_argv(node, row, path, slots, direct_host),
             pythonpath=session.helper_dir,
             env={"HF_HUB_OFFLINE": "1", TOKEN_ENV: token},
+            memory_limit_bytes=self._memory_limit(row),
+            device=row.device,
         )
         row.pid = spawned["pid"]
         row.save()
         deadline = time.monotonic() + self.config.worker_loading_timeout_s
         remote_port = await self._wait_for_port(session, row, deadline)
         row.port = remote_port
-        self.states.transition(row, S.LOADING, f"listening on node port {remote_port}")
+        bound = _bound_text(spawned.get("memory_bound"))
+        self.states.transition(row, S.LOADING, f"listening on node port {remote_port}; {bound}")
         if direct_host is not None:
             local_port = 0  # no forward: the queen calls the node's address
             self.access.tokens.bind(remote_port, token, host=direct_host)
@@ -188,9 +199,7 @@ class WorkerStarter:
             if status["port"]:
                 return int(status["port"])
             if not status["alive"]:
-                raise WorkerStartFailed(
-                    f"worker exited during start: {await _last_log_line(session, row)}"
-                )
+                raise await self.exit_error(session, row, status, "starting")
             if time.monotonic() > deadline:
                 raise LoadingTimeout(f"worker {row.worker_id} did not start listening in time")
             await asyncio.sleep(0.1)
@@ -215,10 +224,34 @@ class WorkerStarter:
                     worker_id=row.worker_id, run_dir=session.run_dir
                 )
                 if not status["alive"]:
-                    raise WorkerStartFailed(
-                        f"worker exited while loading: {await _last_log_line(session, row)}"
-                    )
+                    raise await self.exit_error(session, row, status, "loading")
             await asyncio.sleep(0.1)
+
+    def _memory_limit(self, row: Worker) -> int:
+        """The worker's RAM bound: as placed, raised past an OOM seen since (0: none)."""
+        limit = self.memory_limits.get(row.worker_id, 0)
+        raised = self.oom_bounds.next_limit(row.node.name, row.model_ref) or 0
+        return max(limit, raised) if limit else 0
+
+    async def exit_error(
+        self, session: NodeSession, row: Worker, status: WorkerStatusResult, phase: str
+    ) -> RbeeError:
+        """Why a worker's process is gone: WORKER_OOM where its memory group counted
+        an OOM kill (published, and the next start's bound raised), else its log."""
+        report = oom_of(status)
+        if report is None:
+            return WorkerStartFailed(
+                f"worker exited while {phase}: {await _last_log_line(session, row)}"
+            )
+        return self.note_oom(row, report, phase)
+
+    def note_oom(self, row: Worker, report: WorkerOomReport, phase: str) -> WorkerOom:
+        node = row.node.name
+        next_limit = self.oom_bounds.raise_after(node, row.model_ref, report)
+        exc = oom_error(row.worker_id, node, row.model_ref, phase, report, next_limit)
+        log.warning("%s", exc.message)
+        self.registry.publish(oom_event(exc, row.model_ref))
+        return exc
 
     async def _loaded_vram(self, live: LiveWorker) -> int | None:
         """What a loaded worker holds on its GPU(s), from its /v1/ready: the next
@@ -256,6 +289,14 @@ def worker_argv(
     if direct_host is not None:
         argv += ["--direct-host", direct_host]
     return argv
+
+
+def _bound_text(bound: MemoryBound | None) -> str:
+    """Which memory bound the node gave the worker, for its history."""
+    if not bound or bound.get("kind") in (None, "none"):
+        reason = (bound or {}).get("reason", "not reported")
+        return f"no memory bound ({reason})"
+    return f"memory bound {bound.get('kind')}: {bound.get('limit_bytes', 0) // 1024**2} MiB"
 
 
 async def _last_log_line(session: NodeSession, row: Worker) -> str:

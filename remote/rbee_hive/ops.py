@@ -72,13 +72,23 @@ def spawn_worker(
     argv: list[str],
     pythonpath: str,
     env: dict[str, str] | None = None,
+    memory_limit_bytes: int | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     if not processes.valid_worker_id(worker_id):
         raise OpError("INVALID_REQUEST", "invalid worker id")
     if not argv or not all(isinstance(a, str) for a in argv):
         raise OpError("INVALID_REQUEST", "argv must be a non-empty list of strings")
     try:
-        return processes.spawn(worker_id, run_dir, argv, pythonpath, env or {})
+        return processes.spawn(
+            worker_id,
+            run_dir,
+            argv,
+            pythonpath,
+            env or {},
+            int(memory_limit_bytes or 0),
+            device or "cpu",
+        )
     except FileNotFoundError as exc:
         raise OpError("BACKEND_UNAVAILABLE", f"cannot start {argv[0]}: {exc.strerror}") from exc
 

@@ -19,6 +19,8 @@ import subprocess
 import time
 from typing import Any
 
+from rbee_hive import cgroups
+
 _WORKER_ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 # Children of this helper, kept so they are reaped (a zombie still answers kill 0).
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -90,7 +92,13 @@ def _write_token(run_dir: str, worker_id: str, token: str) -> str:
 
 
 def spawn(
-    worker_id: str, run_dir: str, argv: list[str], pythonpath: str, env: dict[str, str]
+    worker_id: str,
+    run_dir: str,
+    argv: list[str],
+    pythonpath: str,
+    env: dict[str, str],
+    memory_limit_bytes: int = 0,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     run_dir = os.path.expanduser(run_dir)
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
@@ -120,14 +128,26 @@ def spawn(
             close_fds=True,
         )
     _children[proc.pid] = proc
+    # Bound at once: the worker's python is still starting, well before the model loads.
+    memory = (
+        cgroups.bound(worker_id, proc.pid, memory_limit_bytes, device)
+        if memory_limit_bytes > 0
+        else {"kind": "none", "reason": "no limit asked for"}
+    )
     record = {
         "pid": proc.pid,
         "start_ticks": _start_ticks(proc.pid),
         "argv": full_argv,
         "started_at": time.time(),
+        "memory": memory,
     }
     _write_json(paths["pid"], record)
-    return {"pid": proc.pid, "already_running": False, "log_file": paths["log"]}
+    return {
+        "pid": proc.pid,
+        "already_running": False,
+        "log_file": paths["log"],
+        "memory_bound": memory,
+    }
 
 
 def status(worker_id: str, run_dir: str) -> dict[str, Any]:
@@ -137,13 +157,19 @@ def status(worker_id: str, run_dir: str) -> dict[str, Any]:
         return {"known": False, "alive": False, "pid": None, "port": None}
     state = _read_json(paths["state"]) or {}
     alive = _alive(record["pid"], record.get("start_ticks"))
-    return {
+    result = {
         "known": True,
         "alive": alive,
         "pid": record["pid"],
         "port": state.get("port") if alive else None,
         "started_at": record.get("started_at"),
     }
+    group = (record.get("memory") or {}).get("group")
+    if group and not alive:
+        oom = cgroups.oom_report(group)
+        if oom is not None:
+            result["oom"] = oom
+    return result
 
 
 def stop(worker_id: str, run_dir: str, grace_s: float) -> dict[str, Any]:
@@ -171,6 +197,9 @@ def stop(worker_id: str, run_dir: str, grace_s: float) -> dict[str, Any]:
             os.remove(paths[key])
         except FileNotFoundError:
             pass
+    group = (record.get("memory") or {}).get("group")
+    if group:
+        cgroups.remove(group)
     return {"stopped": not _alive(pid, ticks), "forced": forced, "was_running": was_running}
 
 

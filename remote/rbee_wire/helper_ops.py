@@ -68,8 +68,15 @@ class _WorkerStatus(TypedDict):
     port: int | None  # where the worker listens, once it wrote its state file
 
 
+class WorkerOomReport(TypedDict):  # from the memory group's kernel OOM counter
+    oom_kills: int
+    limit_bytes: int | None
+    peak_bytes: int | None  # the group's high-water mark, where the kernel keeps one
+
+
 class WorkerStatusResult(_WorkerStatus, total=False):
     started_at: float | None  # absent for a worker the node does not know
+    oom: WorkerOomReport  # only for a dead worker whose memory group saw an OOM kill
 
 
 class ListedWorker(WorkerStatusResult):
@@ -142,12 +149,25 @@ class _SpawnWorkerParams(TypedDict):
 
 class SpawnWorkerParams(_SpawnWorkerParams, total=False):
     env: dict[str, str] | None
+    memory_limit_bytes: int  # 0: no bound
+    device: str  # a CUDA worker gets no address-space limit
 
 
-class SpawnWorkerResult(TypedDict):
+class MemoryBound(TypedDict, total=False):
+    kind: str  # cgroup_v2, cgroup_v1, rlimit_as, or none (always present)
+    group: str
+    limit_bytes: int
+    reason: str  # why none
+
+
+class _SpawnWorkerResult(TypedDict):
     pid: int
     already_running: bool
     log_file: str
+
+
+class SpawnWorkerResult(_SpawnWorkerResult, total=False):
+    memory_bound: MemoryBound  # absent when the worker was already running
 
 
 class WorkerParams(TypedDict):

@@ -85,6 +85,20 @@ class WorkerRestarted(_Stamped):
     cause: NotRequired[str]
 
 
+class WorkerOom(_Stamped):
+    """The node's OOM killer ended a worker (its memory group's counter says so):
+    `phase` loading or serving, the bound it ran under and its peak, in bytes."""
+
+    type: Literal["worker_oom"]
+    worker_id: str
+    node: str
+    model_ref: str
+    phase: str
+    limit_bytes: int | None
+    peak_bytes: int | None
+    next_limit_bytes: int
+
+
 class WorkerShutdown(_Stamped):
     """A drain and stop ended: `outcome` graceful, forced or failed (an error code)."""
 
@@ -205,6 +219,7 @@ QueenEvent = (
     | HealthFailed
     | WorkerKilled
     | WorkerRestarted
+    | WorkerOom
     | WorkerShutdown
     | SshConnect
     | HealthRound
@@ -225,6 +240,7 @@ BY_TYPE: dict[str, Any] = {
     "health_failed": HealthFailed,
     "worker_killed": WorkerKilled,
     "worker_restarted": WorkerRestarted,
+    "worker_oom": WorkerOom,
     "worker_shutdown": WorkerShutdown,
     "ssh_connect": SshConnect,
     "health_round": HealthRound,
