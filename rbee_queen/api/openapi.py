@@ -45,6 +45,7 @@ def _ref(name: str) -> Schema:
 NAME = _string(IDENTIFIER.pattern, 64)
 MODEL = _string(MODEL_REF.pattern, 512)
 WORKER = _string(WORKER_ID.pattern, 256)
+LOG_LINES = {"type": "string", "pattern": "^[0-9]{1,4}$"}
 BOOL: Schema = {"type": "boolean"}
 # Fields.prompt: no control characters other than tab/newline/CR, no bidi overrides.
 PROMPT: Schema = {
@@ -318,13 +319,11 @@ PATHS: Schema = {
     "/v2/logs": {
         "get": _op(
             "The tail of worker logs (give node or worker_id)",
-            params=[
-                NODE_QUERY,
-                _query("worker_id", WORKER),
-                _query("lines", {"type": "string", "pattern": "^[0-9]{1,4}$"}),
-            ],
+            params=[NODE_QUERY, _query("worker_id", WORKER), _query("lines", LOG_LINES)],
         )
     },
+    "/v2/admin/config": {"get": _op("The settings in force, each with its source (admin)")},
+    "/v2/admin/reload": {"post": _op("Re-read the config file; apply what may change (admin)")},
     "/v2/keys/list": {"get": _op("Named keys (admin)")},
     "/v2/keys/add": {
         "post": _op(
