@@ -14,6 +14,7 @@ SHORT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 STOP_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 DOWNLOAD_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200)
 START_FAILED_FROM = frozenset({"spawning", "loading"})
+OOM_PHASES = ("starting", "loading", "serving")  # WorkerOom.phase
 SOURCES = ("queen", "hub", "copy")  # where a model's bytes come from (ModelDownload.source)
 
 
@@ -75,7 +76,7 @@ class WorkerMetrics:
             self.shutdown_duration.labels(outcome)
         for cause in ("failed", "hung", "oom"):
             self.restarts.labels(cause)
-        for phase in ("loading", "serving"):
+        for phase in OOM_PHASES:
             self.ooms.labels(phase)
         for kind in ("node", "worker"):
             self.health_failures.labels(kind)
@@ -107,7 +108,7 @@ class WorkerMetrics:
 
     def oom(self, event: Event) -> None:
         phase = event.get("phase")
-        self.ooms.labels(phase if phase in ("loading", "serving") else "other").inc()
+        self.ooms.labels(phase if phase in OOM_PHASES else "other").inc()
 
 
 class FleetMetrics:

@@ -8,7 +8,8 @@ for the model's whole context, once per slot), plus a fixed overhead (CUDA's
 own context and the reserve the worker keeps free). Once a worker of the model
 has loaded on the node's GPU model, the most VRAM such a worker reported
 holding, plus the same overhead, replaces the estimate. A failure names
-required and available bytes.
+required and available bytes. The same RAM estimate, plus the runtime's own,
+is the default memory bound a worker runs under on its node (`memory_limit`).
 Before that, `choose_device` settles which device a worker gets: `cuda` picks
 the GPU with the most free VRAM, `cuda:N` pins one; a node without CUDA or
 without that GPU is BACKEND_UNAVAILABLE (never a silent CPU fallback), and a
