@@ -44,6 +44,9 @@ class Fleet:
     last_error: str | None = None
     # What the queen says about itself (a restored database, refused writes), by kind.
     notices: dict[str, Json] = field(default_factory=dict)
+    # Requests waiting for a slot, by served model (the depth its last queue event
+    # gave); a new snapshot clears it, as the queen's snapshot carries no queues.
+    queues: dict[str, int] = field(default_factory=dict)
 
     def apply(self, event: Json, now: float | None = None) -> None:
         kind = event.get("type")
@@ -59,6 +62,7 @@ class Fleet:
         self.nodes = {n["node_name"]: dict(n) for n in event.get("nodes", [])}
         self.workers = {w["worker_id"]: WorkerRow(dict(w)) for w in event.get("workers", [])}
         self.notices = {str(n["kind"]): dict(n) for n in event.get("notices", [])}
+        self.queues = {}
 
     def _on_notice(self, event: Json, now: float) -> None:
         self.notices[str(event["kind"])] = dict(event)
@@ -83,6 +87,16 @@ class Fleet:
             state=event.get("state"),
             last_reason=event.get("reason"),
         )
+
+    def _on_request_queued(self, event: Json, now: float) -> None:
+        self.queues[str(event.get("model"))] = int(event.get("depth") or 0)
+
+    def _on_request_dequeued(self, event: Json, now: float) -> None:
+        depth = int(event.get("depth") or 0)
+        if depth > 0:
+            self.queues[str(event.get("model"))] = depth
+        else:
+            self.queues.pop(str(event.get("model")), None)
 
     def _on_request_started(self, event: Json, now: float) -> None:
         row = self.workers.get(str(event.get("worker_id")))
@@ -113,6 +127,10 @@ class Fleet:
     @property
     def requests_in_flight(self) -> int:
         return sum(len(w.in_flight) for w in self.workers.values())
+
+    @property
+    def queued(self) -> int:
+        return sum(self.queues.values())
 
     def workers_on(self, node: str) -> list[WorkerRow]:
         return sorted(

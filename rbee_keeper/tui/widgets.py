@@ -54,6 +54,7 @@ class Totals(Static):
             f"nodes {reachable}/{len(fleet.nodes)}",
             f"workers {len(fleet.workers)}",
             f"in flight {fleet.requests_in_flight}",
+            f"queued {fleet.queued}",
             f"fleet {fleet.tokens_per_second():.1f} tok/s",
         ]
         line = dot + Text(" │ ".join(parts))
