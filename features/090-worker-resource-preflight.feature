@@ -4,10 +4,9 @@ Feature: Nothing starts that cannot fit
   hot and has the memory, and disk for a download. Each refusal has its own
   code and the figures, and nothing is left started.
 
-  From the original's area 090, left out: "the worker is OOM-killed while
-  loading" (the kernel's OOM killer cannot be provoked safely on a shared CI
-  machine; a worker that dies while loading is WORKER_START_FAILED, area 100)
-  and "CUDA drivers missing" as a separate case (a node without a working
+  From the original's area 090, elsewhere: "the worker is OOM-killed while
+  loading" (WORKER_OOM under a worker's memory bound, area 230). Left out:
+  "CUDA drivers missing" as a separate case (a node without a working
   driver has no GPU in its probe, which is the BACKEND_UNAVAILABLE below; a
   worker that finds its GPU stack unusable fails its load with the same code,
   tests/test_exllamav2_unusable_worker.py). No GPU here: the GPU checks read

@@ -28,7 +28,8 @@ def test_an_oom_raises_the_next_bound_past_what_was_seen_each_time() -> None:
     assert bounds.next_limit("n1", "m") is None
     first = bounds.raise_after("n1", "m", {"oom_kills": 1, "limit_bytes": 100, "peak_bytes": 100})
     assert first == 150 and bounds.next_limit("n1", "m") == 150
-    assert memory_limit(GIB, "cpu", setting_mib=1, seen_oom_bytes=first) == MIB  # never lower
+    assert memory_limit(GIB, "cpu", setting_mib=1, raised_bytes=first) == MIB  # never lower
+    assert memory_limit(GIB, "cpu", setting_mib=1, raised_bytes=3 * MIB) == 3 * MIB
     second = bounds.raise_after("n1", "m", {"oom_kills": 1, "limit_bytes": 100, "peak_bytes": 90})
     assert second == 225  # a second OOM at the old size still moves up
     assert bounds.next_limit("n2", "m") is None

@@ -202,7 +202,7 @@ async def preflight_worker(
     slots: int = 1,
     max_temp_c: float = MAX_GPU_TEMP_C,
     memory_setting_mib: int = 0,
-    seen_oom_bytes: int | None = None,
+    raised_bytes: int | None = None,
 ) -> Placement:
     """Check the device and that the model fits on it; return where it will run."""
     sized = await session.ops.model_size(path=path)
@@ -215,22 +215,21 @@ async def preflight_worker(
         vram = vram_need(sized, slots, recorded)
     weights = int(sized["weights_bytes"])
     check_fits(weights, probe, chosen, node, vram)
-    limit = memory_limit(weights, chosen, memory_setting_mib, seen_oom_bytes)
+    limit = memory_limit(weights, chosen, memory_setting_mib, raised_bytes)
     return Placement(chosen, gpu_name, limit)
 
 
 def memory_limit(
-    weights_bytes: int, device: str, setting_mib: int = 0, seen_oom_bytes: int | None = None
+    weights_bytes: int, device: str, setting_mib: int = 0, raised_bytes: int | None = None
 ) -> int:
     """A worker's RAM bound: the setting where one is given (<0: none), else the
-    RAM estimate plus the runtime's own; raised past an OOM kill seen before."""
+    RAM estimate plus the runtime's own; at least `raised_bytes`, the bound an
+    earlier OOM kill of the model on the node set (OomBounds)."""
     if setting_mib < 0:
         return 0
     runtime = RUNTIME_RAM_BYTES["cuda" if device.startswith("cuda") else "cpu"]
     limit = setting_mib * MIB if setting_mib else int(weights_bytes * HEADROOM) + runtime
-    if seen_oom_bytes:
-        limit = max(limit, int(seen_oom_bytes * OOM_RAISE))
-    return limit
+    return max(limit, raised_bytes or 0)
 
 
 def gpu_name_of(probe: ProbeResult, device: str) -> str | None:

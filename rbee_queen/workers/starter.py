@@ -127,7 +127,7 @@ class WorkerStarter:
             slots=slots,
             max_temp_c=self.config.gpu_max_temp_c,
             memory_setting_mib=self.config.worker_memory_limit_mib,
-            seen_oom_bytes=self.oom_bounds.next_limit(node.name, model_ref),
+            raised_bytes=self.oom_bounds.next_limit(node.name, model_ref),
         )
         row = Worker.create(
             worker_id=f"w-{secrets.token_hex(4)}",
