@@ -25,6 +25,10 @@ SMALLEST = {
     "auth": (["--requests", "5"], "bearer token /v2/registry/models/list"),
     "fanout": (["--rounds", "1", "--sizes", "1"], "fabric warm / rbee warm"),
     "load": (["--requests", "4", "--seconds", "1", "--max-tokens", "2"], "highest rate meeting"),
+    "scale": (
+        ["--sizes", "2", "--rounds", "2", "--interval", "1", "--concurrency", "1,2"],
+        "queen process, health interval 1 s",
+    ),
 }
 # Run by the others (bench.relay starts it), never on its own.
 HELPERS = {"byte_relay", "relay_procs", "load_soak"}
@@ -52,12 +56,13 @@ def test_benchmark_runs_its_smallest_configuration(name: str) -> None:
     assert expected in done.stdout, done.stdout[-3000:]
 
 
-def test_fanout_runs_against_one_test_host() -> None:
+@pytest.mark.parametrize("name", ["fanout", "scale"])
+def test_benchmark_on_test_hosts_runs_its_smallest_configuration(name: str) -> None:
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    args, expected = SMALLEST["fanout"]
-    done = _run("fanout", args)  # Fabric included: the extra `bench` installs it
+    args, expected = SMALLEST[name]
+    done = _run(name, args)  # fanout's Fabric included: the extra `bench` installs it
     assert done.returncode == 0, done.stderr[-3000:]
     assert expected in done.stdout, done.stdout[-3000:]
 
