@@ -78,7 +78,7 @@ def sshd_targets(sshd: SshServer, count: int, root: Path) -> list[NodeTarget]:
 def pool_for(sshd: SshServer, home: Path, connects: int, connect_timeout: float) -> SessionPool:
     known = home / "known_hosts"
     known.write_text(f"[{sshd.host}]:{sshd.port} {sshd.host_public_key}\n")
-    limits = PoolLimits(connects=connects, backoff_base_s=0.01, backoff_max_s=0.01)
+    limits = PoolLimits(connects=connects, backoff_base_s=5.0, backoff_max_s=5.0)
     return SessionPool(HostKeyStore(known), connect_timeout, limits)
 
 
@@ -112,6 +112,11 @@ async def test_a_slow_node_holds_one_connect_slot_not_the_round(
         # The cold nodes connected through the other slot while the slow one held its own.
         assert set(result.succeeded) == {t.name for t in cold}
         assert isinstance(result.failed["slow0"], ConnectionTimeout)
+        # Given up by the round, its connect counts as failed: during its backoff
+        # the slow node fails at once and takes no slot (no new connection).
+        assert pool.backoff_remaining("slow0") > 0
+        assert set((await fan_out(pool, slow, ping, timeout=6)).failed) == {"slow0"}
+        assert stuck.accepted == 1
         # With the only slot held by a slow node, live sessions still answer.
         (rbee_home / "single").mkdir()
         single = pool_for(sshd, rbee_home / "single", connects=1, connect_timeout=30.0)

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from rbee_queen.errors import RbeeError
+from rbee_queen.errors import ConnectionTimeout, RbeeError
 from rbee_queen.fleet.known_hosts import HostKeyStore
 from rbee_queen.fleet.session import NodeSession, NodeTarget, open_session
 from rbee_wire.queen_events import QueenEvent, SshConnect
@@ -29,8 +29,8 @@ from rbee_wire.queen_events import QueenEvent, SshConnect
 class PoolLimits:
     per_node: int = 4
     fleet: int = 64
-    # Measured (bench/scale.py, docs/scaling.md): on two cores, more connects at
-    # once made a cold connect of 64 nodes under 10 % faster, and of 128 slower.
+    # Measured (bench/scale.py, docs/benchmarks.md): on two cores, more connects
+    # at once made a cold connect of 64 nodes under 10 % faster, and of 128 slower.
     connects: int = 16
     backoff_base_s: float = 0.5
     backoff_max_s: float = 10.0
@@ -91,23 +91,36 @@ class SessionPool:
                 self._close_later(session)
             if not retry_now:
                 self._raise_if_backing_off(target)
-            try:
-                async with self._connect_slots:
-                    started = time.monotonic()
-                    session = await open_session(
-                        target,
-                        self.host_keys,
-                        connect_timeout=self.connect_timeout,
-                        accept_new_host_key=accept_new_host_key,
-                    )
-            except RbeeError as error:
-                self._record_failure(target, error)
-                self._publish_connect(target.name, started, error.code)
-                raise
-            self._publish_connect(target.name, started, None)
+            async with self._connect_slots:
+                session = await self._connect(target, accept_new_host_key)
             self._failures.pop(target.name, None)
             self._sessions[target.name] = session
             return session
+
+    async def _connect(self, target: NodeTarget, accept_new_host_key: bool) -> NodeSession:
+        """One connect, in a connect slot; its outcome recorded and published."""
+        started = time.monotonic()
+        try:
+            session = await open_session(
+                target,
+                self.host_keys,
+                connect_timeout=self.connect_timeout,
+                accept_new_host_key=accept_new_host_key,
+            )
+        except RbeeError as error:
+            self._record_failure(target, error)
+            self._publish_connect(target.name, started, error.code)
+            raise
+        except asyncio.CancelledError:
+            # Given up by its caller (a round's timeout): a failed attempt too, so
+            # a node that never answers waits out its backoff instead of taking a
+            # connect slot from the others every round.
+            gave_up = ConnectionTimeout(f"{target.name} did not finish connecting")
+            self._record_failure(target, gave_up)
+            self._publish_connect(target.name, started, gave_up.code)
+            raise
+        self._publish_connect(target.name, started, None)
+        return session
 
     def _publish_connect(self, node: str, started: float, error: str | None) -> None:
         took = time.monotonic() - started
