@@ -95,8 +95,9 @@ def bound(worker_id: str, pid: int, limit_bytes: int, device: str) -> dict[str, 
             remove(group)  # one left by an earlier worker of this id
             os.mkdir(group, 0o755)
             _write(os.path.join(group, limit_file), str(limit_bytes))
-            if version == "v2":
-                _write(os.path.join(group, "memory.swap.max"), "0")
+            swap = os.path.join(group, "memory.swap.max")
+            if version == "v2" and os.path.exists(swap):  # absent without swap accounting
+                _write(swap, "0")  # an OOM, not a worker slowed to a crawl in swap
             _write(os.path.join(group, "cgroup.procs"), str(pid))
         except OSError as exc:
             remove(group)
