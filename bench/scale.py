@@ -1,23 +1,21 @@
 """One queen driving many nodes: health rounds, CPU, memory and cold connects
 over 16, 32, 64 (and more) test hosts.
 
-    sudo .venv/bin/python -m bench.scale [--sizes 16,32,64] [--rounds 12]
+    sudo .venv/bin/python -m bench.scale [--sizes 16,32,64] [--rounds 12] [--cut 8]
 
 Needs root: it makes the test hosts (network namespaces, one sshd and one
 ordinary user each, see tests/plugins/testbed.py; 32 a testbed slot) and
-removes them at the end. For each size N, against a real queen process
-(`python -m rbee_queen`, the default health interval unless --interval):
+removes them at the end. For each size N:
 
-- cold connect of all nodes (in this process, `SessionPool` and `fan_out`, the
-  queen's own code): wall time and this process's CPU, once per
-  `ssh.connect_concurrency` value in --concurrency;
-- the queen's first health round after a restart (every node connected anew,
-  under the default bound) and the next --rounds warm rounds: median and p99
-  of each round's duration (the queen's `health_round` events), the queen's
-  CPU per round and per node, and its CPU as a share of one core;
-- the queen's memory per node: its RSS with N nodes minus its RSS with none;
-- `rbee-keeper nodes status` end to end (a probe of every node, rendered);
-- what one test host costs this machine (MemAvailable before and after).
+- cold connect of all nodes in this process (`SessionPool`, `fan_out`), once
+  per `ssh.connect_concurrency` value in --concurrency;
+- a real queen process (default health interval unless --interval), restarted
+  so its first round connects every node anew, then --rounds warm rounds:
+  median and p99 of their `health_round` events, the queen's CPU per round,
+  per node and as a share of one core, its RSS per node over a queen with no
+  node, and `rbee-keeper nodes status` end to end;
+- with --cut K, at the largest size: K links down, a warm and a cold round;
+- what one test host costs (MemAvailable; its processes' RSS while connected).
 
 The machine may be shared: the load average is printed with each figure.
 """
@@ -26,26 +24,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
+from bench.scale_queen import Queen, add_nodes, nodes_status_s
 from rbee_queen.fleet.fanout import fan_out
 from rbee_queen.fleet.known_hosts import HostKeyStore
 from rbee_queen.fleet.pool import PoolLimits, SessionPool
 from rbee_queen.fleet.session import NodeSession, NodeTarget
-from tests.plugins.sshd import free_port
 from tests.plugins.testbed import Testbed, TestHost, build, claim_slot, teardown, unavailable_reason
 
 PER_SLOT = 32
@@ -152,95 +144,6 @@ async def cold_connect(fleet: Fleet, n: int, keys: HostKeyStore, connects: int) 
     return [wall, cpu]
 
 
-@dataclass
-class Queen:
-    home: Path
-    interval: float
-    proc: subprocess.Popen[bytes] | None = None
-    url: str = ""
-    events: list[dict[str, object]] = field(default_factory=list)
-
-    def start(self) -> None:
-        port = free_port()
-        env = {**os.environ, "RBEE_HOME": str(self.home)}
-        env["RBEE_HEALTH_INTERVAL"] = str(self.interval)
-        with open(self.home / "queen.out", "ab") as log:
-            argv = [sys.executable, "-m", "rbee_queen", "--port", str(port)]
-            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.url, self.events = f"http://127.0.0.1:{port}", []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
-                    threading.Thread(target=self._read_events, daemon=True).start()
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError(f"queen did not start: {(self.home / 'queen.out').read_text()}")
-
-    def client(self) -> httpx.Client:
-        token = (self.home / "api-token").read_text().strip()
-        headers = {"Authorization": f"Bearer {token}"}
-        return httpx.Client(base_url=self.url, timeout=120, headers=headers)
-
-    def _read_events(self) -> None:
-        try:
-            with self.client() as c, c.stream("GET", "/v2/events", timeout=None) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data:"):
-                        self.events.append(json.loads(line[5:]))
-        except httpx.HTTPError:
-            return  # the queen stopped
-
-    def rounds(self) -> list[dict[str, object]]:
-        return [e for e in list(self.events) if e.get("type") == "health_round"]
-
-    def wait_rounds(self, count: int) -> list[dict[str, object]]:
-        deadline = time.monotonic() + count * self.interval + 120
-        while len(self.rounds()) < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(self.rounds())} health rounds of {count}")
-            time.sleep(0.05)
-        return self.rounds()[:count]
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=60)
-
-
-def add_nodes(queen: Queen, fleet: Fleet, n: int) -> None:
-    def add(pair: tuple[Testbed, TestHost]) -> None:
-        bed, h = pair
-        body = {
-            "node_name": h.hostname,
-            "ssh_host": h.address,
-            "ssh_user": h.user,
-            "ssh_key_path": str(bed.client_key),
-            "install_path": "~/.rbee",
-        }
-        with queen.client() as c:
-            r = c.post("/v2/registry/beehives/add", json=body)
-        if r.status_code != 201:
-            raise RuntimeError(f"add {h.hostname}: {r.text}")
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(add, fleet.hosts[:n]))
-
-
-def nodes_status_s(queen: Queen, runs: int = 3) -> float:
-    env = {**os.environ, "RBEE_HOME": str(queen.home), "RBEE_QUEEN_URL": queen.url}
-    keeper = [sys.executable, "-m", "rbee_keeper", "--text", "nodes", "status"]
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        done = subprocess.run(keeper, env=env, capture_output=True, text=True, timeout=300)
-        times.append(time.perf_counter() - started)
-        if done.returncode != 0:
-            raise RuntimeError(f"nodes status: {done.stdout[-500:]} {done.stderr[-500:]}")
-    return statistics.median(times)
-
-
 def empty_queen_rss(work: Path, interval: float) -> float:
     """The RSS of a queen with no node, after a health round and a status call."""
     queen = Queen(work / "empty", interval)
@@ -261,7 +164,7 @@ def queen_figures(fleet: Fleet, n: int, work: Path, args: argparse.Namespace) ->
     queen.home.mkdir()
     (queen.home / "known_hosts").write_text(fleet.known_hosts())
     queen.start()
-    add_nodes(queen, fleet, n)
+    add_nodes(queen, fleet.hosts[:n])
     queen.stop()
     queen.start()  # every node connects anew in the first round
     try:
@@ -291,12 +194,56 @@ def queen_figures(fleet: Fleet, n: int, work: Path, args: argparse.Namespace) ->
         queen.stop()
 
 
+def answered_after(queen: Queen, mark: int, since: float) -> list[float]:
+    """Seconds from `since` to each reachable answer among the events after `mark`."""
+    events = queen.events[mark:]
+    return [
+        float(str(e["at"])) - since
+        for e in events
+        if e.get("type") == "node" and e.get("status") == "reachable"
+    ]
+
+
+def cut_figures(fleet: Fleet, n: int, cut: int, work: Path, interval: float) -> dict[str, float]:
+    """The last `cut` of n hosts with their links down (open sessions go silent,
+    new connects fail at once): the next round, then a queen restart (a cold
+    round) with them still down. How soon the others answered, from each
+    round's start (the cold round's first answers may precede the event
+    subscription, so fewer may be counted than answered: its `failed` says)."""
+    queen = Queen(work / f"q{n}", interval)
+    hosts = [h for _, h in fleet.hosts[n - cut : n]]
+    queen.start()
+    try:
+        queen.wait_rounds(2)
+        for host in hosts:
+            host.set_link(False)
+        figures: dict[str, float] = {}
+        for phase in ("warm", "cold"):
+            if phase == "cold":
+                queen.stop()
+                queen.start()
+            mark, count = len(queen.events), len(queen.rounds())
+            done = queen.wait_rounds(count + 1)[count]
+            start = float(str(done["at"])) - float(str(done["duration_s"]))
+            answers = answered_after(queen, mark, start)
+            figures[f"{phase} answered"] = float(len(answers))
+            figures[f"{phase} last answer s"] = max(answers, default=float("nan"))
+            figures[f"{phase} round s"] = float(str(done["duration_s"]))
+            figures[f"{phase} failed"] = float(str(done["failed"]))
+        return figures
+    finally:
+        for host in hosts:
+            host.set_link(True)
+        queen.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="16,32,64")
     parser.add_argument("--rounds", type=int, default=12, help="warm health rounds per size")
     parser.add_argument("--interval", type=float, default=5.0, help="health interval (s)")
     parser.add_argument("--concurrency", default="4,16,64", help="connect bounds to time")
+    parser.add_argument("--cut", type=int, default=0, help="links to cut at the largest size")
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason:
@@ -318,6 +265,9 @@ def main() -> None:
         report_cold(fleet, sizes, bounds, keys)
         rows = [(n, queen_figures(fleet, n, work, args)) for n in sizes]
         report_queen(rows, empty, args)
+        if args.cut:
+            n = max(sizes)
+            report_cut(n, args.cut, cut_figures(fleet, n, args.cut, work, args.interval))
     finally:
         fleet.remove()
         shutil.rmtree(work, ignore_errors=True)
@@ -352,6 +302,18 @@ def report_queen(
             f" | {f['cpu per node ms']:.2f} ms | {f['core %']:.2f} %"
             f" | {f['rss MiB']:.1f} MiB | {per_node:.0f} KiB | {f['nodes status s']:.2f} s"
             f" | {f['host MiB']:.1f} MiB | {f['load']:.2f} |"
+        )
+
+
+def report_cut(n: int, cut: int, f: dict[str, float]) -> None:
+    print(f"\n{cut} of {n} hosts' links set down, load {loadavg()}")
+    print("| round | others answered | last of them after | round took | failed |")
+    print("| --- | --- | --- | --- | --- |")
+    for phase in ("warm", "cold"):
+        print(
+            f"| {phase} | {f[phase + ' answered']:.0f} of {n - cut}"
+            f" | {f[phase + ' last answer s']:.2f} s | {f[phase + ' round s']:.2f} s"
+            f" | {f[phase + ' failed']:.0f} |"
         )
 
 

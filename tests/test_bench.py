@@ -31,7 +31,7 @@ SMALLEST = {
     ),
 }
 # Run by the others (bench.relay starts it), never on its own.
-HELPERS = {"byte_relay", "relay_procs", "load_soak"}
+HELPERS = {"byte_relay", "relay_procs", "load_soak", "scale_queen"}
 
 
 def _run(name: str, args: list[str]) -> subprocess.CompletedProcess[str]:
