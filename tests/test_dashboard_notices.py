@@ -1,6 +1,6 @@
 """The queen's notices about itself reach the dashboard: a database restored at
 start is in the snapshot a real queen sends, and the fleet screen shows it as
-a banner line under the totals."""
+a banner line under the totals. The queue shows there too while requests wait."""
 
 from __future__ import annotations
 
@@ -58,3 +58,17 @@ def test_a_notice_event_joins_the_fleet_and_a_new_snapshot_replaces_them() -> No
     assert list(fleet.notices) == ["store_unavailable"]
     fleet.apply({"type": "snapshot", "nodes": [], "workers": [], "notices": []})
     assert fleet.notices == {}  # the queen's word on reconnect is the whole truth
+
+
+async def test_the_totals_show_the_queue_only_while_requests_wait() -> None:
+    snapshot = {"type": "snapshot", "nodes": [], "workers": [], "notices": []}
+    queued = {"type": "request_queued", "job_id": "j-1", "model": "file:/m", "depth": 2}
+    app = app_with([snapshot, queued], queen_url="http://q:8080")
+    async with app.run_test(size=(140, 40)) as pilot:
+        totals = app.screen.query_one(Totals)
+        await settle(pilot, app, lambda: "queued 2" in str(totals.render()))
+    idle = app_with([snapshot], queen_url="http://q:8080")
+    async with idle.run_test(size=(140, 40)) as pilot:
+        totals = idle.screen.query_one(Totals)
+        await settle(pilot, idle, lambda: "connected" in str(totals.render()))
+        assert "queued" not in str(totals.render())

@@ -26,6 +26,7 @@ from rbee_queen.workers.resources import (
     Placement,
     check_fits,
     kv_cache_bytes,
+    memory_limit,
     preflight_worker,
     recorded_vram,
     vram_need,
@@ -209,7 +210,11 @@ async def test_preflight_picks_the_gpu_and_uses_the_recorded_load(
     session: Any = RecordedNode("mixed-4090-3060.csv")  # the 3060 has more free memory
     model = f"file:{tiny_model_dir}"
     placement = await preflight_worker(session, "n1", str(tiny_model_dir), "cuda", model_ref=model)
-    assert placement == Placement("cuda:1", "NVIDIA GeForce RTX 3060")
+    weights = sum(f.stat().st_size for f in tiny_model_dir.iterdir() if f.suffix == ".safetensors")
+    # The worker's RAM bound is the default: weights x 1.2 and the CUDA runtime's own.
+    expected_bound = memory_limit(weights, "cuda:1")
+    assert placement == Placement("cuda:1", "NVIDIA GeForce RTX 3060", expected_bound)
+    assert expected_bound > 4 * GIB
     # The tiny model fits by its estimate; a recorded load bigger than the card refuses it.
     loaded("w-1", "n1", model, "NVIDIA GeForce RTX 3060", 12 * GIB)
     with pytest.raises(InsufficientVram) as refused:
@@ -217,7 +222,7 @@ async def test_preflight_picks_the_gpu_and_uses_the_recorded_load(
     assert refused.value.details["required_bytes"] == 12 * GIB + VRAM_OVERHEAD
     assert refused.value.details["available_bytes"] == (12288 - 305) * MIB
     cpu = await preflight_worker(session, "n1", str(tiny_model_dir), "cpu", model_ref=model)
-    assert cpu == Placement("cpu", None)
+    assert cpu == Placement("cpu", None, memory_limit(weights, "cpu"))
 
 
 def test_m007_adds_the_columns_to_an_older_database(tmp_path: Path) -> None:

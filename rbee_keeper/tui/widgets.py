@@ -54,9 +54,10 @@ class Totals(Static):
             f"nodes {reachable}/{len(fleet.nodes)}",
             f"workers {len(fleet.workers)}",
             f"in flight {fleet.requests_in_flight}",
-            f"queued {fleet.queued}",
             f"fleet {fleet.tokens_per_second():.1f} tok/s",
         ]
+        if fleet.queued:  # only while requests wait: the line fits 100 columns otherwise
+            parts.insert(4, f"queued {fleet.queued}")
         line = dot + Text(" │ ".join(parts))
         for notice in fleet.notices.values():  # a banner line each, under the totals
             style = "bold red" if notice.get("level") == "error" else "bold yellow"
