@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 from pathlib import Path
 
 from behave.model import Feature, Scenario
@@ -86,18 +85,5 @@ def after_scenario(context: Context, scenario: Scenario) -> None:
 
 def stop_local_queen(home: Path) -> None:
     pid_file = home / "queen.pid"
-    if not pid_file.exists():
-        return
-    pid = json.loads(pid_file.read_text())["pid"]
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
+    if pid_file.exists():
+        shared_queen.stop_pid(json.loads(pid_file.read_text())["pid"])
