@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from peewee import (
+    BigIntegerField,
     CharField,
     DateTimeField,
     ForeignKeyField,
@@ -47,6 +48,8 @@ class Node(BaseTable):
     worker_python = TextField(null=True)
     model_source = CharField(max_length=8, default="queen")  # "queen" | "hub"; m004
     worker_access = CharField(max_length=16, default="ssh")  # "ssh" | "direct"; m005
+    # Its workers' RAM bound in MiB (0: the queen's setting; -1: none); m009
+    worker_memory_limit_mib = IntegerField(default=0)
     status = CharField(default="unknown")
     last_connected = DateTimeField(null=True)
     last_error = TextField(null=True)
@@ -72,8 +75,11 @@ class Worker(BaseTable):
     updated_at = DateTimeField(default=utcnow)
     # What a CUDA worker reported holding once loaded, and on which GPU model;
     # the next start's VRAM check uses it instead of the estimate. m007
-    vram_bytes = IntegerField(null=True)
+    vram_bytes = BigIntegerField(null=True)  # past 2**31: BIGINT on PostgreSQL
     gpu_name = CharField(max_length=128, null=True)
+    # The RAM bound it was given (0: none) and which setting chose it; m009
+    memory_limit_bytes = BigIntegerField(null=True)
+    memory_limit_source = CharField(max_length=16, null=True)
 
     class Meta:
         table_name = "workers"
@@ -98,6 +104,7 @@ class ModelEntry(BaseTable):
     nodes = JsonField(default=list)  # node names, in order of preference
     slots = IntegerField(default=1)  # requests one worker serves at once
     device = CharField(max_length=16, default="cpu")  # cpu | cuda | cuda:N; m006
+    memory_limit_mib = IntegerField(default=0)  # its workers' RAM bound (0: unset); m009
     created_at = DateTimeField(default=utcnow)
 
     class Meta:
@@ -116,7 +123,7 @@ class NodeModel(BaseTable):
     ref = CharField(max_length=512)
     provider = CharField(max_length=16)
     local_path = TextField()
-    size_bytes = IntegerField(default=0)
+    size_bytes = BigIntegerField(default=0)  # past 2**31: BIGINT on PostgreSQL
     files = JsonField(default=list)  # [{"name", "size", "sha256"}]
     status = CharField(default="complete")
     downloaded_at = DateTimeField(default=utcnow)
@@ -127,4 +134,54 @@ class NodeModel(BaseTable):
         indexes = ((("node", "ref"), True),)
 
 
-ALL_TABLES = [Node, Worker, WorkerEvent, ModelEntry, NodeModel]
+class NodeLease(BaseTable):
+    """Which queen drives a node's sessions and workers, until when (epoch
+    milliseconds on the holder's clock); renewed by the holder, taken over by
+    another queen only once it has lapsed (nodes/lease.py). m008"""
+
+    node = ForeignKeyField(
+        Node, primary_key=True, on_delete="CASCADE", column_name="node", backref="lease"
+    )
+    holder = CharField(max_length=128)
+    expires_at = BigIntegerField()
+
+    class Meta:
+        table_name = "node_leases"
+
+
+class WorkerToken(BaseTable):
+    """A worker's bearer token, so whichever queen takes its node over can call
+    it (the worker deletes its own copy once read). m008"""
+
+    worker_id = CharField(primary_key=True, max_length=256)
+    token = CharField(max_length=128)
+
+    class Meta:
+        table_name = "worker_tokens"
+
+
+class RaisedMemoryBound(BaseTable):
+    """The RAM bound the next worker of a model on a node gets after the node's
+    OOM killer ended one: kept, so a restarted queen never starts it again at
+    the size it died at. m009"""
+
+    node = ForeignKeyField(Node, on_delete="CASCADE", column_name="node")
+    model_ref = CharField(max_length=512)
+    limit_bytes = BigIntegerField()
+    raised_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "raised_memory_bounds"
+        indexes = ((("node", "model_ref"), True),)
+
+
+ALL_TABLES = [
+    Node,
+    Worker,
+    WorkerEvent,
+    ModelEntry,
+    NodeModel,
+    NodeLease,
+    WorkerToken,
+    RaisedMemoryBound,
+]
