@@ -1,8 +1,9 @@
 """The soak of bench.load: mixed traffic for a while against the fleet it
 built (streamed completions, some cancelled after their first chunk, `workers
 list`, an event-stream subscriber, a worker SIGKILLed every minute), with the
-queen's RSS, open file descriptors, threads and database size sampled every
-10 s. Passes when no request was lost (each ended in its `end` or a coded
+queen's RSS, open file descriptors, threads and database size (the main file,
+its WAL and shared-memory index together) sampled every 10 s, with the load
+average beside each sample. Passes when no request was lost (each ended in its `end` or a coded
 error) and no figure grew by more than 5 % from the sample at a fifth of the
 run (minute 2 of 10) to the last.
 """
@@ -111,7 +112,8 @@ async def sampler(queen: QueenProcess, seconds: float, samples: list[dict[str, f
     start = time.monotonic()
     while time.monotonic() - start < seconds:
         samples.append(sample(queen))
-        print(f"  t={time.monotonic() - start:4.0f}s {samples[-1]}", flush=True)
+        load = Path("/proc/loadavg").read_text().split()[0]  # the machine is shared
+        print(f"  t={time.monotonic() - start:4.0f}s load {load} {samples[-1]}", flush=True)
         await asyncio.sleep(SAMPLE_EVERY_S)
 
 
@@ -145,6 +147,7 @@ def soak(queen: QueenProcess, root: Path, seconds: float, max_tokens: int) -> bo
         "growth from the sample at a fifth of the run to the last: "
         + ", ".join(f"{k} {v * 100:+.1f} %" for k, v in growth.items())
     )
+    print(f"at a fifth: {base}; last: {last}")
     ok = ends["lost"] == 0 and all(v <= GROWTH_LIMIT for v in growth.values())
     print(f"soak {'passed' if ok else 'FAILED'}: no request lost, growth <= 5 %")
     return ok

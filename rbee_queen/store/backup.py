@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rbee_queen.store.checkpoint import truncate_wal
+
 log = logging.getLogger("rbee.queen.store")
 
 PREFIX, SUFFIX = "queen-", ".db"
@@ -125,6 +127,7 @@ class BackupKeeper:
         while True:
             await asyncio.sleep(self.settings.check_every_s)
             await asyncio.to_thread(self.backup_if_changed)
+            await asyncio.to_thread(truncate_wal, self.db_path)  # the WAL stays short
 
     def backup_if_changed(self) -> Path | None:
         now = self._fingerprint()
