@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.plugins.testbed",
     "tests.plugins.fakehub",
     "tests.plugins.gpu",
+    "tests.plugins.postgres",
 ]

@@ -109,10 +109,14 @@ def fingerprint(db_path: Path) -> str:
 
 
 class BackupKeeper:
-    """Backs the database up after inventory or catalog changes, and at shutdown."""
+    """Backs the database up after inventory or catalog changes, and at shutdown.
 
-    def __init__(self, db_path: Path, settings: BackupSettings) -> None:
-        self.db_path = db_path
+    SQLite only: with no file (`db_path` None, the database on PostgreSQL) it
+    does nothing, since the server has its own backups (pg_dump, PITR) and
+    this API copies files."""
+
+    def __init__(self, db_path: Path | None, settings: BackupSettings) -> None:
+        self.file = db_path
         self.settings = settings
         self._seen: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -120,8 +124,16 @@ class BackupKeeper:
     def start(self) -> None:
         # The state at start is what the newest backup (or none) already holds
         # or what a restore just brought back: the first change is what counts.
+        if self.file is None:
+            log.info("database backups are PostgreSQL's own (pg_dump, PITR): none taken here")
+            return
         self._seen = self._fingerprint()
         self._task = asyncio.create_task(self._loop(), name="database backups")
+
+    @property
+    def db_path(self) -> Path:
+        assert self.file is not None, "a PostgreSQL database is not backed up here"
+        return self.file
 
     async def _loop(self) -> None:
         while True:
@@ -154,6 +166,8 @@ class BackupKeeper:
 
     async def stop(self) -> None:
         """Stop the timer and take the shutdown backup."""
+        if self.file is None:
+            return
         if self._task is not None:
             self._task.cancel()
             self._task = None

@@ -1,0 +1,71 @@
+"""The queen's database on a PostgreSQL server (`paths.database` a URL).
+
+peewee speaks PostgreSQL through psycopg 3 (the `postgres` extra). What
+SQLite's file gives by itself is set per connection here: a write waits for a
+lock at most `database.busy_timeout_ms` (PostgreSQL's lock_timeout), times are
+UTC, and a connect gives up after a few seconds. A connection the server
+dropped (a restart, a failover, an idle kill) fails the request it was lost
+in (503 STORE_UNAVAILABLE) and is replaced before the next statement.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from peewee import DatabaseError, ImproperlyConfigured, PostgresqlDatabase
+
+from rbee_queen.database_url import PostgresUrl
+
+CONNECT_TIMEOUT_S = 5
+
+
+class ReconnectingPostgres(PostgresqlDatabase):
+    """A PostgresqlDatabase that drops a broken connection between statements."""
+
+    def cursor(self, named_cursor: Any = None) -> Any:
+        if not self.is_closed() and not self.in_transaction() and not self.is_connection_usable():
+            self.discard_connection()
+        return super().cursor(named_cursor)
+
+    def discard_connection(self) -> None:
+        """Forget this thread's connection; the next statement connects anew."""
+        try:
+            self.close()  # resets the state even when closing fails
+        except DatabaseError:  # already broken: closing it may fail too
+            pass
+
+
+def connect_params(url: PostgresUrl, busy_timeout_ms: int, password_file: Path | None) -> dict:
+    """psycopg's keyword arguments besides the URL: timeouts, UTC, the password."""
+    given = {key.lower() for key, _ in parse_qsl(urlsplit(url.text).query)}
+    params: dict[str, Any] = {
+        "options": f"-c lock_timeout={busy_timeout_ms} -c TimeZone=UTC",
+        "application_name": "rbee-queen",
+    }
+    if "connect_timeout" not in given:
+        params["connect_timeout"] = CONNECT_TIMEOUT_S
+    if password_file is not None:
+        params["password"] = read_password(password_file)
+    return params
+
+
+def read_password(path: Path) -> str:
+    """The file's first line (the config check has seen its mode is 0600)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return lines[0] if lines else ""
+
+
+def postgres_database(
+    url: PostgresUrl, busy_timeout_ms: int, password_file: Path | None
+) -> ReconnectingPostgres:
+    db = ReconnectingPostgres(url.text, **connect_params(url, busy_timeout_ms, password_file))
+    try:
+        db._adapter.check_driver()  # type: ignore[attr-defined]
+    except ImproperlyConfigured:
+        raise ImproperlyConfigured(
+            "paths.database is a PostgreSQL URL but psycopg is not installed:"
+            " pip install 'rbee[postgres]'"
+        ) from None
+    return db
