@@ -157,6 +157,14 @@ class ConnectionTimeout(NodeError):
     status = 504
 
 
+class NodeHeldElsewhere(NodeError):
+    """Another queen on the same database holds the node's lease: it alone
+    starts, stops and supervises the node's workers (nodes/lease.py)."""
+
+    code = "NODE_HELD_ELSEWHERE"
+    status = 503
+
+
 class SshAuthFailed(NodeError):
     code = "SSH_AUTH_FAILED"
 

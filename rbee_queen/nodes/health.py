@@ -79,6 +79,9 @@ class HealthMonitor:
         self._changed = asyncio.Event()
         # Each round's duration goes to the event bus (wired by the services).
         self.publish: Callable[[QueenEvent], object] = lambda event: None
+        # Whether this queen drives the node (its lease; see lease.py): only the
+        # holder checks it, the other queen reads the status it writes.
+        self.owns: Callable[[str], bool] = lambda node: True
         self._gpus: dict[str, list[dict[str, Any]]] = {}
         self.timeout_s = max(0.2, interval_s * 0.8)
         self.board: dict[str, NodeHealth] = {}
@@ -133,7 +136,7 @@ class HealthMonitor:
         return False
 
     async def check_round(self) -> GroupResult[float]:
-        nodes = [n for n in Node.select() if n.name not in self._in_flight]
+        nodes = [n for n in Node.select() if n.name not in self._in_flight and self.owns(n.name)]
         self._in_flight.update(n.name for n in nodes)
         read_gpus = (self.rounds - 1) % self.gpu_every == 0
 

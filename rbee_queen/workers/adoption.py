@@ -30,11 +30,15 @@ class WorkerAdoption:
         self.access = access
         self.states: StateRecorder = registry.states
 
-    async def adopt_all(self) -> dict[str, int]:
-        """Adopt or clean up every worker the database lists as live; new starts
-        wait until this is done, so none is started twice."""
+    async def adopt_all(self, nodes: set[str] | None = None) -> dict[str, int]:
+        """Adopt or clean up every worker the database lists as live (on `nodes`,
+        those this queen has just taken the lease of); new starts wait until
+        this is done, so none is started twice."""
         states = [s.value for s in LIVE | RECOVERING]
-        rows = list(Worker.select().where(Worker.state.in_(states)))
+        query = Worker.select().where(Worker.state.in_(states))
+        if nodes is not None:
+            query = query.where(Worker.node.in_(sorted(nodes)))
+        rows = list(query)
         try:
             results = await asyncio.gather(*(self._adopt(r) for r in rows), return_exceptions=True)
         finally:
@@ -46,6 +50,16 @@ class WorkerAdoption:
         if rows:
             log.info("re-adoption: %s", counts)
         return counts
+
+    def let_go(self, nodes: set[str]) -> None:
+        """Another queen took these nodes over: forget their workers here (it
+        re-adopts them); nothing is stopped."""
+        for live in list(self.registry.live.values()):
+            if live.node in nodes:
+                self.registry.remove(live.worker_id)
+                live.forget_address(self.access.tokens)
+                if live.session is not None and live.direct_host is None:
+                    live.session.close_forward(live.remote_port)
 
     async def _adopt(self, row: Worker) -> str:
         session = await self.inventory.session_for(row.node)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from rbee_queen.audit import AuditLog
 from rbee_queen.config import QueenConfig
 from rbee_queen.nodes.inventory import NodeInventory
+from rbee_queen.nodes.lease import NodeLeases
 from rbee_queen.workers.access import WorkerAccess
 from rbee_queen.workers.adoption import WorkerAdoption
 from rbee_queen.workers.recovery import WorkerRecovery
@@ -50,11 +51,12 @@ class WorkerCore:
         audit: AuditLog,
         model_dir: ModelDir,
         check_messages: bool = False,
+        leases: NodeLeases | None = None,
     ) -> WorkerCore:
         access = WorkerAccess(config.home / "worker-tokens.json")
         registry = WorkerRegistry(StateRecorder(on_transition), publish)
         policy = RestartPolicy(restart_settings(config))
-        stopper = WorkerStopper(config, inventory, registry, access, registry.states)
+        stopper = WorkerStopper(config, inventory, registry, access, registry.states, leases)
         starter = WorkerStarter(config, inventory, registry, access, stopper, policy, model_dir)
         return cls(
             access=access,

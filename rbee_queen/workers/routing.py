@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from rbee_queen import requestcontext as ctx
 from rbee_queen.config import QueenConfig
 from rbee_queen.errors import AllSlotsBusy, InferenceFailed, NodeNotFound, RequestTimeout
+from rbee_queen.nodes.lease import NodeLeases
 from rbee_queen.store.tables import Node
 from rbee_queen.workers.devices import serves
 from rbee_queen.workers.live import LiveWorker, draining_error
@@ -28,17 +29,30 @@ from rbee_queen.workers.starter import WorkerStarter
 
 class Router:
     def __init__(
-        self, registry: WorkerRegistry, starter: WorkerStarter, queue: RequestQueue
+        self,
+        registry: WorkerRegistry,
+        starter: WorkerStarter,
+        queue: RequestQueue,
+        leases: NodeLeases | None = None,
     ) -> None:
         self.registry = registry
         self.starter = starter
         self.queue = queue
+        # Two queens on one database: a worker starts only on a node whose lease
+        # this queen holds (taken on demand when free; NODE_HELD_ELSEWHERE if not).
+        self.leases = leases
 
     @classmethod
     def build(
-        cls, registry: WorkerRegistry, starter: WorkerStarter, publish: Publish, config: QueenConfig
+        cls,
+        registry: WorkerRegistry,
+        starter: WorkerStarter,
+        publish: Publish,
+        config: QueenConfig,
+        leases: NodeLeases | None = None,
     ) -> Router:
-        return cls(registry, starter, RequestQueue(registry, publish, queue_limits(config)))
+        queue = RequestQueue(registry, publish, queue_limits(config))
+        return cls(registry, starter, queue, leases)
 
     def reconfigure(self, config: QueenConfig) -> None:
         """A reload's queue bounds; requests already waiting keep their places."""
@@ -83,6 +97,8 @@ class Router:
             if exclude and not running:
                 raise InferenceFailed("the request's worker was lost and no other can take it")
             return await self._wait(running, model_ref, nodes, device, key, job_id, gone, exclude)
+        if self.leases is not None:
+            await self.leases.ensure(node)  # a takeover re-adopts the node's workers first
         live = await self.starter.ensure_worker(node, model_ref, slots, device)
         self.queue.offer(live)  # requests that queued while it started come first
         if live.free_slots > 0:
@@ -130,9 +146,16 @@ class Router:
         options = [n for n in nodes if n in known and n not in busy_nodes]
         if not options:
             return None
+        # A node another queen drives comes last: starting there is refused.
+        elsewhere = self.leases.held_elsewhere(options) if self.leases is not None else set()
         return min(
             options,
-            key=lambda n: (known[n].status == "unreachable", load.get(n, 0), nodes.index(n)),
+            key=lambda n: (
+                known[n].status == "unreachable",
+                n in elsewhere,
+                load.get(n, 0),
+                nodes.index(n),
+            ),
         )
 
 

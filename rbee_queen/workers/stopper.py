@@ -14,6 +14,7 @@ from rbee_queen.config import QueenConfig
 from rbee_queen.errors import RbeeError, WorkerNotFound
 from rbee_queen.fleet.session import NodeSession
 from rbee_queen.nodes.inventory import NodeInventory
+from rbee_queen.nodes.lease import NodeLeases
 from rbee_queen.store.tables import Worker
 from rbee_queen.validation import shown
 from rbee_queen.workers.access import WorkerAccess
@@ -33,8 +34,10 @@ class WorkerStopper:
         registry: WorkerRegistry,
         access: WorkerAccess,
         states: StateRecorder,
+        leases: NodeLeases | None = None,
     ) -> None:
         self.config = config
+        self.leases = leases  # only the holder of a node's lease stops its workers
         self.inventory = inventory
         self.registry = registry
         self.access = access
@@ -52,6 +55,8 @@ class WorkerStopper:
             row = Worker.get_or_none(Worker.worker_id == worker_id)
             if row is None or row.state not in LIVE:
                 raise WorkerNotFound(f"no running worker {shown(worker_id)}")
+            if self.leases is not None:
+                await self.leases.ensure(str(row.node_id))  # type: ignore[attr-defined]
             pending = asyncio.ensure_future(self._timed_stop(row, reason))
             self._shutdowns[worker_id] = pending
             pending.add_done_callback(lambda _: self._shutdowns.pop(worker_id, None))
@@ -119,10 +124,14 @@ class WorkerStopper:
         )
 
     async def stop_all(self, node_name: str | None = None) -> dict[str, int]:
-        """Stop every live worker (of one node, or all) in parallel."""
+        """Stop every live worker (of one node, or all this queen drives) in parallel."""
         query = Worker.select().where(Worker.state.in_([s.value for s in LIVE]))
         if node_name is not None:
+            if self.leases is not None:
+                await self.leases.ensure(node_name)
             query = query.where(Worker.node == node_name)
+        elif self.leases is not None:
+            query = query.where(Worker.node.in_(sorted(self.leases.driven())))
         started = time.monotonic()
         results = await asyncio.gather(
             *(self.shutdown(w.worker_id) for w in query), return_exceptions=True
