@@ -94,11 +94,12 @@ def test_list_nodes_prints_a_table(queen: StandinQueen, capsys: pytest.CaptureFi
     assert main(["setup", "list-nodes", "--queen-url", queen.url]) == 0
 
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["NAME", "SSH", "TARGET", "STATUS", "LAST", "CONNECTED", "BACKENDS"]
+    header = ["NAME", "SSH", "TARGET", "STATUS", "LAST", "CONNECTED", "BACKENDS", "MEMORY"]
+    assert lines[0].split() == header  # MEMORY: the node's worker bound (-: the queen's)
     # A person reads the age (`N days ago`); --json keeps the ISO time.
     gpu1 = ["gpu1", "alice@10.0.0.5:22", "reachable", *ago(NODE_GPU1["last_connected"]).split()]
-    assert lines[1].split() == [*gpu1, "cuda=2", "cpu=1"]
-    assert lines[2].split() == ["cpu9", "alice@10.0.0.9:22", "unknown", "never", "cpu=1"]
+    assert lines[1].split() == [*gpu1, "cuda=2", "cpu=1", "-"]
+    assert lines[2].split() == ["cpu9", "alice@10.0.0.9:22", "unknown", "never", "cpu=1", "-"]
     assert lines[1].index("alice@") == lines[2].index("alice@") == lines[0].index("SSH TARGET")
 
 
@@ -140,8 +141,10 @@ def test_workers_list_table_and_json(
 ) -> None:
     assert main(["workers", "list", "--queen-url", queen.url]) == 0
     header, row = capsys.readouterr().out.splitlines()
-    assert header.split() == ["ID", "NODE", "STATE", "MODEL", "DEVICE", "PID", "PORT", "STARTED"]
-    expected = ["w-1", "gpu1", "idle", "file:/models/tiny", "cuda:0", "4242", "8081"]
+    columns = ["ID", "NODE", "STATE", "MODEL", "DEVICE", "PID", "PORT", "MEMORY", "STARTED"]
+    assert header.split() == columns
+    # MEMORY: the worker's RAM bound and what set it; `-` where the queen does not say
+    expected = ["w-1", "gpu1", "idle", "file:/models/tiny", "cuda:0", "4242", "8081", "-"]
     assert row.split() == [*expected, *ago(WORKER_1["started_at"]).split()]
     assert row.endswith(" days ago")
 

@@ -26,7 +26,7 @@ def test_catalog_lists_names_refs_nodes_and_slots(
     shown = keeper(queen, "models", "catalog")
     assert shown.returncode == 0, shown.stderr
     (row,) = [line.split() for line in shown.stdout.splitlines() if "tiny-1" in line]
-    assert row == ["tiny-1", f"file:{tiny_model_dir}", "n1", "2", "cpu"]
+    assert row == ["tiny-1", f"file:{tiny_model_dir}", "n1", "2", "cpu", "-"]  # no bound set
     as_json = json.loads(keeper(queen, "--json", "models", "catalog").stdout)
     assert [(m["name"], m["nodes"], m["slots"]) for m in as_json["models"]] == [
         ("tiny-1", ["n1"], 2)

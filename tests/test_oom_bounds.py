@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rbee_hive import cgroups
-from rbee_queen.workers.oom import OomBounds, oom_of
+from rbee_queen.workers.oom import oom_of
 from rbee_queen.workers.resources import MIB, RUNTIME_RAM_BYTES, memory_limit
 
 GIB = 1024 * MIB
@@ -23,16 +23,10 @@ def test_the_default_bound_is_the_ram_estimate_plus_the_runtime() -> None:
     assert memory_limit(GIB, "cpu", setting_mib=-1) == 0
 
 
-def test_an_oom_raises_the_next_bound_past_what_was_seen_each_time() -> None:
-    bounds = OomBounds()
-    assert bounds.next_limit("n1", "m") is None
-    first = bounds.raise_after("n1", "m", {"oom_kills": 1, "limit_bytes": 100, "peak_bytes": 100})
-    assert first == 150 and bounds.next_limit("n1", "m") == 150
-    assert memory_limit(GIB, "cpu", setting_mib=1, raised_bytes=first) == MIB  # never lower
+def test_a_raised_bound_is_a_floor_under_the_setting() -> None:
+    # the raise itself, kept in the database: test_memory_bounds.py
+    assert memory_limit(GIB, "cpu", setting_mib=1, raised_bytes=150) == MIB  # never lower
     assert memory_limit(GIB, "cpu", setting_mib=1, raised_bytes=3 * MIB) == 3 * MIB
-    second = bounds.raise_after("n1", "m", {"oom_kills": 1, "limit_bytes": 100, "peak_bytes": 90})
-    assert second == 225  # a second OOM at the old size still moves up
-    assert bounds.next_limit("n2", "m") is None
 
 
 def test_only_a_dead_worker_with_a_counted_kill_is_an_oom() -> None:

@@ -172,6 +172,13 @@ def add_node_settings(parser: argparse.ArgumentParser) -> None:
         help="where hf: downloads run: queen (fetched there, copied over SFTP; the default) "
         "or hub (on the node itself, which must reach the hub)",
     )
+    parser.add_argument(
+        "--worker-memory-limit",
+        type=int,
+        metavar="MIB",
+        help="each worker's RAM bound on the node, in MiB, unless its model sets one "
+        "(0: the queen's workers.memory_limit_mib; -1: no bound)",
+    )
 
 
 def add_node(args: argparse.Namespace) -> int:
@@ -198,7 +205,7 @@ def list_nodes(args: argparse.Namespace) -> int:
     elif not nodes:
         note("no nodes yet: add one with `rbee-keeper setup add-node`")
     else:
-        headers = ["NAME", "SSH TARGET", "STATUS", "LAST CONNECTED", "BACKENDS"]
+        headers = ["NAME", "SSH TARGET", "STATUS", "LAST CONNECTED", "BACKENDS", "MEMORY"]
         print_table(headers, [node_row(node) for node in nodes])
     return 0
 
@@ -302,8 +309,9 @@ def node_request(args: argparse.Namespace) -> dict[str, Any]:
         for field, value in (
             ("worker_access", args.worker_access),
             ("model_source", args.model_source),
+            ("worker_memory_limit_mib", args.worker_memory_limit),
         )
-        if value
+        if value is not None
     }
     return given | {
         "node_name": args.name,
@@ -335,7 +343,15 @@ def node_row(node: dict[str, Any]) -> list[str]:
         cell(node.get("status") or "unknown"),
         ago(node.get("last_connected"), missing="never"),
         backends_and_devices(node),
+        memory_setting(node.get("worker_memory_limit_mib")),
     ]
+
+
+def memory_setting(mib: Any) -> str:
+    """The node's bound for its workers: `2048 MiB`, `none`, or `-` (the queen's applies)."""
+    if not isinstance(mib, int) or mib == 0:
+        return "-"
+    return "none" if mib < 0 else f"{mib} MiB"
 
 
 def ssh_target(node: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ def list_workers(args: argparse.Namespace) -> int:
     elif not workers:
         note("no workers running")
     else:
-        headers = ["ID", "NODE", "STATE", "MODEL", "DEVICE", "PID", "PORT", "STARTED"]
+        headers = ["ID", "NODE", "STATE", "MODEL", "DEVICE", "PID", "PORT", "MEMORY", "STARTED"]
         print_table(headers, [worker_row(worker) for worker in workers])
     return 0
 
@@ -51,4 +51,14 @@ def worker_row(worker: dict[str, Any]) -> list[str]:
     device = f"{worker.get('backend')}:{worker.get('device')}"
     values = [worker.get(field) for field in ("worker_id", "node", "state", "model_ref")]
     values += [device, worker.get("pid"), worker.get("port")]
-    return [cell(value) for value in values] + [ago(worker.get("started_at"))]
+    return [cell(value) for value in values] + [memory_bound(worker), ago(worker.get("started_at"))]
+
+
+def memory_bound(worker: dict[str, Any]) -> str:
+    """`512 MiB (node)`: the worker's RAM bound and the setting that chose it."""
+    limit = worker.get("memory_limit_bytes")
+    if not isinstance(limit, int):
+        return "-"  # started before the bound was recorded
+    if limit == 0:
+        return "none"
+    return f"{limit // 1024**2} MiB ({worker.get('memory_limit_source')})"

@@ -14,6 +14,7 @@ from rbee_queen.nodes.inventory import (
     WORKER_ACCESS,
     NodeSpec,
     get_node,
+    memory_limit_mib,
     node_json,
     parse_many,
     setting,
@@ -56,6 +57,7 @@ async def update(request: Request) -> JSONResponse:
     accept = f.boolean("accept_new_host_key")
     access = setting(f, "worker_access", WORKER_ACCESS)
     source = setting(f, "model_source", MODEL_SOURCES)
+    memory = memory_limit_mib(f, "worker_memory_limit_mib")
     f.raise_if_any()
     assert name is not None
     svc = services(request)
@@ -65,6 +67,9 @@ async def update(request: Request) -> JSONResponse:
         node.save()
     if source is not None:  # applies to downloads started from now on
         node.model_source = source
+        node.save()
+    if memory is not None:  # applies to workers started from now on
+        node.worker_memory_limit_mib = memory
         node.save()
     svc.audit.record(
         "node.updated", node=name, by=principal_of(request).name, host_key_replaced=accept

@@ -18,6 +18,7 @@ from rbee_queen import __version__
 from rbee_queen.api.body import MAX_BODY_BYTES
 from rbee_queen.api.inference import ROLES, SAMPLED
 from rbee_queen.api.models import MODEL_NAME
+from rbee_queen.nodes.inventory import MEMORY_LIMIT_MIB
 from rbee_queen.validation import HOSTNAME, IDENTIFIER, MODEL_REF, SSH_USER, WORKER_ID
 from rbee_wire.limits import LIMITS, SURFACE_DEFAULTS
 
@@ -68,6 +69,7 @@ NODE_SPEC = _obj(
         "install_path": _string(),
         "worker_python": _string(),
         "accept_new_host_key": BOOL,
+        "worker_memory_limit_mib": _int(*MEMORY_LIMIT_MIB),
     },
     ("node_name", "ssh_host"),
 )
@@ -281,6 +283,7 @@ PATHS: Schema = {
                     "model_ref": _string(r"^(file:/|hf:)[A-Za-z0-9\-_/:.@]+$", 512),
                     "nodes": {"type": "array", "items": NAME, "minItems": 1, "maxItems": 64},
                     "slots": _int(1, 64),
+                    "memory_limit_mib": _int(*MEMORY_LIMIT_MIB),
                     **DEVICE,
                 },
                 ("name", "model_ref", "nodes"),

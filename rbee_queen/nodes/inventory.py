@@ -26,6 +26,9 @@ from rbee_queen.validation import HOSTNAME, IDENTIFIER, SSH_USER, Fields, shown
 from rbee_wire.helper_ops import ProbeResult
 
 WORKER_ACCESS = ("ssh", "direct")  # how the queen reaches the node's workers
+# A worker's RAM bound in MiB, as the node and catalog settings take it: 0 leaves
+# it to the next level (model, node, queen, estimate), -1 means no bound.
+MEMORY_LIMIT_MIB = (-1, 16 * 1024 * 1024)
 MODEL_SOURCES = ("queen", "hub")  # where the node's hf: downloads run
 
 
@@ -41,6 +44,7 @@ class NodeSpec:
     accept_new_host_key: bool
     worker_access: str = "ssh"  # "direct": workers listen on the node's address too
     model_source: str = "queen"  # "hub": the node downloads hf: models itself
+    worker_memory_limit_mib: int = 0  # its workers' RAM bound (0: the queen's)
 
     @classmethod
     def parse(cls, body: Any) -> NodeSpec:
@@ -58,6 +62,7 @@ class NodeSpec:
         accept = f.boolean("accept_new_host_key")
         access = _one_of(f, "worker_access", WORKER_ACCESS)
         source = _one_of(f, "model_source", MODEL_SOURCES)
+        memory = memory_limit_mib(f, "worker_memory_limit_mib") or 0
         alias = ssh_config.resolve(host) if host else None
         if alias is not None:
             if not HOSTNAME.match(alias.host):
@@ -72,7 +77,9 @@ class NodeSpec:
         assert name and host and user and install
         # No key file (and none in ~/.ssh/config): authenticate with the ssh-agent.
         key = os.path.expanduser(key) if key else ""
-        return cls(name, host, port or 22, user, key, install, python, accept, access, source)
+        return cls(
+            name, host, port or 22, user, key, install, python, accept, access, source, memory
+        )
 
 
 def _exists(name: str) -> NodeAlreadyExists:
@@ -92,6 +99,7 @@ def _save(spec: NodeSpec, probe: ProbeResult) -> Node:
         worker_python=spec.worker_python,
         worker_access=spec.worker_access,
         model_source=spec.model_source,
+        worker_memory_limit_mib=spec.worker_memory_limit_mib,
         status="reachable",
         last_connected=utcnow(),
         backends=probe["backends"],
@@ -113,6 +121,11 @@ def setting(f: Fields, field: str, allowed: tuple[str, ...]) -> str | None:
         f.fail(field, "enum", f"{field} must be {' or '.join(allowed)}")
         return None
     return value
+
+
+def memory_limit_mib(f: Fields, field: str) -> int | None:
+    """A RAM bound setting in MiB; None when the request leaves it out."""
+    return f.integer(field, lo=MEMORY_LIMIT_MIB[0], hi=MEMORY_LIMIT_MIB[1])
 
 
 def parse_many(body: Any) -> list[NodeSpec]:
@@ -167,6 +180,7 @@ def node_json(node: Node) -> dict[str, Any]:
         "worker_python": node.worker_python,
         "worker_access": node.worker_access,
         "model_source": node.model_source,
+        "worker_memory_limit_mib": node.worker_memory_limit_mib,
         "status": node.status,
         "last_connected": node.last_connected.isoformat() if node.last_connected else None,
         "last_error": node.last_error,

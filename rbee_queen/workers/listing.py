@@ -28,4 +28,7 @@ def worker_json(row: Worker, live: LiveWorker | None) -> dict[str, Any]:
         "started_at": row.started_at.isoformat() if row.started_at else None,
         "last_error": row.last_error,
         "vram_bytes": row.vram_bytes,
+        # its RAM bound on the node (0: none) and what set it (memory_bounds.py)
+        "memory_limit_bytes": row.memory_limit_bytes,
+        "memory_limit_source": row.memory_limit_source,
     }

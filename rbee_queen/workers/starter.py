@@ -23,6 +23,7 @@ from rbee_queen.errors import (
     LoadingTimeout,
     ModelNotFound,
     RbeeError,
+    VramOom,
     WorkerOom,
     WorkerStartFailed,
 )
@@ -33,7 +34,14 @@ from rbee_queen.store.tables import Node, Worker
 from rbee_queen.workers.access import WorkerAccess
 from rbee_queen.workers.devices import engine_for
 from rbee_queen.workers.live import LiveWorker, draining_error, node_address
-from rbee_queen.workers.oom import OomBounds, oom_error, oom_event, oom_of
+from rbee_queen.workers.memory_bounds import (
+    RAISED,
+    SOURCE_TEXT,
+    RaisedBounds,
+    bound_setting,
+    source_of,
+)
+from rbee_queen.workers.oom import oom_error, oom_event, oom_of
 from rbee_queen.workers.registry import WorkerRegistry
 from rbee_queen.workers.resources import preflight_worker
 from rbee_queen.workers.restart_policy import RestartPolicy
@@ -69,8 +77,7 @@ class WorkerStarter:
         self.states: StateRecorder = registry.states
         self.policy = policy
         self.model_dir = model_dir
-        self.oom_bounds = OomBounds()
-        self.memory_limits: dict[str, int] = {}  # worker id -> its RAM bound (0: none)
+        self.raised_bounds = RaisedBounds()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def ensure_worker(
@@ -118,6 +125,8 @@ class WorkerStarter:
         if not info["is_dir"]:
             raise ModelNotFound(f"model not found on {node.name}: {shown(path)}")
         # The device (a GPU picked or checked), then RAM/VRAM, before spawning.
+        setting = bound_setting(node, model_ref, self.config.worker_memory_limit_mib)
+        raised = self.raised_bounds.next_limit(node.name, model_ref)
         placement = await preflight_worker(
             session,
             node.name,
@@ -126,8 +135,8 @@ class WorkerStarter:
             model_ref=model_ref,
             slots=slots,
             max_temp_c=self.config.gpu_max_temp_c,
-            memory_setting_mib=self.config.worker_memory_limit_mib,
-            raised_bytes=self.oom_bounds.next_limit(node.name, model_ref),
+            memory_setting_mib=setting.mib,
+            raised_bytes=raised,
         )
         row = Worker.create(
             worker_id=f"w-{secrets.token_hex(4)}",
@@ -137,9 +146,10 @@ class WorkerStarter:
             device=placement.device,
             gpu_name=placement.gpu_name,
             state=S.SPAWNING.value,
+            memory_limit_bytes=placement.memory_limit_bytes,
+            memory_limit_source=source_of(placement.memory_limit_bytes, setting, raised),
         )
         self.states.record_new(row, "requested")
-        self.memory_limits[row.worker_id] = placement.memory_limit_bytes
         try:
             return await self.spawn_and_wait(session, node, row, path, slots)
         except BaseException as exc:
@@ -167,7 +177,7 @@ class WorkerStarter:
         deadline = time.monotonic() + self.config.worker_loading_timeout_s
         remote_port = await self._wait_for_port(session, row, deadline)
         row.port = remote_port
-        bound = _bound_text(spawned.get("memory_bound"))
+        bound = _bound_text(spawned.get("memory_bound"), row.memory_limit_source)
         self.states.transition(row, S.LOADING, f"listening on node port {remote_port}; {bound}")
         if direct_host is not None:
             local_port = 0  # no forward: the queen calls the node's address
@@ -228,10 +238,15 @@ class WorkerStarter:
             await asyncio.sleep(0.1)
 
     def _memory_limit(self, row: Worker) -> int:
-        """The worker's RAM bound: as placed, raised past an OOM seen since (0: none)."""
-        limit = self.memory_limits.get(row.worker_id, 0)
-        raised = self.oom_bounds.next_limit(row.node.name, row.model_ref) or 0
-        return max(limit, raised) if limit else 0
+        """The worker's RAM bound: as placed, raised past an OOM seen since (0:
+        none); a raise is recorded on its row."""
+        limit = int(row.memory_limit_bytes or 0)
+        raised = self.raised_bounds.next_limit(row.node.name, row.model_ref) or 0
+        if limit and raised > limit:
+            row.memory_limit_bytes, row.memory_limit_source = raised, RAISED
+            row.save()
+            return raised
+        return limit
 
     async def exit_error(
         self, session: NodeSession, row: Worker, status: WorkerStatusResult, phase: str
@@ -247,7 +262,7 @@ class WorkerStarter:
 
     def note_oom(self, row: Worker, report: WorkerOomReport, phase: str) -> WorkerOom:
         node = row.node.name
-        next_limit = self.oom_bounds.raise_after(node, row.model_ref, report)
+        next_limit = self.raised_bounds.raise_after(node, row.model_ref, report)
         exc = oom_error(row.worker_id, node, row.model_ref, phase, report, next_limit)
         log.warning("%s", exc.message)
         self.registry.publish(oom_event(exc, row.model_ref))
@@ -291,12 +306,13 @@ def worker_argv(
     return argv
 
 
-def _bound_text(bound: MemoryBound | None) -> str:
-    """Which memory bound the node gave the worker, for its history."""
+def _bound_text(bound: MemoryBound | None, source: str | None) -> str:
+    """Which memory bound the node gave the worker, and what set it, for its history."""
     if not bound or bound.get("kind") in (None, "none"):
         reason = (bound or {}).get("reason", "not reported")
         return f"no memory bound ({reason})"
-    return f"memory bound {bound.get('kind')}: {bound.get('limit_bytes', 0) // 1024**2} MiB"
+    mib = bound.get("limit_bytes", 0) // 1024**2
+    return f"memory bound {bound.get('kind')}: {mib} MiB ({SOURCE_TEXT.get(source or '', '?')})"
 
 
 async def _last_log_line(session: NodeSession, row: Worker) -> str:
@@ -308,11 +324,13 @@ async def _last_log_line(session: NodeSession, row: Worker) -> str:
 def load_failure(health: dict[str, object]) -> RbeeError:
     """A worker's failed load (its /health 500 body) as the error its code names:
     a GPU stack the node cannot use is BACKEND_UNAVAILABLE, a cache that does not
-    fit INSUFFICIENT_VRAM; anything else a failed start."""
+    fit INSUFFICIENT_VRAM, a CUDA out-of-memory VRAM_OOM; anything else a failed start."""
     message = str(health.get("message") or "no reason given")
     code = health.get("code")
     if code == BackendUnavailable.code:
         return BackendUnavailable(f"the worker cannot use its GPU: {message}")
     if code == InsufficientVram.code:
         return InsufficientVram(f"the worker ran out of VRAM while loading: {message}")
+    if code == VramOom.code:
+        return VramOom(f"the worker ran out of GPU memory while loading: {message}")
     return WorkerStartFailed(f"worker could not load the model: {message}")
