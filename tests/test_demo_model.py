@@ -19,6 +19,9 @@ from rbee_worker.demomodel import (
     read_corpus,
     train_demo_model,
 )
+from rbee_worker.demotext import PASSAGES
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SENTENCE = "the queen starts one worker per model and device on each node."
 # Small enough to train in a few seconds, large enough to learn one sentence by heart.
@@ -52,6 +55,12 @@ def test_the_corpus_is_every_markdown_file_of_a_folder(tmp_path: Path) -> None:
         "first file has four words",
         "second file has four words",
     ]
+
+
+def test_the_demo_passages_are_sentences_of_the_docs_word_for_word() -> None:
+    docs = " ".join(read_corpus([ROOT / "README.md", ROOT / "docs"]).split())
+    missing = [passage for passage in PASSAGES if " ".join(passage.split()) not in docs]
+    assert not missing, f"reworded in the docs? update rbee_worker/demotext.py: {missing}"
 
 
 def test_the_trained_model_loads_in_the_worker_and_learned_its_text(trained: Path) -> None:

@@ -1,5 +1,7 @@
-"""scripts/demo end to end: its own RBEE_HOME and queen port, a few training steps.
+"""scripts/demo end to end: its own RBEE_HOME and queen port, the demo's own model.
 
+The first run trains the demo model with the demo's settings (the one full training
+in the tests, some seconds), so the answer checked is the one a newcomer sees.
 CI has run scripts/bootstrap already, so the package step is the "reused" path.
 """
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from rbee_worker.demotext import PASSAGES
 from tests.plugins.sshd import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +34,6 @@ def demo(home: Path, port: int, *args: str, **env: str) -> subprocess.CompletedP
             **os.environ,
             "RBEE_HOME": str(home),
             "RBEE_QUEEN_URL": f"http://127.0.0.1:{port}",
-            "RBEE_DEMO_STEPS": "3",
             **env,
         },
     )
@@ -59,9 +61,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[
     home = tmp_path_factory.mktemp("demo-home")
     port = free_port()
     try:
-        first = demo(home, port, "The queen")
+        first = demo(home, port)
         assert first.returncode == 0, first.stdout + first.stderr
-        second = demo(home, port, "The queen")
+        second = demo(home, port)
         assert second.returncode == 0, second.stdout + second.stderr
         yield home, first.stdout.splitlines(), second.stdout.splitlines()
     finally:
@@ -84,8 +86,9 @@ def test_the_first_run_prints_one_line_a_step_and_an_answer(
         "✓ worker",
     ]
     assert first[2].startswith(f"✓ model: trained {home / 'models' / 'demo'}: ")
-    prompt = first.index("» The queen")
-    assert first[prompt + 1].strip()  # the model's words
+    prompt = first.index("» rbee runs")
+    # Not a blend of words: the README's first paragraph, word for word, then EOS.
+    assert "rbee runs" + first[prompt + 1] == PASSAGES[0]
     assert first[-1] == f"Done. The whole log: {log}"
     assert len(first) == prompt + 4
     # The commands' own output went to the log (the second run's, which rewrote it).
@@ -96,7 +99,7 @@ def test_a_second_run_says_what_it_reused(runs: tuple[Path, list[str], list[str]
     _, first, second = runs
     reused = [line for line in second if line.startswith("✓ ")]
     assert all("reused" in line for line in reused), reused
-    assert second[second.index("» The queen") + 1] == first[first.index("» The queen") + 1]
+    assert second[second.index("» rbee runs") + 1] == first[first.index("» rbee runs") + 1]
 
 
 def test_a_failed_step_shows_the_log(tmp_path: Path) -> None:

@@ -1,13 +1,16 @@
-"""Train the demo's small model on rbee's own documentation, so its words are words.
+"""Train the demo's small model on sentences of rbee's own documentation.
 
-`python -m rbee_worker.demomodel OUT_DIR --text README.md --text docs [--steps N]`
+`python -m rbee_worker.demomodel OUT_DIR [--text PATH ...] [--steps N]`
 
-A byte-level BPE tokenizer and a small Llama are trained from scratch on the prose
-of the given Markdown files (code blocks and tables left out), on the CPU, with a
-fixed seed, in well under a minute on two cores. Nothing is downloaded. The result
-is a Hugging Face folder like any other model's, which the worker loads through its
-usual path. A stamp file records what it was trained from: the same text and
-settings find it already there and it is reused.
+A byte-level BPE tokenizer and a small Llama are trained from scratch, on the CPU,
+with a fixed seed, in seconds. By default the text is `demotext.PASSAGES` (plain
+sentences quoted from the README and docs/), which the model learns by heart, so
+it answers a prompt that opens a passage with that passage; `--text` trains on the
+prose of other Markdown files instead (code blocks and tables left out). Each
+passage is a training sequence from its first token, as a prompt is at inference.
+Nothing is downloaded. The result is a Hugging Face folder like any other model's,
+which the worker loads through its usual path. A stamp file records what it was
+trained from: the same text and settings find it already there and it is reused.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rbee_worker.demotext import CORPUS
+
 BOS = "<s>"
 EOS = "</s>"
 STAMP = "rbee-demo.json"
@@ -34,11 +39,11 @@ _MARKUP = re.compile(r"[`*_#>]+")
 class TrainSettings:
     """What shapes the model; part of the stamp, so a change retrains."""
 
-    steps: int = 1000
+    steps: int = 200
     vocab_size: int = 1024
     hidden: int = 96
     layers: int = 2
-    context: int = 48
+    context: int = 128  # the longest passage is 93 tokens: each is learnt whole
     batch: int = 16
     learning_rate: float = 5e-3
     seed: int = 0
@@ -115,29 +120,51 @@ def _build_model(tokenizer: Any, settings: TrainSettings) -> Any:
     return LlamaForCausalLM(config)
 
 
-def _fit(model: Any, ids: list[int], settings: TrainSettings) -> float:
-    """Next-token training on random windows of ids; returns the last loss."""
+def _sequences(tokenizer: Any, corpus: str, context: int) -> list[list[int]]:
+    """Each line's tokens and an end token, cut into pieces of at most context tokens."""
+    eos = tokenizer.token_to_id(EOS)
+    out = []
+    for line in corpus.splitlines():
+        ids = [*tokenizer.encode(line).ids, eos]
+        out += [ids[i : i + context] for i in range(0, len(ids), context)]
+    return out
+
+
+def _fit(model: Any, sequences: list[list[int]], pad: int, settings: TrainSettings) -> float:
+    """Next-token training on batches of whole sequences; returns the last loss."""
     import torch
 
-    data = torch.tensor(ids)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.learning_rate, total_steps=settings.steps, pct_start=0.1
     )
-    offsets = torch.arange(settings.context)
     loss = torch.tensor(0.0)
     model.train()
     for _ in range(settings.steps):
-        starts = torch.randint(0, len(ids) - settings.context, (settings.batch, 1))
-        batch = data[starts + offsets]
-        # The labels are the inputs: transformers shifts them by one itself.
-        loss = model(input_ids=batch, labels=batch).loss
+        if len(sequences) <= settings.batch:
+            picked = sequences  # the demo's passages: every one, every step
+        else:
+            picked = [sequences[int(i)] for i in torch.randint(len(sequences), (settings.batch,))]
+        inputs, labels, mask = _padded(torch, picked, pad)
+        # transformers shifts the labels by one itself; -100 marks padding it skips.
+        loss = model(input_ids=inputs, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
     model.eval()
     return float(loss.detach())
+
+
+def _padded(torch: Any, sequences: list[list[int]], pad: int) -> tuple[Any, Any, Any]:
+    width = max(len(seq) for seq in sequences)
+    inputs = torch.full((len(sequences), width), pad)
+    labels = torch.full((len(sequences), width), -100)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        inputs[row, : len(seq)] = labels[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return inputs, labels, mask
 
 
 def _save(model: Any, tokenizer: Any, out_dir: Path) -> None:
@@ -180,8 +207,7 @@ def train_demo_model(out_dir: Path, corpus: str, settings: TrainSettings) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / STAMP).unlink(missing_ok=True)  # a cut-off run must not look finished
     tokenizer = _train_tokenizer(corpus, settings.vocab_size)
-    eos = tokenizer.token_to_id(EOS)
-    ids = [t for line in corpus.splitlines() for t in [*tokenizer.encode(line).ids, eos]]
+    sequences = _sequences(tokenizer, corpus, settings.context)
     threads = torch.get_num_threads()
     # One thread: these matrices are too small to share, and a second thread's
     # spinning costs more than it gives (measured: half the CPU for the same steps).
@@ -190,13 +216,13 @@ def train_demo_model(out_dir: Path, corpus: str, settings: TrainSettings) -> dic
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
             model = _build_model(tokenizer, settings)
-            loss = _fit(model, ids, settings)
+            loss = _fit(model, sequences, tokenizer.token_to_id(EOS), settings)
     finally:
         torch.set_num_threads(threads)
     _save(model, tokenizer, out_dir)
     stamp = {
         "fingerprint": fingerprint(corpus, settings),
-        "corpus_tokens": len(ids),
+        "corpus_tokens": sum(len(seq) for seq in sequences),
         "final_loss": round(loss, 3),
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -207,13 +233,19 @@ def train_demo_model(out_dir: Path, corpus: str, settings: TrainSettings) -> dic
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rbee_worker.demomodel",
-        description="Train the demo's small model on Markdown files (reused when current).",
+        description="Train the demo's small model (reused when current).",
     )
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--text", type=Path, action="append", required=True, metavar="PATH")
+    parser.add_argument(
+        "--text",
+        type=Path,
+        action="append",
+        metavar="PATH",
+        help="train on the prose of these Markdown files or folders instead of the demo's text",
+    )
     parser.add_argument("--steps", type=int, default=TrainSettings.steps)
     args = parser.parse_args(argv)
-    corpus = read_corpus(args.text)
+    corpus = read_corpus(args.text) if args.text else CORPUS
     settings = TrainSettings(steps=args.steps)
     if is_current(args.out_dir, corpus, settings):
         print(f"reused {args.out_dir} (trained on the same text)")
