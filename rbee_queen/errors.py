@@ -250,6 +250,10 @@ class WorkerOom(WorkerError):  # the node's OOM killer ended it (its memory grou
     code = "WORKER_OOM"
 
 
+class VramOom(WorkerError):  # the GPU ran out of memory for one request or a load
+    code = "VRAM_OOM"
+
+
 # --- models on nodes -----------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ ALL_SLOTS_BUSY = "ALL_SLOTS_BUSY"
 MODEL_LOAD_FAILED = "MODEL_LOAD_FAILED"
 INFERENCE_FAILED = "INFERENCE_FAILED"
 REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+VRAM_OOM = "VRAM_OOM"  # the GPU ran out of memory for one request; the worker goes on
 
 
 def error_response(

@@ -13,8 +13,8 @@ import threading
 from enum import StrEnum
 from pathlib import Path
 
-from rbee_worker.backends.base import Backend, LoadError, LoadProgress
-from rbee_worker.errors import MODEL_LOAD_FAILED, one_line
+from rbee_worker.backends.base import Backend, LoadError, LoadProgress, is_vram_oom
+from rbee_worker.errors import MODEL_LOAD_FAILED, VRAM_OOM, one_line
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class BackendHolder:
             self.backend.load(self._on_progress)
         except Exception as exc:
             self.error = one_line(exc)
-            code = getattr(exc, "code", None)
+            code = VRAM_OOM if is_vram_oom(exc) else getattr(exc, "code", None)
             self.error_code = code if isinstance(code, str) else MODEL_LOAD_FAILED
             self.progress = LoadProgress("failed", 0, self.progress.layers_total)
             self.state = LoadState.FAILED

@@ -20,8 +20,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from rbee_worker import events
-from rbee_worker.backends.base import Backend, GenerationResult, StopReason
-from rbee_worker.errors import INFERENCE_FAILED, REQUEST_TIMEOUT, one_line
+from rbee_worker.backends.base import Backend, GenerationResult, StopReason, VramOom
+from rbee_worker.errors import INFERENCE_FAILED, REQUEST_TIMEOUT, VRAM_OOM, one_line
 from rbee_worker.jobs import Job, Slots
 from rbee_worker.params import InferenceRequest
 
@@ -112,6 +112,9 @@ class JobStream:
                 index += 1
             if not isinstance(result, GenerationResult):
                 raise TypeError("the backend returned no generation result")
+        except VramOom as exc:  # the backend let go of the request's memory already
+            log.error("job %s cid=%s ran out of GPU memory: %s", job, cid, one_line(exc))
+            return events.error(VRAM_OOM, one_line(exc))
         except Exception as exc:
             log.error("job %s cid=%s failed: %s", job, cid, one_line(exc), exc_info=True)
             return events.error(INFERENCE_FAILED, one_line(exc))

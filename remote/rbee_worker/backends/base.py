@@ -61,6 +61,31 @@ class LoadError(Exception):
     """The model cannot be loaded; the message is one line meant for a person."""
 
 
+class VramOom(Exception):
+    """The GPU ran out of memory for one request (or for a load). Raised once
+    the backend has let go of what the request held, so the worker can serve
+    the next one."""
+
+    code = "VRAM_OOM"
+
+
+# exllamav2's own forms: its C++ kernels throw "CUDA out of memory" (HIP on
+# ROCm) as a plain RuntimeError; its auto-split loader says the model and cache
+# fit on no device.
+_OOM_TEXTS = ("CUDA out of memory", "HIP out of memory", "Insufficient VRAM for model and cache")
+
+
+def is_vram_oom(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError (a RuntimeError, defined in CPU builds of torch
+    too; matched by name so this module needs no torch), or one of exllamav2's
+    out-of-memory RuntimeErrors. Nothing else: other RuntimeErrors stay what
+    they are."""
+    kind = type(exc)
+    if kind.__name__ == "OutOfMemoryError" and kind.__module__.split(".")[0] == "torch":
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in _OOM_TEXTS)
+
+
 class Backend(Protocol):
     @property
     def model_name(self) -> str: ...

@@ -33,6 +33,8 @@ from rbee_worker.backends.base import (
     LoadProgress,
     ProgressCallback,
     StopReason,
+    VramOom,
+    is_vram_oom,
 )
 from rbee_worker.backends.cache_budget import (
     MIB,
@@ -257,7 +259,7 @@ class ExLlamaV2Backend:
             if item is None:
                 return GenerationResult(StopReason.CANCELLED, made, prompt_tokens=prompt_tokens)
             if isinstance(item, BaseException):
-                raise RuntimeError(f"exllamav2 generation failed: {one_line(item)}") from item
+                raise self._failure(item) from item
             if item.get("stage") != "streaming":
                 continue  # "started", "prefill", or {} (nothing yet)
             token_ids = item.get("token_ids")
@@ -276,6 +278,15 @@ class ExLlamaV2Backend:
                     prompt_tokens=prompt_tokens,
                     stop_sequence=outcome.stop_sequence,
                 )
+
+    def _failure(self, exc: BaseException) -> Exception:
+        """A failed pass as this request's error. The loop has already cancelled
+        the pass's jobs (their cache pages are free); an out-of-memory also hands
+        torch's freed blocks back, and is VramOom: the worker goes on."""
+        if not is_vram_oom(exc):
+            return RuntimeError(f"exllamav2 generation failed: {one_line(exc)}")
+        self._torch.cuda.empty_cache()
+        return VramOom(f"the GPU ran out of memory for this request: {one_line(exc)}")
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         if self._tokenizer is None:

@@ -25,9 +25,12 @@ from rbee_worker.backends.base import (
     LoadProgress,
     ProgressCallback,
     StopReason,
+    VramOom,
+    is_vram_oom,
 )
 from rbee_worker.backends.sampling import Sampler
 from rbee_worker.detokenize import IncrementalDecoder
+from rbee_worker.errors import one_line
 from rbee_worker.stops import StopMatcher
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,13 @@ def _cpu_threads(n_params: int) -> int:
     if n_params < SMALL_MODEL_PARAMS:
         return 1
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def _return_cuda_memory(torch: Any) -> None:
+    """Hand the allocator's freed blocks back to the driver after an OOM, so the
+    next request (or another process on the GPU) finds them free."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
@@ -183,13 +193,12 @@ class TorchBackend:
             if cancel.is_set():
                 stop = StopReason.CANCELLED
                 break
-            with torch.inference_mode():
-                # `cache=` rather than `past_key_values=`, which transformers 5 deprecates.
-                out = self._model(
-                    input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1
-                )
-                token = sampler(out.logits[0, -1].float())
-            cache = out.cache
+            try:
+                token, cache = self._step(torch, step_input, cache, sampler)
+            except VramOom:
+                cache = None  # this request's KV cache, let go of
+                _return_cuda_memory(torch)
+                raise
             if token in self._eos:
                 stop = StopReason.EOS
                 break
@@ -209,6 +218,24 @@ class TorchBackend:
             if tail:
                 yield tail
         return GenerationResult(stop, made, prompt_tokens=len(ids), stop_sequence=matched)
+
+    def _step(self, torch: Any, step_input: Any, cache: Any, sampler: Sampler) -> tuple[int, Any]:
+        """One forward pass: the token sampled and the cache after it. A CUDA
+        out-of-memory is VramOom, raised outside the handler so the error's
+        frames (and the tensors they hold) are already let go of."""
+        try:
+            with torch.inference_mode():
+                # `cache=` rather than `past_key_values=`, which transformers 5 deprecates.
+                out = self._model(
+                    input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1
+                )
+                return sampler(out.logits[0, -1].float()), out.cache
+        except RuntimeError as exc:
+            if not is_vram_oom(exc):
+                raise
+            message = one_line(exc)
+        cache = step_input = None
+        raise VramOom(f"the GPU ran out of memory for this request: {message}")
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         if self._tokenizer is None:
