@@ -22,7 +22,14 @@ from rbee_queen.api import openai_format as fmt
 from rbee_queen.api.auth import require_model
 from rbee_queen.api.body import json_body
 from rbee_queen.api.tasks import SSE_HEADERS
-from rbee_queen.errors import InferenceFailed, QueueFull, RbeeError, RequestTimeout
+from rbee_queen.errors import (
+    InferenceFailed,
+    QueueFull,
+    RbeeError,
+    RequestTimeout,
+    VramOom,
+    WorkerOom,
+)
 from rbee_queen.models import catalog
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
@@ -175,9 +182,11 @@ async def _stream(
 
 def _stream_error(event: dict[str, Any]) -> RbeeError:
     message = str(event.get("message") or "the worker failed")
-    if event.get("code") == RequestTimeout.code:
-        return RequestTimeout(message)
-    return InferenceFailed(message, worker_code=event.get("code"))
+    code = event.get("code")
+    for known in (RequestTimeout, VramOom, WorkerOom):  # a client may act on these
+        if code == known.code:
+            return known(message, **(event.get("details") or {}))
+    return InferenceFailed(message, worker_code=code)
 
 
 routes = [

@@ -49,6 +49,7 @@ class Error(TypedDict):
     type: Literal["error"]
     code: str
     message: str
+    details: NotRequired[dict[str, Any]]  # e.g. WORKER_OOM's memory figures
 
 
 WorkerEvent = Started | Token | End | Error
@@ -59,9 +60,12 @@ def encode(event: WorkerEvent) -> bytes:
     return codec.sse(event)
 
 
-def error(code: str, message: str) -> bytes:
+def error(code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
     """An `error` event and the end of the stream."""
-    return encode(Error(type="error", code=code, message=message)) + codec.SSE_DONE
+    event = Error(type="error", code=code, message=message)
+    if details:
+        event["details"] = details
+    return encode(event) + codec.SSE_DONE
 
 
 def problems(message: Any) -> list[str]:
