@@ -1,6 +1,6 @@
-"""A worker ended by its node's OOM killer: the coded error, the event, and the
-bound the next start of that model on that node gets (raised past what was
-seen, so an OOM is never started again at the same size).
+"""A worker ended by its node's OOM killer: the coded error and the event (the
+bound the next start of that model on that node gets, raised past what was
+seen, is memory_bounds.py's).
 
 The verdict is the helper's: its status of a dead worker carries `oom` only
 when the worker's memory group counted an OOM kill.
@@ -8,33 +8,53 @@ when the worker's memory group counted an OOM kill.
 
 from __future__ import annotations
 
-from rbee_queen.errors import WorkerOom
-from rbee_queen.workers.resources import OOM_RAISE
+import asyncio
+import time
+from typing import Any
+
+from rbee_queen.errors import RbeeError, WorkerOom
+from rbee_queen.fleet.session import NodeSession
 from rbee_wire.helper_ops import WorkerOomReport, WorkerStatusResult
 from rbee_wire.queen_events import WorkerOom as WorkerOomEvent
-
-
-class OomBounds:
-    """Per (node, model): the memory bound the next worker gets after an OOM."""
-
-    def __init__(self) -> None:
-        self._next: dict[tuple[str, str], int] = {}
-
-    def next_limit(self, node: str, model_ref: str) -> int | None:
-        return self._next.get((node, model_ref))
-
-    def raise_after(self, node: str, model_ref: str, report: WorkerOomReport) -> int:
-        seen = max(report.get("limit_bytes") or 0, report.get("peak_bytes") or 0)
-        before = self._next.get((node, model_ref), 0)
-        raised = max(int(seen * OOM_RAISE), int(before * OOM_RAISE))
-        self._next[(node, model_ref)] = raised
-        return raised
 
 
 def oom_of(status: WorkerStatusResult) -> WorkerOomReport | None:
     """The OOM report of a dead worker's status, or None when nothing was counted."""
     report = status.get("oom")
     return report if not status["alive"] and report and report["oom_kills"] > 0 else None
+
+
+async def oom_after_lost_stream(
+    session: NodeSession, worker_id: str, wait_s: float = 2.0
+) -> WorkerOomReport | None:
+    """The OOM report of a worker whose stream just broke. A killed process
+    closes its sockets before it has finished exiting, so the helper is asked
+    until it sees the process gone (for at most `wait_s`) before its memory
+    group's counter is read; None when it lives on or nothing was counted."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            status = await session.ops.worker_status(
+                worker_id=worker_id, run_dir=session.run_dir, timeout=5.0
+            )
+        except RbeeError:
+            return None  # the node is gone too: no counter to read
+        if not status["alive"] or time.monotonic() > deadline:
+            return oom_of(status)
+        await asyncio.sleep(0.05)
+
+
+def oom_mid_stream(
+    worker_id: str, node: str, report: WorkerOomReport
+) -> tuple[str, dict[str, Any]]:
+    """The stream's error message and details for a worker OOM-killed mid-stream."""
+    limit, peak = report.get("limit_bytes"), report.get("peak_bytes")
+    message = (
+        f"worker {worker_id} on {node} was killed by the node's OOM killer mid-stream "
+        f"(memory limit {_mib(limit)}, peak {_mib(peak)})"
+    )
+    details = {"worker_id": worker_id, "node": node, "phase": "serving"}
+    return message, {**details, "limit_bytes": limit, "peak_bytes": peak}
 
 
 def oom_error(

@@ -24,12 +24,14 @@ from rbee_queen.errors import (
     InvalidRequest,
     RbeeError,
     RequestTimeout,
+    WorkerOom,
 )
 from rbee_queen.fleet import worker_stream
 from rbee_queen.fleet.worker_stream import StreamError, WorkerStream
 from rbee_queen.nodes.inventory import NodeInventory, get_node
 from rbee_queen.workers.access import WorkerAccess
 from rbee_queen.workers.live import LiveWorker
+from rbee_queen.workers.oom import oom_after_lost_stream, oom_mid_stream
 from rbee_queen.workers.registry import Publish, WorkerRegistry
 from rbee_wire import codec, worker_events
 from rbee_wire.queen_events import RequestFinished
@@ -121,8 +123,8 @@ class InferenceRelay:
                         _check_worker_events(chunk)
                     yield chunk
             except StreamError as exc:
-                outcome, message = await self._lost(live, exc)
-                yield worker_events.error(outcome, message)
+                outcome, message, details = await self._lost(live, exc)
+                yield worker_events.error(outcome, message, details)
             else:
                 outcome = "INCOMPLETE"
         finally:
@@ -137,16 +139,23 @@ class InferenceRelay:
                 self._publish_finished, live, job_id, tail, outcome, first_token_s
             )
 
-    async def _lost(self, live: LiveWorker, exc: StreamError) -> tuple[str, str]:
+    async def _lost(
+        self, live: LiveWorker, exc: StreamError
+    ) -> tuple[str, str, dict[str, Any] | None]:
         """Why a stream broke: the node's link (its connection closes its forwards
-        first, itself a moment later) or the worker itself."""
+        first, itself a moment later), the node's OOM killer (the worker's memory
+        group counted it), or the worker itself."""
         session = live.session
         if session is not None:
             for _ in range(10):
                 if not session.alive:
-                    return "NODE_UNREACHABLE", f"lost the connection to node {live.node} mid-stream"
+                    why = f"lost the connection to node {live.node} mid-stream"
+                    return "NODE_UNREACHABLE", why, None
                 await asyncio.sleep(0.05)
-        return "WORKER_DIED", f"worker {live.worker_id} stopped mid-stream ({exc})"
+            report = await oom_after_lost_stream(session, live.worker_id)
+            if report is not None:
+                return WorkerOom.code, *oom_mid_stream(live.worker_id, live.node, report)
+        return "WORKER_DIED", f"worker {live.worker_id} stopped mid-stream ({exc})", None
 
     def _publish_finished(
         self, live: LiveWorker, job_id: str, tail: bytes, outcome: str, first_token_s: float | None
