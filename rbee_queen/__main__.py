@@ -52,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "$RBEE_API_TOKEN_FILE, $RBEE_API_TOKEN or $RBEE_HOME/api-token",
     )
     parser.add_argument("--log-level")
+    parser.add_argument(
+        "--database",
+        metavar="PATH|URL",
+        help="the SQLite file, or postgresql://user@host:port/dbname (no password in it:"
+        " database.password_file or PGPASSFILE)",
+    )
     return parser.parse_args(argv)
 
 
@@ -63,6 +69,7 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
         "server.log_level": args.log_level,
         "server.stop_workers_on_exit": False if args.keep_workers else None,
         "paths.token_file": args.token_file,
+        "paths.database": args.database,
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from rbee_queen.config_load import ConfigOrigin, resolve
 from rbee_queen.config_schema import SETTINGS
+from rbee_queen.database_url import PostgresUrl
 
 
 def rbee_home() -> Path:
@@ -33,6 +34,7 @@ class QueenConfig:
     worker_loading_timeout_s: float = 120.0
     worker_stop_grace_s: float = 10.0
     worker_memory_limit_mib: int = 0
+    workers_max_per_model: int = 0  # 0: one per allowed node, no other limit
     control_timeout_s: float = 30.0
     stop_workers_on_exit: bool = True
     health_interval_s: float = 5.0
@@ -43,7 +45,7 @@ class QueenConfig:
     # RBEE_HOME/api-token).
     token_file: Path | None = None
     hf_token_file: Path | None = None
-    database: Path | None = None
+    database: Path | PostgresUrl | None = None  # a SQLite file or a PostgreSQL URL
     audit_path: Path | None = None
     audit_max_file_mb: float = 10.0
     supervisor_interval_s: float = 30.0
@@ -59,22 +61,35 @@ class QueenConfig:
     check_messages: bool = False
     queue_max_length: int = 512
     queue_max_wait_s: float = 60.0
+    queue_scale_up_depth: int = 1
+    queue_scale_up_after_s: float = 2.0
     http_max_head_bytes: int = 64 * 1024
     http_head_timeout_s: float = 10.0
     http_body_timeout_s: float = 30.0
     http_max_connections_per_client: int = 256
     db_busy_timeout_ms: int = 5000
+    db_password_file: Path | None = None  # PostgreSQL's password (else libpq's PGPASSFILE)
     db_backups: int = 5
     db_backup_interval_s: float = 5.0
     audit_min_free_mb: float = 100.0
     audit_disk_check_s: float = 30.0
     download_stall_s: float = 60.0
+    queen_id: str = ""  # empty: nodes.lease.default_queen_id
+    lease_ttl_s: float = 10.0
+    lease_renew_s: float = 3.0
     # Where each value came from, and what a reload reads again.
     origin: ConfigOrigin | None = field(default=None, compare=False, repr=False)
 
     @property
-    def db_path(self) -> Path:
+    def store_location(self) -> Path | PostgresUrl:
+        """Where the inventory lives: the SQLite file, or the PostgreSQL server."""
         return self.database or self.home / "queen.db"
+
+    @property
+    def db_path(self) -> Path | None:
+        """The SQLite file; None when the database is on PostgreSQL."""
+        location = self.store_location
+        return location if isinstance(location, Path) else None
 
     @property
     def known_hosts_path(self) -> Path:
@@ -129,7 +144,7 @@ def effective(config: QueenConfig) -> list[dict[str, Any]]:
         value = getattr(config, s.field)
         if s.secret and value is not None:
             value = "<redacted>"
-        elif isinstance(value, Path):
+        elif isinstance(value, (Path, PostgresUrl)):
             value = str(value)
         rows.append(
             {

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rbee_queen.config_schema import BY_PATH, SECTIONS, SETTINGS, Setting
+from rbee_queen.database_url import PostgresUrl, is_database_url, redact_password
 from rbee_queen.errors import SecretInvalid
 from rbee_queen.secrets import check_mode
 from rbee_wire.error_text import shown
@@ -70,7 +71,7 @@ def resolve(origin: ConfigOrigin, env: Mapping[str, str]) -> dict[str, Any]:
         try:
             values[setting.field] = convert(setting, raw, source, origin.file.parent)
         except ValueError as exc:
-            value = shown(raw, quote=isinstance(raw, str))
+            value = shown(redact_password(raw), quote=isinstance(raw, str))
             problems.append(f"{setting.path} = {value} (from {source}): {exc}")
     problems += cross_checks(values, origin.sources)
     if problems:
@@ -128,6 +129,8 @@ def convert(setting: Setting, raw: Any, source: str, base: Path) -> Any:
     if raw is None:
         return None
     text_source = isinstance(raw, str) and source.startswith("environment")
+    if setting.url_ok and is_database_url(raw):
+        return PostgresUrl.parse(raw)
     if setting.is_path:
         if not isinstance(raw, (str, Path)):
             raise ValueError(f"expected {setting.allowed()}")
@@ -181,6 +184,12 @@ def cross_checks(values: Mapping[str, Any], sources: Mapping[str, str]) -> list[
         problems.append(
             f"server.port = {port} (from {sources['server.port']}): below 1024;"
             " set server.allow_low_port = true to allow it"
+        )
+    ttl, renew = values.get("lease_ttl_s"), values.get("lease_renew_s")
+    if isinstance(ttl, float) and isinstance(renew, float) and renew * 2 > ttl:
+        problems.append(
+            f"queens.lease_renew_s = {renew:g}: more than half of queens.lease_ttl_s"
+            f" ({ttl:g}); a lease would lapse between two renewals"
         )
     for setting in SETTINGS:
         path = values.get(setting.field)

@@ -93,9 +93,12 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
         "database",
         str,
         None,
-        "the SQLite file (default: RBEE_HOME/queen.db)",
+        "the SQLite file (default: RBEE_HOME/queen.db), or a postgresql://user@host:port/dbname"
+        " URL (docs/deployment.md)",
         env="RBEE_DATABASE",
+        flag="--database",
         is_path=True,
+        url_ok=True,
     ),
     _s(
         "paths",
@@ -209,6 +212,17 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
         maximum=100000,
     ),
     # [database]
+    _s(
+        "database",
+        "password_file",
+        "db_password_file",
+        str,
+        None,
+        "the PostgreSQL password, mode 0600 (default: libpq's PGPASSFILE or ~/.pgpass)",
+        env="RBEE_DATABASE_PASSWORD_FILE",
+        is_path=True,
+        secret_file=True,
+    ),
     _s(
         "database",
         "busy_timeout_ms",

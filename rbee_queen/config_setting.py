@@ -22,6 +22,7 @@ class Setting:
     choices: tuple[str, ...] = ()
     reloadable: bool = False
     is_path: bool = False
+    url_ok: bool = False  # a path, or a database URL (rbee_queen/database_url.py)
     secret: bool = False  # its value is printed as "<redacted>"
     secret_file: bool = False  # the file it names holds a secret: mode 0600
 
@@ -35,6 +36,8 @@ class Setting:
             return "one of " + ", ".join(self.choices)
         if self.kind is bool:
             return "true or false"
+        if self.is_path and self.url_ok:
+            return "a path or a postgresql://user@host:port/dbname URL"
         if self.is_path:
             return "a path" + (" (empty: the default)" if self.default is None else "")
         name = "an integer" if self.kind is int else "a number" if self.kind is float else "text"

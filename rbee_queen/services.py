@@ -7,11 +7,12 @@ collaborators are wired here, by constructor, and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from peewee import SqliteDatabase
+from peewee import Database, DatabaseError
 from starlette.requests import Request
 
 from rbee_queen.audit import AuditLog
@@ -29,6 +30,7 @@ from rbee_queen.models.operations import ModelManager
 from rbee_queen.nodes.health import HealthMonitor
 from rbee_queen.nodes.install import Installer
 from rbee_queen.nodes.inventory import NodeInventory
+from rbee_queen.nodes.lease import LeaseSettings, NodeLeases, default_queen_id
 from rbee_queen.store.backup import BackupKeeper, BackupSettings
 from rbee_queen.store.db import open_store
 from rbee_queen.store.notices import Notices
@@ -46,7 +48,7 @@ log = logging.getLogger("rbee.queen")
 @dataclass
 class Services:
     config: QueenConfig
-    db: SqliteDatabase
+    db: Database
     pool: SessionPool
     inventory: NodeInventory
     workers: WorkerCore
@@ -63,26 +65,36 @@ class Services:
     backups: BackupKeeper = field(kw_only=True)
     notices: Notices = field(kw_only=True)
     audit_disk: AuditDiskWatch = field(kw_only=True)
+    leases: NodeLeases = field(kw_only=True)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     async def start_background(self) -> None:
         """Loops that run for the queen's life, and re-adoption of the workers a
         previous queen left running (in the background: a node that does not
         answer must not hold up the start)."""
+        # The nodes whose lease this queen holds first: only those are driven
+        # from here, and their workers re-adopted (on_gained, per takeover).
+        await self.leases.start()
         self.health.start()
         self.supervisor.start()
         self.backups.start()
         self.audit_disk.start()
-        adoption = asyncio.create_task(self.workers.adoption.adopt_all(), name="re-adoption")
+        adoption = asyncio.create_task(self._first_takeover(), name="re-adoption")
         self._tasks.add(adoption)
         adoption.add_done_callback(self._tasks.discard)
+
+    async def _first_takeover(self) -> None:
+        try:
+            await self.leases.first_takeover()
+        finally:
+            self.workers.registry.adoption_done.set()
 
     @classmethod
     def build(cls, config: QueenConfig) -> Services:
         config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         db, recovery = open_store(
-            config.db_path, config.db_busy_timeout_ms
-        )  # a damaged file set aside, a backup restored
+            config.store_location, config.db_busy_timeout_ms, config.db_password_file
+        )  # a damaged SQLite file set aside, a backup restored
         pool = SessionPool(
             HostKeyStore(config.known_hosts_path),
             config.ssh_connect_timeout_s,
@@ -103,6 +115,7 @@ class Services:
         notices = Notices(bus.publish, audit)
         if recovery is not None:
             notices.recovered(recovery)
+        leases = node_leases(config)
         workers = WorkerCore.build(
             config,
             inventory,
@@ -113,8 +126,12 @@ class Services:
             audit=audit,
             model_dir=worker_model_dir,
             check_messages=config.check_messages,
+            leases=leases,
         )
+        leases.on_gained = workers.adoption.adopt_all
+        leases.on_lost = workers.adoption.let_go
         health = HealthMonitor(pool, config.health_interval_s, gpu_interval_s=config.gpu_interval_s)
+        health.owns = leases.holds
         health.listener = lambda node, status, latency_ms, last_error, gpus: bus.publish(
             node_changed(node, status, latency_ms, last_error, gpus)
         )
@@ -127,7 +144,7 @@ class Services:
             pool,
             inventory,
             workers,
-            Router.build(workers.registry, workers.starter, bus.publish, config),
+            Router.build(workers.registry, workers.starter, bus.publish, config, leases),
             supervisor_for(config, workers),
             keys,
             audit,
@@ -147,6 +164,7 @@ class Services:
                 metrics.registry,
                 AuditDiskSettings(int(config.audit_min_free_mb * 2**20), config.audit_disk_check_s),
             ),
+            leases=leases,
         )
 
     def reconfigure(self, config: QueenConfig) -> None:
@@ -172,6 +190,9 @@ class Services:
                 counts["forced"],
                 counts["failed"],
             )
+        await self.leases.stop()  # renewed until the workers were stopped
+        with contextlib.suppress(DatabaseError):  # else they lapse after the ttl
+            self.leases.release()  # another queen may take the nodes at once
         await self.workers.aclose()
         await self.pool.close_all()
         self.audit_disk.stop()
@@ -183,6 +204,11 @@ def worker_model_dir(node_name: str, model_ref: str) -> str | None:
     """The folder on the node a worker loads: a `file:` path as given, an
     `hf:` reference through the node's model catalog (never a download)."""
     return model_path(model_ref) or local_path_for_worker(node_name, model_ref)
+
+
+def node_leases(config: QueenConfig) -> NodeLeases:
+    queen_id = config.queen_id or default_queen_id(config.home)
+    return NodeLeases(LeaseSettings(queen_id, config.lease_ttl_s, config.lease_renew_s))
 
 
 def supervisor_for(config: QueenConfig, workers: WorkerCore) -> Supervisor:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import psycopg
 import pytest
-from peewee import Database, IntegrityError, PostgresqlDatabase, SqliteDatabase
+from peewee import Database, DatabaseError, IntegrityError, PostgresqlDatabase, SqliteDatabase
 
+from rbee_queen.api.errors import store_outage
 from rbee_queen.store.db import ALL_TABLES, open_database
 from rbee_queen.store.migrations import MIGRATIONS, apply_migrations
+from rbee_queen.store.postgres import read_password
 from rbee_queen.store.tables import Node, NodeModel, Worker
-from tests.plugins.postgres import StoreTarget
+from tests.plugins.postgres import PostgresDatabase, StoreTarget
 
 
 @pytest.fixture
@@ -52,3 +55,51 @@ def test_a_duplicate_name_is_an_integrity_error(store: Database) -> None:
     with pytest.raises(IntegrityError):
         Node.create(name="gpu1", **fields)
     assert Node.select().count() == 1  # the store goes on after the refused row
+
+
+def test_a_dropped_connection_is_an_outage_then_reconnects(
+    postgres_database: PostgresDatabase,
+) -> None:
+    db = open_database(postgres_database.url, password_file=postgres_database.password_file)
+    try:
+        Node.create(name="gpu1", ssh_host="h", ssh_user="u", ssh_key_path="k", install_path="/i")
+        with postgres_database.server.admin() as admin:  # as a server restart would
+            dropped = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (postgres_database.url.dbname,),
+            ).fetchall()
+        assert dropped == [(True,)]
+        with pytest.raises(DatabaseError) as lost:
+            Node.select().count()
+        outage = store_outage(lost.value)
+        assert outage is not None and outage.code == "STORE_UNAVAILABLE"
+        assert Node.select().count() == 1  # the next statement connected anew
+    finally:
+        db.close()
+
+
+def test_a_lock_held_past_the_busy_timeout_is_an_outage(
+    postgres_database: PostgresDatabase,
+) -> None:
+    url, password = postgres_database.url, postgres_database.password_file
+    db = open_database(url, busy_timeout_ms=200, password_file=password)
+    try:
+        with psycopg.connect(str(url), password=read_password(password)) as other:
+            other.execute("LOCK TABLE nodes IN EXCLUSIVE MODE")  # another writer holds it
+            with pytest.raises(DatabaseError) as locked:
+                Node.create(
+                    name="n", ssh_host="h", ssh_user="u", ssh_key_path="k", install_path="/"
+                )
+            assert "lock timeout" in str(locked.value)
+            assert store_outage(locked.value) is not None
+            assert Node.select().count() == 0  # reads go on
+        Node.create(name="n", ssh_host="h", ssh_user="u", ssh_key_path="k", install_path="/")
+    finally:
+        db.close()
+
+
+def test_a_bad_query_is_not_an_outage(store: Database) -> None:
+    with pytest.raises(DatabaseError) as bad:
+        store.execute_sql("SELECT no_such_column FROM nodes")
+    assert store_outage(bad.value) is None  # a bug: 500, not 503
+    assert Node.select().count() == 0  # and the store goes on

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 
+from peewee import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -81,9 +82,19 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResp
 STORE_OUTAGE_WORDS = ("locked", "full", "readonly", "read-only", "disk i/o", "unable to open")
 
 
+def server_outage(exc: Exception) -> bool:
+    """PostgreSQL's outages: psycopg's OperationalError is a lost or refused
+    connection, a lock past lock_timeout, a deadlock, a full disk or a server
+    shutting down (SQLSTATE classes 08, 40, 53, 55, 57); InterfaceError a
+    connection already closed. A constraint or a bad query is not one."""
+    cause = getattr(exc, "orig", None)  # peewee keeps the driver's exception there
+    from_psycopg = type(cause).__module__.startswith("psycopg")
+    return isinstance(exc, (OperationalError, InterfaceError)) and from_psycopg
+
+
 def store_outage(exc: Exception) -> StoreUnavailable | None:
     text = str(exc).lower()
-    if not any(word in text for word in STORE_OUTAGE_WORDS):
+    if not (server_outage(exc) or any(word in text for word in STORE_OUTAGE_WORDS)):
         return None
     return StoreUnavailable(f"the queen's database cannot take writes now ({text[:80]}); retry")
 
