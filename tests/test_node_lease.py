@@ -17,7 +17,7 @@ import pytest
 from peewee import Database
 
 from rbee_queen.errors import NodeHeldElsewhere
-from rbee_queen.nodes.lease import LeaseSettings, NodeLeases, default_queen_id
+from rbee_queen.nodes.lease import LeaseSettings, NodeLeases, default_queen_id, node_of
 from rbee_queen.store.db import open_database
 from rbee_queen.store.tables import Node, NodeLease
 from tests.plugins.postgres import StoreTarget
@@ -54,7 +54,7 @@ def queens(clock: Clock) -> tuple[NodeLeases, NodeLeases]:
 
 
 def holders() -> dict[str, tuple[str, int]]:
-    return {str(r.node_id): (r.holder, r.expires_at) for r in NodeLease.select()}
+    return {node_of(r): (r.holder, r.expires_at) for r in NodeLease.select()}
 
 
 def test_the_first_queen_takes_every_node_and_a_held_lease_is_not_stolen(store: Database) -> None:

@@ -1,0 +1,185 @@
+"""Two real queen processes on one database.
+
+On a real PostgreSQL server, with the loopback sshd as the node and the tiny
+model: a stream runs through queen A, A is killed with SIGKILL mid-stream,
+the client retries against queen B, which takes the node's lease over once
+it lapses, re-adopts the running worker and serves; one worker process all
+along, the workers table agreeing, none left once B stops.
+
+On one SQLite file (the cheap setup, on one host): both queens serve the same
+inventory and catalog, and a catalog change made through one reaches the
+other's remembered lookups.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from rbee_queen.nodes.lease import default_queen_id
+from tests.lifecycle_support import Streaming, add_node, all_workers, wait_for, workers
+from tests.plugins.postgres import PostgresDatabase
+from tests.plugins.procs import worker_pids
+from tests.plugins.queen import QueenProcess, start_queen, stop_queen
+from tests.plugins.sshd import SshServer
+
+# Leases short enough for a test: B takes a dead A's node within 2 s.
+FAST_LEASES = {"RBEE_LEASE_TTL": "2", "RBEE_LEASE_RENEW": "0.5", "RBEE_HEALTH_INTERVAL": "0"}
+
+
+@pytest.fixture
+def two_homes(rbee_home: Path, tmp_path: Path) -> tuple[Path, Path]:
+    other = tmp_path / "home-b"
+    other.mkdir()
+    return rbee_home, other
+
+
+def second_queen(first: QueenProcess, home: Path) -> QueenProcess:
+    """Queen B, trusting the node host keys queen A recorded (deployment.md)."""
+    shutil.copy(first.home / "known_hosts", home / "known_hosts")
+    return start_queen(home)
+
+
+def served_after_retries(queen: QueenProcess, model: Path, timeout: float = 30.0) -> list[Any]:
+    """What a client does when its queen died: retry against the other until
+    it is served; NODE_HELD_ELSEWHERE until the dead queen's lease lapses."""
+    deadline = time.monotonic() + timeout
+    task = {"node": "n1", "model": f"file:{model}", "prompt": "hello", "max_tokens": 3}
+    while True:
+        with queen.client() as c:
+            r = c.post("/v2/tasks", json=task)
+        if r.status_code == 200:
+            return [line for line in r.text.splitlines() if line.startswith("data: {")]
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "NODE_HELD_ELSEWHERE", r.text
+        assert time.monotonic() < deadline, "never served by the second queen"
+        time.sleep(0.2)
+
+
+class KilledStream(Streaming):
+    """A long stream whose queen is killed under it: the cut is what it records."""
+
+    cut: httpx.HTTPError | None = None
+
+    def _run(self, *args: Any) -> None:
+        try:
+            super()._run(*args)
+        except httpx.HTTPError as exc:  # the queen's connection went down mid-stream
+            self.cut = exc
+            self.ended_at = time.monotonic()
+
+
+def lease_holder(database: PostgresDatabase) -> str:
+    server = database.server
+    with psycopg.connect(
+        host=str(server.root), port=server.port, user="rbee", dbname=database.url.dbname
+    ) as conn:
+        row = conn.execute("SELECT holder FROM node_leases WHERE node = 'n1'").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_a_queen_killed_mid_stream_leaves_its_node_to_the_other(
+    two_homes: tuple[Path, Path],
+    postgres_database: PostgresDatabase,
+    sshd: SshServer,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RBEE_DATABASE", str(postgres_database.url))
+    monkeypatch.setenv("RBEE_DATABASE_PASSWORD_FILE", str(postgres_database.password_file))
+    for name, value in FAST_LEASES.items():
+        monkeypatch.setenv(name, value)
+    home_a, home_b = two_homes
+    a = start_queen(home_a)
+    b: QueenProcess | None = None
+    try:
+        add_node(a, sshd, tmp_path)
+        b = second_queen(a, home_b)
+        stream = KilledStream(a, tiny_model_dir, max_tokens=2048, temperature=0)
+        assert stream.first_token.wait(60)
+        (worker,) = workers(a)
+        assert lease_holder(postgres_database) == default_queen_id(home_a)
+        with b.client() as c:  # B starts nothing on A's node while A lives
+            task = {"node": "n1", "model": f"file:{tiny_model_dir}", "prompt": "hi"}
+            r = c.post("/v2/tasks", json=task)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "NODE_HELD_ELSEWHERE"
+        assert r.json()["error"]["details"]["holder"] == default_queen_id(home_a)
+
+        a.proc.kill()  # SIGKILL, mid-stream
+        a.proc.wait()
+        stream.join(30)
+        assert isinstance(stream.cut, httpx.HTTPError)  # cut mid-stream, not finished
+        assert stream.events[-1]["type"] == "token"
+
+        events = served_after_retries(b, tiny_model_dir)
+        assert '"type": "end"' in events[-1] or '"type":"end"' in events[-1]
+        assert lease_holder(postgres_database) == default_queen_id(home_b)
+        # The same worker process, adopted by B: none doubled, none orphaned.
+        assert worker_pids(under=str(tmp_path)) == [worker["pid"]]
+        (adopted,) = workers(b)
+        assert (adopted["worker_id"], adopted["pid"]) == (worker["worker_id"], worker["pid"])
+        assert adopted["url"]  # B holds a forward to it
+        live_rows = [w for w in all_workers(b) if w["state"] != "stopped"]
+        assert [w["worker_id"] for w in live_rows] == [worker["worker_id"]]
+    finally:
+        stop_queen(a)
+        if b is not None:
+            stop_queen(b)
+    assert worker_pids(under=str(tmp_path)) == []  # B stopped what it drove
+
+
+@pytest.fixture
+def sqlite_pair(
+    two_homes: tuple[Path, Path], sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[QueenProcess, QueenProcess]]:
+    monkeypatch.setenv("RBEE_DATABASE", str(tmp_path / "shared.db"))
+    for name, value in FAST_LEASES.items():
+        monkeypatch.setenv(name, value)
+    a = start_queen(two_homes[0])
+    try:
+        add_node(a, sshd, tmp_path)
+        b = second_queen(a, two_homes[1])
+        try:
+            yield a, b
+        finally:
+            stop_queen(b)
+    finally:
+        stop_queen(a)
+
+
+def chat(queen: QueenProcess, model: str) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    with queen.client() as c:
+        return c.post("/v1/chat/completions", json=body)
+
+
+def test_two_queens_on_one_sqlite_file_share_inventory_and_catalog(
+    sqlite_pair: tuple[QueenProcess, QueenProcess], tiny_model_dir: Path
+) -> None:
+    a, b = sqlite_pair
+    with b.client() as c:
+        nodes = c.get("/v2/registry/beehives/list").json()["nodes"]
+        assert [n["node_name"] for n in nodes] == ["n1"]
+    with a.client() as c:
+        body = {"name": "tiny", "model_ref": f"file:{tiny_model_dir}", "nodes": ["n1"]}
+        assert c.post("/v2/registry/models/add", json=body).status_code == 201
+    with b.client() as c:
+        assert [m["id"] for m in c.get("/v1/models").json()["data"]] == ["tiny"]
+    # B looks the model up (and remembers it); A holds its node, so B refuses.
+    refused = chat(b, "tiny")
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "node_held_elsewhere"  # OpenAI's shape
+    with a.client() as c:
+        assert c.post("/v2/registry/models/remove", json={"name": "tiny"}).status_code == 200
+    # B forgets what it remembered of the catalog within a second.
+    wait_for(lambda: chat(b, "tiny").status_code == 404, timeout=10)
+    assert workers(a) == [] and workers(b) == []
