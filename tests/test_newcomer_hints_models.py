@@ -11,6 +11,7 @@ on the node.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -169,3 +170,54 @@ def test_a_download_process_that_dies_on_the_node_matches_its_line(
     line = last_error(answers[0])
     assert line.startswith("[DOWNLOAD_FAILED] "), line
     assert doc_pattern("the download on N stopped").search(line), line
+
+
+def copy(queen: QueenProcess, source: str, dest: str, model: str) -> tuple[int, list[dict]]:
+    """(HTTP status, events) of a copy between nodes, as `download` gives them."""
+    body = {"from": source, "to": dest, "model": model}
+    with queen.client() as c, c.stream("POST", "/v2/models/copy", json=body) as r:
+        if r.status_code != 200:
+            return r.status_code, [json.loads(r.read())]
+        lines = [line[6:] for line in r.iter_lines() if line.startswith("data: {")]
+    return 200, [json.loads(line) for line in lines]
+
+
+def test_a_copy_whose_bytes_changed_on_the_source_matches_the_hash_line(
+    hub_queen: QueenProcess, fakehub: FakeHub, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    fakehub.add_folder("Org/Tiny", tiny_model_dir)
+    add_node(hub_queen, sshd, tmp_path / "a", name="n1")
+    add_node(hub_queen, sshd, tmp_path / "b", name="n2")
+    assert download(hub_queen, "n1", "hf:Org/Tiny")[1][-1]["type"] == "done"
+    source = tmp_path / "a" / "install" / "models" / "hf" / "Org" / "Tiny" / WEIGHTS
+    with open(source, "r+b") as weights:  # one byte rots: same size, other bytes
+        first = weights.read(1)
+        weights.seek(0)
+        weights.write(bytes([first[0] ^ 0xFF]))
+    line = last_error(copy(hub_queen, "n1", "n2", "hf:Org/Tiny"))
+    assert_shown("[DOWNLOAD_FAILED] … does not match its SHA-256", line)
+    # The bad file was deleted on the node: a retry sends it again, whole.
+    partial = tmp_path / "b" / "install" / "models" / ".partial" / "hf" / "Org" / "Tiny"
+    assert not (partial / WEIGHTS).exists()
+    assert not (tmp_path / "b" / "install" / "models" / "hf" / "Org" / "Tiny").exists()
+
+
+def test_a_model_bigger_than_the_nodes_ram_matches_its_line(
+    hub_queen: QueenProcess, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", huge)
+    with open(huge / WEIGHTS, "wb") as weights:
+        weights.truncate(1 << 40)  # sparse: a terabyte of weights on no disk
+    add_node(hub_queen, sshd, tmp_path)
+    task = {"node": "n1", "model": f"file:{huge}", "prompt": "hi"}
+    with hub_queen.client() as client:
+        refused = client.post("/v2/tasks", json=task).json()["error"]
+    line = f"[{refused['code']}] {refused['message']}"
+    assert_shown("[INSUFFICIENT_RAM]", line)
+    # "the message and `details` give required and available bytes"
+    details = refused["details"]
+    required, available = details["required_bytes"], details["available_bytes"]
+    assert required > available > 0
+    assert f"({required} bytes)" in line and f"({available} bytes)" in line, line

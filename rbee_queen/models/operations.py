@@ -22,7 +22,9 @@ from typing import Any
 
 from rbee_queen.config import QueenConfig
 from rbee_queen.errors import (
+    DownloadFailed,
     DownloadInProgress,
+    HelperFailed,
     InsufficientDisk,
     ModelInUse,
     ModelNotFound,
@@ -337,12 +339,19 @@ class ModelManager:
         return Plan(node, session, ref, prepared["path"], present, needed)
 
     async def _commit(self, plan: Plan, provider: str, files: list[dict[str, Any]]) -> Event:
-        committed = await plan.session.ops.model_commit(
-            install_path=plan.session.install_dir,
-            rel=plan.ref.rel_path,
-            files=[{"name": f["name"], "size": f["size"], "sha256": f["sha256"]} for f in files],
-            timeout=COMMIT_TIMEOUT_S,
-        )
+        wanted = [{"name": f["name"], "size": f["size"], "sha256": f["sha256"]} for f in files]
+        try:
+            committed = await plan.session.ops.model_commit(
+                install_path=plan.session.install_dir,
+                rel=plan.ref.rel_path,
+                files=wanted,
+                timeout=COMMIT_TIMEOUT_S,
+            )
+        except HelperFailed as exc:  # a file that failed its check is the transfer's fault
+            if exc.details.get("helper_code") != DownloadFailed.code:
+                raise
+            what = exc.message.split(": ", 1)[-1]
+            raise DownloadFailed(f"{plan.ref.ref} on {plan.node.name}: {what}") from exc
         row = catalog.record(plan.node, plan.ref, provider, committed["path"], files)
         return {"type": "done", "model": catalog.entry_json(row)}
 
