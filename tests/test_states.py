@@ -3,11 +3,8 @@ every other one is refused and changes nothing."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from rbee_queen.store.db import open_database
 from rbee_queen.store.tables import Node, Worker, WorkerEvent
 from rbee_queen.workers.states import (
     ALLOWED,
@@ -15,11 +12,12 @@ from rbee_queen.workers.states import (
     StateRecorder,
     WorkerState,
 )
+from tests.plugins.postgres import StoreTarget
 
 
 @pytest.fixture
-def worker(tmp_path: Path) -> Worker:
-    db = open_database(tmp_path / "queen.db")
+def worker(store_target: StoreTarget) -> Worker:
+    db = store_target.open()  # a SQLite file, then a PostgreSQL database
     node = Node.create(name="n1", ssh_host="h", ssh_user="u", ssh_key_path="/k", install_path="/i")
     yield Worker.create(worker_id="w-1", node=node, model_ref="file:/m", state="spawning")
     db.close()

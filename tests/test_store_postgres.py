@@ -4,22 +4,26 @@ PostgreSQL server (tests/plugins/postgres.py), the same test bodies."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from peewee import Database, DatabaseError, IntegrityError, PostgresqlDatabase, SqliteDatabase
 
 from rbee_queen.api.errors import store_outage
+from rbee_queen.errors import ModelAlreadyExists
+from rbee_queen.models import node_models
+from rbee_queen.models.catalog import ModelCatalog, Placement, list_models, model_json
 from rbee_queen.store.db import ALL_TABLES, open_database
 from rbee_queen.store.migrations import MIGRATIONS, apply_migrations
 from rbee_queen.store.postgres import read_password
-from rbee_queen.store.tables import Node, NodeModel, Worker
+from rbee_queen.store.tables import Node, NodeModel, Worker, utcnow
 from tests.plugins.postgres import PostgresDatabase, StoreTarget
 
 
 @pytest.fixture
 def store(store_target: StoreTarget) -> Iterator[Database]:
-    db = open_database(store_target.location, password_file=store_target.password_file)
+    db = store_target.open()
     try:
         yield db
     finally:
@@ -103,3 +107,38 @@ def test_a_bad_query_is_not_an_outage(store: Database) -> None:
         store.execute_sql("SELECT no_such_column FROM nodes")
     assert store_outage(bad.value) is None  # a bug: 500, not 503
     assert Node.select().count() == 0  # and the store goes on
+
+
+def test_nodes_models_and_their_rows_round_trip(store: Database) -> None:
+    catalog = ModelCatalog()
+    node = Node.create(name="gpu1", ssh_host="h", ssh_user="u", ssh_key_path="k", install_path="/i")
+    catalog.add("tiny", "hf:Org/Tiny", ["gpu1"], slots=2, device="cuda:0")
+    catalog.add("base", "hf:Org/Base", ["gpu1"], slots=1)
+    assert [model_json(m)["name"] for m in list_models()] == ["base", "tiny"]
+    assert catalog.placement("tiny", None, None) == Placement("hf:Org/Tiny", ["gpu1"], 2, "cuda:0")
+    files = [{"name": "model.safetensors", "size": 3 * 2**30, "sha256": "ab" * 32}]
+    node_models.record(node, node_models.parse_ref("hf:Org/Tiny"), "hf", "/m/tiny", files)
+    (row,) = node_models.entries("gpu1")
+    shown = node_models.entry_json(row)
+    assert shown["size_bytes"] == 3 * 2**30 and shown["files"] == files
+    assert shown["downloaded_at"].endswith("+00:00")  # UTC, said so, on both backends
+    with pytest.raises(ModelAlreadyExists):
+        catalog.add("tiny", "hf:Org/Other", ["gpu1"], slots=1)
+    catalog.remove("base")
+    node.delete_instance()  # its models on disk go with it (ON DELETE CASCADE)
+    assert [m.name for m in list_models()] == ["tiny"] and node_models.entries() == []
+
+
+def test_a_time_reads_back_as_written(store: Database) -> None:
+    when = datetime(2026, 3, 29, 1, 30, 15, 123456, tzinfo=UTC)
+    Node.create(
+        name="n",
+        ssh_host="h",
+        ssh_user="u",
+        ssh_key_path="k",
+        install_path="/",
+        last_connected=when,
+    )
+    back = Node.get_by_id("n").last_connected
+    assert back == when and back.utcoffset() == timedelta(0)
+    assert (utcnow() - Node.get_by_id("n").created_at).total_seconds() < 60

@@ -34,6 +34,18 @@ class JsonField(TextField):
         return json.loads(value) if value is not None else None
 
 
+class UtcDateTimeField(DateTimeField):
+    """A UTC time, read back with its zone on both backends: SQLite keeps the
+    offset in its text; PostgreSQL's TIMESTAMP returns it bare (the queen's
+    sessions run in UTC, store/postgres.py)."""
+
+    def python_value(self, value: Any) -> Any:
+        value = super().python_value(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 class BaseTable(Model):
     pass
 
@@ -51,11 +63,11 @@ class Node(BaseTable):
     # Its workers' RAM bound in MiB (0: the queen's setting; -1: none); m009
     worker_memory_limit_mib = IntegerField(default=0)
     status = CharField(default="unknown")
-    last_connected = DateTimeField(null=True)
+    last_connected = UtcDateTimeField(null=True)
     last_error = TextField(null=True)
     backends = JsonField(default=list)
     devices = JsonField(default=dict)
-    created_at = DateTimeField(default=utcnow)
+    created_at = UtcDateTimeField(default=utcnow)
 
     class Meta:
         table_name = "nodes"
@@ -71,8 +83,8 @@ class Worker(BaseTable):
     pid = IntegerField(null=True)
     port = IntegerField(null=True)
     last_error = TextField(null=True)
-    started_at = DateTimeField(default=utcnow)
-    updated_at = DateTimeField(default=utcnow)
+    started_at = UtcDateTimeField(default=utcnow)
+    updated_at = UtcDateTimeField(default=utcnow)
     # What a CUDA worker reported holding once loaded, and on which GPU model;
     # the next start's VRAM check uses it instead of the estimate. m007
     vram_bytes = BigIntegerField(null=True)  # past 2**31: BIGINT on PostgreSQL
@@ -90,7 +102,7 @@ class WorkerEvent(BaseTable):
     from_state = CharField(null=True)
     to_state = CharField()
     reason = TextField(default="")
-    at = DateTimeField(default=utcnow)
+    at = UtcDateTimeField(default=utcnow)
 
     class Meta:
         table_name = "worker_events"
@@ -105,7 +117,7 @@ class ModelEntry(BaseTable):
     slots = IntegerField(default=1)  # requests one worker serves at once
     device = CharField(max_length=16, default="cpu")  # cpu | cuda | cuda:N; m006
     memory_limit_mib = IntegerField(default=0)  # its workers' RAM bound (0: unset); m009
-    created_at = DateTimeField(default=utcnow)
+    created_at = UtcDateTimeField(default=utcnow)
 
     class Meta:
         table_name = "models"
@@ -126,8 +138,8 @@ class NodeModel(BaseTable):
     size_bytes = BigIntegerField(default=0)  # past 2**31: BIGINT on PostgreSQL
     files = JsonField(default=list)  # [{"name", "size", "sha256"}]
     status = CharField(default="complete")
-    downloaded_at = DateTimeField(default=utcnow)
-    last_used = DateTimeField(null=True)
+    downloaded_at = UtcDateTimeField(default=utcnow)
+    last_used = UtcDateTimeField(null=True)
 
     class Meta:
         table_name = "node_models"
@@ -168,7 +180,7 @@ class RaisedMemoryBound(BaseTable):
     node = ForeignKeyField(Node, on_delete="CASCADE", column_name="node")
     model_ref = CharField(max_length=512)
     limit_bytes = BigIntegerField()
-    raised_at = DateTimeField(default=utcnow)
+    raised_at = UtcDateTimeField(default=utcnow)
 
     class Meta:
         table_name = "raised_memory_bounds"

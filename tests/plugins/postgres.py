@@ -25,9 +25,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from peewee import Database
 
 from rbee_queen.database_url import PostgresUrl
-from rbee_queen.store.db import StoreLocation
+from rbee_queen.store.db import StoreLocation, open_database
 
 START_TIMEOUT_S = 30.0
 SUPERUSER = "rbee"
@@ -191,6 +192,10 @@ class StoreTarget:
     @property
     def backend(self) -> str:
         return "sqlite" if isinstance(self.location, Path) else "postgresql"
+
+    def open(self, busy_timeout_ms: int = 5000) -> Database:
+        """The queen's store on it, migrated, its tables bound to it."""
+        return open_database(self.location, busy_timeout_ms, self.password_file)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
