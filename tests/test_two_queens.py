@@ -103,8 +103,8 @@ def test_a_queen_killed_mid_stream_leaves_its_node_to_the_other(
     b: QueenProcess | None = None
     try:
         add_node(a, sshd, tmp_path)
-        b = second_queen(a, home_b)
         stream = KilledStream(a, tiny_model_dir, max_tokens=2048, temperature=0)
+        b = second_queen(a, home_b)  # starting while the worker loads
         assert stream.first_token.wait(60)
         (worker,) = workers(a)
         assert lease_holder(postgres_database) == default_queen_id(home_a)
