@@ -18,10 +18,10 @@ Feature: Checks before a node is recorded
 
   Scenario: An install path nobody can write is refused by its check
     # The helper is uploaded under the install path, so a path that cannot be
-    # written fails while the helper is put there (HELPER_FAILED), named as the
-    # install_path check.
+    # written fails while the helper is put there, as the install_path check
+    # (PREFLIGHT_FAILED, like the python and disk checks).
     When I POST /v2/registry/beehives/add as the owner with {"node_name": "pf-ro", "ssh_host": "127.0.0.1", "ssh_port": {port}, "ssh_user": "{user}", "ssh_key_path": "{key}", "install_path": "/proc/rbee", "accept_new_host_key": true}
-    Then the answer is HTTP 502 with error HELPER_FAILED and a correlation id
+    Then the answer is HTTP 502 with error PREFLIGHT_FAILED and a correlation id
     And the error names the check "install_path" and a suggestion
     And the node list has no "pf-ro"
 
@@ -42,6 +42,6 @@ Feature: Checks before a node is recorded
 
   Scenario: The keeper's one line says which check failed and what to try
     When I run rbee-keeper setup add-node --name pf-ro2 --ssh-host 127.0.0.1 --ssh-port {port} --ssh-user {user} --ssh-key {key} --install-path /proc/rbee --accept-new-host-key
-    Then it fails with exit code 1 and error HELPER_FAILED
+    Then it fails with exit code 1 and error PREFLIGHT_FAILED
     And the error mentions "preflight install_path"
     And the error mentions "try:"

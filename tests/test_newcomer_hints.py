@@ -29,7 +29,15 @@ from tests.test_newcomer_errors import load_as_nobody, open_dir  # noqa: F401 - 
 from tests.test_newcomer_nosftp import sshd_without_sftp  # noqa: F401 - fixture
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md"
-PLACEHOLDERS = ("CHECK", "KEYFILE", "PATH", "NODE", "PYTHON", "USER", "user@host:port")
+PLACEHOLDERS: tuple[str, ...] = (
+    "CHECK",
+    "KEYFILE",
+    "PATH",
+    "NODE",
+    "PYTHON",
+    "USER",
+    "user@host:port",
+)
 PLACEHOLDERS += ("N", "NNNNNN", "M", "X", "STEP", "REASON")
 
 

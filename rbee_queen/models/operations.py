@@ -339,12 +339,13 @@ class ModelManager:
         return Plan(node, session, ref, prepared["path"], present, needed)
 
     async def _commit(self, plan: Plan, provider: str, files: list[dict[str, Any]]) -> Event:
-        wanted = [{"name": f["name"], "size": f["size"], "sha256": f["sha256"]} for f in files]
         try:
             committed = await plan.session.ops.model_commit(
                 install_path=plan.session.install_dir,
                 rel=plan.ref.rel_path,
-                files=wanted,
+                files=[
+                    {"name": f["name"], "size": f["size"], "sha256": f["sha256"]} for f in files
+                ],
                 timeout=COMMIT_TIMEOUT_S,
             )
         except HelperFailed as exc:  # a file that failed its check is the transfer's fault

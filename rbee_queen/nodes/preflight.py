@@ -33,6 +33,7 @@ from rbee_wire.helper_ops import ProbeResult
 
 MIN_PYTHON = (3, 10)
 MIN_DISK_FREE_BYTES = 2 * 1024**3
+UNWRITABLE_FIX = "choose an --install-path the SSH user may write to"
 
 
 @dataclass(frozen=True)
@@ -80,13 +81,24 @@ def _connect_failure(error: RbeeError, target: NodeTarget) -> RbeeError:
     if isinstance(error, NodeUnreachable | ConnectionTimeout):
         return _fail(error, "connect", f"check that sshd listens on {where} and is reachable")
     if isinstance(error, HelperFailed):
-        check = str(error.details.get("check", "run"))
-        if check == "install_path":
-            return _fail(error, check, "choose an --install-path the SSH user may write to")
+        if error.details.get("check") == "install_path":
+            return _fail(_unwritable(error, target), "install_path", UNWRITABLE_FIX)
         return _fail(error, "run", "check that `python3` (3.10+) is on the node's PATH")
     if isinstance(error, NodeError) and "key" in error.code.lower():
         return _fail(error, "key", f"chmod 600 {key}")
     return error
+
+
+def _unwritable(error: HelperFailed, target: NodeTarget) -> PreflightFailed:
+    """The helper goes under the install path, so an unwritable one stops the
+    connect at its upload: the login, key and host key passed, the path did not."""
+    reason = error.message.rsplit(f" on {target.name}: ", 1)[-1]
+    detail = f"{target.install_path} not writable ({reason})"
+    where = f"{target.user}@{target.host}:{target.port}"
+    checks = [Check("key", True, target.key_path or "ssh-agent")]
+    checks += [Check(name, True, where) for name in ("connect", "host_key", "authenticate")]
+    checks.append(Check("install_path", False, detail))
+    return PreflightFailed(f"{target.name}: {detail}", checks=_json(checks))
 
 
 def _loose_mode(path: str) -> bool:
@@ -116,7 +128,7 @@ async def run_preflight(
     if failed is not None:
         suggestion = {
             "python": "install python 3.10 or newer on the node as `python3`",
-            "install_path": "choose an --install-path the SSH user may write to",
+            "install_path": UNWRITABLE_FIX,
             "disk": f"free space under {session.install_dir} or choose another --install-path",
         }[failed.name]
         refused = PreflightFailed(f"{target.name}: {failed.detail}", checks=_json(checks))
