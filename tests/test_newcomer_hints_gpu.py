@@ -6,13 +6,16 @@ recorded output in tests/data/nvidia-smi), this torch refusing CUDA, an
 exllamav2 that is missing or whose import fails. A GPU's own answers (how many
 the driver lists, its free VRAM) are physically absent: those facts are given
 to the same functions the worker runs, and each reason checked against its row.
+The flash-attn line is logged by the backend itself with flash_attn really
+absent, behind a stand-in for exllamav2's attn module (which needs CUDA).
 """
 
 from __future__ import annotations
 
-import inspect
+import importlib.util
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -137,10 +140,49 @@ def test_a_cache_that_does_not_fit_matches_the_vram_line() -> None:
     assert doc_pattern("[INSUFFICIENT_VRAM] the worker ran out of VRAM").match(line), line
 
 
-def test_the_flash_attn_line_is_the_backends_own() -> None:
-    # Not produced here: the line is logged by an exllamav2 worker that loaded a
-    # model on a GPU, which needs exllamav2 and CUDA this machine does not have.
-    # The section's text is held to the backend's source instead.
-    line = "flash-attn >= 2.5.7 not found: requests run one at a time"
-    assert f'"{line}"' in inspect.getsource(ExLlamaV2Backend._paged_attention)
-    assert doc_pattern("flash-attn").fullmatch(line)
+# exllamav2/attn.py decides at import whether paged attention is there, from
+# flash_attn's version; this is its rule (exllamav2 0.3) without the torch and
+# CUDA extension imports around it, which need a GPU.
+ATTN_MODULE = """
+has_flash_attn_with_paged = False
+try:
+    import flash_attn
+    version = [int(t) for t in flash_attn.__version__.split(".") if t.isdigit()]
+    has_flash_attn_with_paged = [2, 5, 7] <= version
+except ModuleNotFoundError:
+    pass
+"""
+
+
+@pytest.fixture
+def stand_ins_forgotten() -> Iterator[None]:
+    """The stand-ins this test imports leave sys.modules with it: a later test
+    must find exllamav2 and flash_attn as absent as they are."""
+    yield
+    for name in [n for n in sys.modules if n.split(".")[0] in ("exllamav2", "flash_attn")]:
+        del sys.modules[name]
+
+
+def test_the_flash_attn_line_is_what_the_backend_logs_without_flash_attn(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    stand_ins_forgotten: None,
+) -> None:
+    importing(tmp_path, monkeypatch, "")
+    (tmp_path / "exllamav2" / "attn.py").write_text(ATTN_MODULE)
+    for name in ("exllamav2.attn", "flash_attn"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert importlib.util.find_spec("flash_attn") is None  # really absent here
+    with caplog.at_level(logging.WARNING, "rbee_worker.backends.exllamav2_backend"):
+        assert ExLlamaV2Backend._paged_attention() is False
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert doc_pattern("flash-attn").fullmatch(line), line
+
+    # With flash-attn 2.5.7 or newer importable, no such line: batching is on.
+    (tmp_path / "flash_attn.py").write_text('__version__ = "2.6.3"\n')
+    monkeypatch.delitem(sys.modules, "exllamav2.attn")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "rbee_worker.backends.exllamav2_backend"):
+        assert ExLlamaV2Backend._paged_attention() is True
+    assert caplog.records == []
