@@ -3,6 +3,8 @@ PostgreSQL server (tests/plugins/postgres.py), the same test bodies."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -142,3 +144,40 @@ def test_a_time_reads_back_as_written(store: Database) -> None:
     back = Node.get_by_id("n").last_connected
     assert back == when and back.utcoffset() == timedelta(0)
     assert (utcnow() - Node.get_by_id("n").created_at).total_seconds() < 60
+
+
+def test_a_socket_url_without_a_password_reaches_the_server(
+    postgres_database: PostgresDatabase,
+) -> None:
+    server = postgres_database.server  # the socket is trusted; TCP asks for the password
+    url = f"postgresql://rbee@/{postgres_database.url.dbname}?host={server.root}&port={server.port}"
+    db = open_database(url)
+    try:
+        assert [r[0] for r in db.execute_sql("SELECT count(*) FROM _migrations")] == [
+            len(MIGRATIONS)
+        ]
+    finally:
+        db.close()
+
+
+# One queen's start, as far as the store goes: open and migrate.
+MIGRATE = (
+    "import sys, pathlib; from rbee_queen.store.db import open_database;"
+    " open_database(sys.argv[1], 5000, pathlib.Path(sys.argv[2]))"
+)
+
+
+def test_two_queens_starting_together_migrate_once(postgres_database: PostgresDatabase) -> None:
+    url, password = str(postgres_database.url), str(postgres_database.password_file)
+    starts = [
+        subprocess.Popen([sys.executable, "-c", MIGRATE, url, password], stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    errors = [p.communicate(timeout=60)[1].decode() for p in starts]
+    assert [p.returncode for p in starts] == [0, 0], errors
+    db = open_database(postgres_database.url, password_file=postgres_database.password_file)
+    try:
+        names = [r[0] for r in db.execute_sql("SELECT name FROM _migrations")]
+        assert sorted(names) == sorted(name for name, _ in MIGRATIONS)  # each once
+    finally:
+        db.close()
