@@ -32,6 +32,7 @@ from tests.lifecycle_support import run_task, workers
 from tests.plugins.queen import start_queen, stop_queen
 from tests.plugins.sshd import SshServer
 from tests.test_exllamav2_job_loop import ScriptedGenerator, _backend_on, _piece, _run
+from tests.test_newcomer_hints import doc_pattern
 
 OOM_TEXT = "CUDA out of memory. Tried to allocate 64.00 MiB"
 
@@ -87,7 +88,8 @@ def test_an_out_of_memory_while_loading_is_the_loads_vram_oom(
     assert holder.error_code == "VRAM_OOM" and OOM_TEXT in (holder.error or "")
     error = load_failure({"code": holder.error_code, "message": holder.error})
     assert isinstance(error, QueenVramOom) and error.code == "VRAM_OOM"
-    assert "ran out of GPU memory while loading" in error.message
+    line = f"[{error.code}] {error.message}"  # as the keeper prints it
+    assert doc_pattern("[VRAM_OOM] the worker ran out of GPU memory while loading").match(line)
 
 
 def test_the_openai_routes_keep_the_streams_oom_codes() -> None:
@@ -155,6 +157,8 @@ def test_a_request_out_of_gpu_memory_is_vram_oom_and_the_worker_serves_the_next(
         failed = run_task(queen, tiny_model_dir, max_tokens=8, temperature=0)
         assert failed[0]["type"] == "started" and failed[-1]["type"] == "error", failed
         assert failed[-1]["code"] == "VRAM_OOM" and OOM_TEXT in failed[-1]["message"]
+        line = f"[VRAM_OOM] {failed[-1]['message']}"  # troubleshooting's line for it
+        assert doc_pattern("[VRAM_OOM] the GPU ran out of memory for this request").match(line)
         (worker,) = workers(queen)
         served = run_task(queen, tiny_model_dir, max_tokens=4, temperature=0)
         assert served[-1]["type"] == "end", served
