@@ -13,14 +13,15 @@ import pytest
 from peewee import Database, DatabaseError, IntegrityError, PostgresqlDatabase, SqliteDatabase
 
 from rbee_queen.api.errors import store_outage
-from rbee_queen.errors import ModelAlreadyExists
+from rbee_queen.errors import ModelAlreadyExists, StoreUnavailable
 from rbee_queen.models import node_models
 from rbee_queen.models.catalog import ModelCatalog, Placement, list_models, model_json
 from rbee_queen.store.db import ALL_TABLES, open_database
 from rbee_queen.store.migrations import MIGRATIONS, apply_migrations
 from rbee_queen.store.postgres import read_password
-from rbee_queen.store.tables import Node, NodeModel, Worker, utcnow
+from rbee_queen.store.tables import ModelEntry, Node, NodeModel, Worker, utcnow
 from tests.plugins.postgres import PostgresDatabase, StoreTarget
+from tests.plugins.sshd import free_port
 
 
 @pytest.fixture
@@ -179,5 +180,41 @@ def test_two_queens_starting_together_migrate_once(postgres_database: PostgresDa
     try:
         names = [r[0] for r in db.execute_sql("SELECT name FROM _migrations")]
         assert sorted(names) == sorted(name for name, _ in MIGRATIONS)  # each once
+    finally:
+        db.close()
+
+
+def test_a_server_that_is_not_there_is_store_unavailable_at_open(
+    postgres_database: PostgresDatabase,
+) -> None:
+    closed = free_port()  # nothing listens there
+    url = f"postgresql://rbee@127.0.0.1:{closed}/{postgres_database.url.dbname}"
+    with pytest.raises(StoreUnavailable) as refused:
+        open_database(url, password_file=postgres_database.password_file)
+    message = refused.value.message
+    assert message.startswith(f"cannot open the database {url}: ") and "\n" not in message
+    assert read_password(postgres_database.password_file) not in message
+
+
+@pytest.mark.parametrize(
+    ("migration", "table", "column"),
+    [
+        ("m005_node_worker_access", "nodes", "worker_access"),
+        ("m006_model_device", "models", "device"),
+    ],
+)
+def test_a_database_from_before_a_migration_gets_it(
+    store_target: StoreTarget, migration: str, table: str, column: str
+) -> None:
+    db = store_target.open()
+    try:
+        Node.create(name="old", ssh_host="h", ssh_user="u", ssh_key_path="k", install_path="/")
+        ModelEntry.create(name="old", model_ref="hf:Org/Old", nodes=["old"])
+        db.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")  # as an older queen left it
+        db.execute_sql(f"DELETE FROM _migrations WHERE name = {db.param}", (migration,))
+        assert apply_migrations(db) == [migration]
+        assert column in {c.name for c in db.get_columns(table)}
+        default = {"worker_access": "ssh", "device": "cpu"}[column]
+        assert [r[0] for r in db.execute_sql(f"SELECT {column} FROM {table}")] == [default]
     finally:
         db.close()

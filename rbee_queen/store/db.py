@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peewee import Database, SqliteDatabase
+from peewee import Database, OperationalError, SqliteDatabase
 
 from rbee_queen.database_url import PostgresUrl, is_database_url
+from rbee_queen.errors import StoreUnavailable
 from rbee_queen.store.migrations import apply_migrations
 from rbee_queen.store.postgres import postgres_database
 from rbee_queen.store.recovery import Recovery, recover_if_damaged
@@ -44,7 +45,11 @@ def open_database(
     else:
         db = sqlite_database(where, busy_timeout_ms)
     db.bind(ALL_TABLES)  # the tables use this database from now on
-    db.connect(reuse_if_open=True)
+    try:
+        db.connect(reuse_if_open=True)
+    except OperationalError as exc:  # a server down or refusing us: one line, coded
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreUnavailable(f"cannot open the database {where}: {reason}") from None
     apply_migrations(db)
     return db
 
