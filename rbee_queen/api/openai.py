@@ -9,11 +9,12 @@ mapping for one request, and then `model` may also be a `file:` reference.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+import json
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rbee_queen import requestcontext as ctx
@@ -21,7 +22,7 @@ from rbee_queen.api import inference
 from rbee_queen.api import openai_format as fmt
 from rbee_queen.api.auth import require_model
 from rbee_queen.api.body import json_body
-from rbee_queen.api.tasks import SSE_HEADERS
+from rbee_queen.api.event_stream import EventStreamResponse
 from rbee_queen.errors import (
     InferenceFailed,
     QueueFull,
@@ -119,7 +120,7 @@ async def _complete(request: Request, f: Fields, kind: str, content: dict[str, A
     shape = fmt.Shape(kind, model, job_id)
     if stream:
         body = _stream(shape, relay, include_usage)
-        return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+        return EventStreamResponse(body)
     try:
         text, end = await _collect(relay)
     finally:
@@ -147,18 +148,17 @@ async def _collect(relay: AsyncGenerator[bytes, None]) -> tuple[str, dict[str, A
 
 async def _stream(
     shape: fmt.Shape, relay: AsyncGenerator[bytes, None], include_usage: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The worker's events as OpenAI's chunks: what arrived together leaves in
     one write, [DONE] with the last."""
     first = True
     try:
-        async for batch in fmt.worker_event_batches(relay):
+        async for batch in fmt.worker_event_batches(relay, sliced=True):
             out: list[bytes] = []
             for event in batch:
                 kind = event.get("type")
                 if kind == "token":
-                    text = str(event.get("t", ""))
-                    out.append(shape.chunk(text, first=True) if first else shape.token_chunk(text))
+                    out.append(_token_chunk(shape, event, first))
                     first = False
                 elif kind == "end":
                     out.append(shape.chunk(None, fmt.finish_reason(event), first=first))
@@ -178,6 +178,16 @@ async def _stream(
         yield fmt.DONE
     finally:
         await relay.aclose()
+
+
+def _token_chunk(shape: fmt.Shape, event: dict[str, Any], first: bool) -> bytes:
+    """A token's chunk: from the worker's own JSON string of its text where the
+    reader sliced one out (no decode and encode per token), else from the text."""
+    literal = event.get("literal")
+    if literal is not None and not first:
+        return shape.token_chunk_of(literal)
+    text = json.loads(literal) if literal is not None else str(event.get("t", ""))
+    return shape.chunk(text, first=True) if first else shape.token_chunk(text)
 
 
 def _stream_error(event: dict[str, Any]) -> RbeeError:

@@ -23,6 +23,9 @@ FINISH_REASONS = {
 }
 DONE = b"data: [DONE]\n\n"
 _HOLE = "\x00"  # stands for a token's text in a chunk template; JSON writes it "\u0000"
+# A worker's token event, as rbee_wire.codec writes it, around its text.
+_TOKEN_HEAD = b'{"type": "token", "t": '
+_TOKEN_INDEX = b', "i": '
 
 
 def error_body(exc: RbeeError, correlation_id: str) -> dict[str, Any]:
@@ -100,8 +103,13 @@ class Shape:
 
     def token_chunk(self, text: str) -> bytes:
         """`chunk(text)`, byte for byte, from the template."""
+        return self.token_chunk_of(json.dumps(text, ensure_ascii=False).encode())
+
+    def token_chunk_of(self, literal: bytes) -> bytes:
+        """The same from the text's JSON string as the worker wrote it (the
+        same encoding: rbee_wire.codec), spliced in without a decode."""
         before, after = self._token_template
-        return before + json.dumps(text, ensure_ascii=False).encode() + after
+        return before + literal + after
 
     def usage_chunk(self, end: dict[str, Any]) -> bytes:
         obj = "chat.completion.chunk" if self.chat else "text_completion"
@@ -120,11 +128,13 @@ async def worker_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str,
 
 
 async def worker_event_batches(
-    chunks: AsyncIterator[bytes],
+    chunks: AsyncIterator[bytes], sliced: bool = False
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """The same, as the events each piece of the stream completed: a route that
     answers a batch with one write sends once for what arrived at once (the
-    last token, the end and [DONE] of a stream often come together)."""
+    last token, the end and [DONE] of a stream often come together).
+    `sliced`: a token event comes as {"type": "token", "literal": <its text's
+    JSON string>}, cut out of the worker's bytes instead of decoded."""
     buffer = b""
     async for chunk in chunks:
         buffer += chunk
@@ -140,6 +150,20 @@ async def worker_event_batches(
                 if batch:
                     yield batch
                 return
-            batch.append(json.loads(data))
+            literal = token_literal(data) if sliced else None
+            batch.append({"type": "token", "literal": literal} if literal else json.loads(data))
         if batch:
             yield batch
+
+
+def token_literal(data: bytes) -> bytes | None:
+    """A token event's text as the JSON string the worker wrote, sliced out of
+    `{"type": "token", "t": "...", "i": N}` (rbee_wire's encoding, fields in
+    that order); None for any other shape, which is then decoded whole."""
+    if not data.startswith(_TOKEN_HEAD) or not data.endswith(b"}"):
+        return None
+    end = data.rfind(_TOKEN_INDEX)
+    literal = data[len(_TOKEN_HEAD) : end]
+    if end < 0 or len(literal) < 2 or not literal.startswith(b'"') or not literal.endswith(b'"'):
+        return None
+    return literal

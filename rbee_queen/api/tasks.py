@@ -8,21 +8,19 @@ the OpenAI routes (least loaded, load on demand).
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from rbee_queen.api import inference
 from rbee_queen.api.auth import require_model
 from rbee_queen.api.body import json_body
+from rbee_queen.api.event_stream import EventStreamResponse
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
 from rbee_queen.workers import failover
 from rbee_queen.workers.routing import before_deadline
 
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
-
-async def create_task(request: Request) -> StreamingResponse:
+async def create_task(request: Request) -> EventStreamResponse:
     f = Fields(await json_body(request))
     node = f.string("node", pattern=IDENTIFIER, max_len=64, required=False)
     model = f.string("model", pattern=MODEL_REF, max_len=512)
@@ -44,11 +42,7 @@ async def create_task(request: Request) -> StreamingResponse:
             key=request.state.principal.name,  # the queue's turns are per key
             gone=request.receive,  # the body is read: what comes next is the client leaving
         )
-    return StreamingResponse(
-        svc.workers.relay.relay(live, response, payload["job_id"]),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS,
-    )
+    return EventStreamResponse(svc.workers.relay.relay(live, response, payload["job_id"]))
 
 
 routes = [Route("/v2/tasks", create_task, methods=["POST"])]

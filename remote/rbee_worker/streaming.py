@@ -162,3 +162,18 @@ class JobStreamResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._job.cancel.set()
+
+    async def stream_response(self, send: Send) -> None:
+        """As Starlette's, but the last piece (the one with `[DONE]`) leaves with
+        the chunked body's end: one write, and the reader sees the response
+        complete as it reads the last event."""
+        head = {"type": "http.response.start", "status": self.status_code}
+        await send({**head, "headers": self.raw_headers})
+        async for piece in self.body_iterator:
+            last = isinstance(piece, bytes) and piece.endswith(events.DONE)
+            await send({"type": "http.response.body", "body": piece, "more_body": not last})
+            if last:
+                async for _ in self.body_iterator:  # nothing follows [DONE]
+                    pass
+                return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
