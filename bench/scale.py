@@ -2,6 +2,7 @@
 over 16, 32, 64 (and more) test hosts.
 
     sudo .venv/bin/python -m bench.scale [--sizes 16,32,64] [--rounds 12] [--cut 8]
+        [--slow 8 [--slow-rate 32kbit]]
 
 Needs root: it makes the test hosts (network namespaces, one sshd and one
 ordinary user each, see tests/plugins/testbed.py; 32 a testbed slot) and
@@ -15,6 +16,9 @@ removes them at the end. For each size N:
   per node and as a share of one core, its RSS per node over a queen with no
   node, and `rbee-keeper nodes status` end to end;
 - with --cut K, at the largest size: K links down, a warm and a cold round;
+  with --slow K, K links slowed (tc tbf and a filler stream), three warm
+  rounds and a cold one: when the others answered next to the slowed ones
+  (bench/scale_links.py);
 - what one test host costs (MemAvailable; its processes' RSS while connected).
 
 The machine may be shared: the load average is printed with each figure.
@@ -31,8 +35,11 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+from bench.scale_links import cut, link_figures, slowed
+from bench.scale_links import report_links as report_links_table
 from bench.scale_queen import Queen, add_nodes, nodes_status_s
 from rbee_queen.fleet.fanout import fan_out
 from rbee_queen.fleet.known_hosts import HostKeyStore
@@ -194,49 +201,6 @@ def queen_figures(fleet: Fleet, n: int, work: Path, args: argparse.Namespace) ->
         queen.stop()
 
 
-def answered_after(queen: Queen, mark: int, since: float) -> list[float]:
-    """Seconds from `since` to each reachable answer among the events after `mark`."""
-    events = queen.events[mark:]
-    return [
-        float(str(e["at"])) - since
-        for e in events
-        if e.get("type") == "node" and e.get("status") == "reachable"
-    ]
-
-
-def cut_figures(fleet: Fleet, n: int, cut: int, work: Path, interval: float) -> dict[str, float]:
-    """The last `cut` of n hosts with their links down (open sessions go silent,
-    new connects fail at once): the next round, then a queen restart (a cold
-    round) with them still down. How soon the others answered, from each
-    round's start (the cold round's first answers may precede the event
-    subscription, so fewer may be counted than answered: its `failed` says)."""
-    queen = Queen(work / f"q{n}", interval)
-    hosts = [h for _, h in fleet.hosts[n - cut : n]]
-    queen.start()
-    try:
-        queen.wait_rounds(2)
-        for host in hosts:
-            host.set_link(False)
-        figures: dict[str, float] = {}
-        for phase in ("warm", "cold"):
-            if phase == "cold":
-                queen.stop()
-                queen.start()
-            mark, count = len(queen.events), len(queen.rounds())
-            done = queen.wait_rounds(count + 1)[count]
-            start = float(str(done["at"])) - float(str(done["duration_s"]))
-            answers = answered_after(queen, mark, start)
-            figures[f"{phase} answered"] = float(len(answers))
-            figures[f"{phase} last answer s"] = max(answers, default=float("nan"))
-            figures[f"{phase} round s"] = float(str(done["duration_s"]))
-            figures[f"{phase} failed"] = float(str(done["failed"]))
-        return figures
-    finally:
-        for host in hosts:
-            host.set_link(True)
-        queen.stop()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="16,32,64")
@@ -244,6 +208,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=5.0, help="health interval (s)")
     parser.add_argument("--concurrency", default="4,16,64", help="connect bounds to time")
     parser.add_argument("--cut", type=int, default=0, help="links to cut at the largest size")
+    parser.add_argument("--slow", type=int, default=0, help="links to slow at the largest size")
+    parser.add_argument("--slow-rate", default="32kbit", help="a slowed link's rate (tc tbf)")
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason:
@@ -265,12 +231,23 @@ def main() -> None:
         report_cold(fleet, sizes, bounds, keys)
         rows = [(n, queen_figures(fleet, n, work, args)) for n in sizes]
         report_queen(rows, empty, args)
-        if args.cut:
-            n = max(sizes)
-            report_cut(n, args.cut, cut_figures(fleet, n, args.cut, work, args.interval))
+        report_links(fleet, max(sizes), work, args)
     finally:
         fleet.remove()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def report_links(fleet: Fleet, n: int, work: Path, args: argparse.Namespace) -> None:
+    """--cut and --slow: the last hosts of the largest size, their links cut or
+    slowed (bench/scale_links.py), on the queen of that size."""
+    for how, k in (("cut", args.cut), ("slowed", args.slow)):
+        if not k:
+            continue
+        hosts = [h for _, h in fleet.hosts[n - k : n]]
+        impair = partial(cut, hosts) if how == "cut" else partial(slowed, hosts, args.slow_rate)
+        rows = link_figures(Queen(work / f"q{n}", args.interval), hosts, how, impair)
+        detail = f" (tbf {args.slow_rate} and a filler stream)" if how == "slowed" else ""
+        report_links_table(n, k, how, rows, detail)
 
 
 def report_cold(fleet: Fleet, sizes: list[int], bounds: list[int], keys: HostKeyStore) -> None:
@@ -302,18 +279,6 @@ def report_queen(
             f" | {f['cpu per node ms']:.2f} ms | {f['core %']:.2f} %"
             f" | {f['rss MiB']:.1f} MiB | {per_node:.0f} KiB | {f['nodes status s']:.2f} s"
             f" | {f['host MiB']:.1f} MiB | {f['load']:.2f} |"
-        )
-
-
-def report_cut(n: int, cut: int, f: dict[str, float]) -> None:
-    print(f"\n{cut} of {n} hosts' links set down, load {loadavg()}")
-    print("| round | others answered | last of them after | round took | failed |")
-    print("| --- | --- | --- | --- | --- |")
-    for phase in ("warm", "cold"):
-        print(
-            f"| {phase} | {f[phase + ' answered']:.0f} of {n - cut}"
-            f" | {f[phase + ' last answer s']:.2f} s | {f[phase + ' round s']:.2f} s"
-            f" | {f[phase + ' failed']:.0f} |"
         )
 
 

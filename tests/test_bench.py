@@ -25,13 +25,17 @@ SMALLEST = {
     "auth": (["--requests", "5"], "bearer token /v2/registry/models/list"),
     "fanout": (["--rounds", "1", "--sizes", "1"], "fabric warm / rbee warm"),
     "load": (["--requests", "4", "--seconds", "1", "--max-tokens", "2"], "highest rate meeting"),
+    "relay_capacity": (
+        ["--workers", "1", "--streams", "1", "--seconds", "0.5", "--max-tokens", "2"],
+        "| 1 | queen |",
+    ),
     "scale": (
-        ["--sizes", "2", "--rounds", "2", "--interval", "1", "--concurrency", "1,2"],
-        "queen process, health interval 1 s",
+        ["--sizes", "2", "--rounds", "2", "--interval", "1", "--concurrency", "1,2", "--slow", "1"],
+        "1 of 2 hosts' links slowed",
     ),
 }
 # Run by the others (bench.relay starts it), never on its own.
-HELPERS = {"byte_relay", "relay_procs", "load_soak", "scale_queen"}
+HELPERS = {"byte_relay", "relay_procs", "load_soak", "scale_queen", "scale_links", "queen_profile"}
 
 
 def _run(name: str, args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -48,7 +52,7 @@ def test_every_bench_module_imports_and_each_benchmark_is_covered() -> None:
     assert names == set(SMALLEST) | HELPERS | {"gpu"}
 
 
-@pytest.mark.parametrize("name", ["relay", "first_token", "auth", "load"])
+@pytest.mark.parametrize("name", ["relay", "first_token", "auth", "load", "relay_capacity"])
 def test_benchmark_runs_its_smallest_configuration(name: str) -> None:
     args, expected = SMALLEST[name]
     done = _run(name, args)

@@ -1,0 +1,83 @@
+"""Where a queen process's busy time goes: py-spy samples it for a window
+(`py-spy record --nonblocking --format raw`, idle threads not sampled), and the
+samples are summed by function, both where the sample was taken (self) and
+anywhere on its stack (inclusive). bench.relay_capacity runs it on the queen
+during its heaviest window."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+RATE = 200  # samples a second
+TOP = 15
+LINE_NUMBER = re.compile(r":\d+\)$")
+
+
+def function_of(frame: str) -> str:
+    """`send (asyncio/selector_events.py:1024)` -> `send (asyncio/selector_events.py)`,
+    the folders above the package's own shortened to keep the table narrow."""
+    name = LINE_NUMBER.sub(")", frame.strip())
+    return re.sub(r"\(/\S*/(site-packages|lib/python3\.\d+|rbee_\w+)/", r"(\1/", name)
+
+
+def summarize(raw: str) -> tuple[int, Counter[str], Counter[str]]:
+    """The sample count, and the samples by function: self and inclusive."""
+    own: Counter[str] = Counter()
+    anywhere: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples = int(count)
+        functions = [function_of(frame) for frame in stack.split(";")]
+        total += samples
+        own[functions[-1]] += samples
+        for name in set(functions):
+            anywhere[name] += samples
+    return total, own, anywhere
+
+
+class QueenProfile:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.out = Path(tempfile.mkdtemp(prefix="rbee-profile-")) / "queen.raw"
+        self.seconds = 0.0
+
+    def start(self, seconds: float) -> None:
+        beside = Path(sys.executable).with_name("py-spy")  # the venv's, where not on PATH
+        spy = str(beside) if beside.exists() else shutil.which("py-spy")
+        if spy is None:
+            raise SystemExit("--profile needs py-spy (pip install -e '.[bench]')")
+        self.seconds = seconds
+        argv = [spy, "record", "--pid", str(self.pid), "--duration", str(max(1, int(seconds)))]
+        argv += ["--rate", str(RATE), "--nonblocking", "--format", "raw", "--output"]
+        self.proc = subprocess.Popen([*argv, str(self.out)], stdout=subprocess.DEVNULL)
+
+    def report(self) -> str:
+        assert self.proc is not None
+        self.proc.wait(timeout=60)
+        total, own, anywhere = summarize(self.out.read_text())
+        shutil.rmtree(self.out.parent, ignore_errors=True)
+        if not total:
+            return "py-spy took no sample of the queen"
+        possible = RATE * max(1, int(self.seconds))
+        lines = [
+            f"\nqueen under py-spy: {total} busy samples of {possible} possible"
+            f" ({total / possible * 100:.0f} % of one thread's time)",
+            "| self samples | share | function |",
+            "| --- | --- | --- |",
+        ]
+        lines += [f"| {n} | {n / total * 100:.1f} % | `{f}` |" for f, n in own.most_common(TOP)]
+        lines += ["", "| inclusive samples | share | function |", "| --- | --- | --- |"]
+        lines += [
+            f"| {n} | {n / total * 100:.1f} % | `{f}` |" for f, n in anywhere.most_common(TOP)
+        ]
+        return "\n".join(lines)
