@@ -57,9 +57,16 @@ def row_patterns(start: str) -> list[re.Pattern[str]]:
 def doc_pattern(start: str) -> re.Pattern[str]:
     """The one backticked text anywhere on the page (the Models and GPU sections
     too) that starts with `start`, as a pattern."""
-    shown = {" ".join(t.split()) for t in re.findall(r"`([^`]+)`", DOC.read_text())}
-    (text,) = {t for t in shown if t.startswith(start)}  # a line break in it reads as a space
+    (text,) = shown_text(start)
     return _pattern(text)
+
+
+def shown_text(start: str) -> set[str]:
+    """The backticked texts of the page that `start` names: the one equal to it
+    (`[INSUFFICIENT_VRAM]` beside longer lines with that code), else every one
+    that starts with it. A line break in a text reads as a space."""
+    shown = {" ".join(t.split()) for t in re.findall(r"`([^`]+)`", DOC.read_text())}
+    return {start} if start in shown else {t for t in shown if t.startswith(start)}
 
 
 def _pattern(text: str) -> re.Pattern[str]:

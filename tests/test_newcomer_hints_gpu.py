@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ from tests.plugins.queen import QueenProcess
 from tests.plugins.sshd import SshServer
 from tests.test_devices import add_node, h100_sshd  # noqa: F401 - fixture
 from tests.test_newcomer_hints import doc_pattern, row_patterns
+from tests.test_newcomer_hints_models import assert_gives_bytes
 
 GPU_ROWS = (
     "no NVIDIA driver",
@@ -52,7 +54,7 @@ def assert_reason_row(start: str, reason: str) -> None:
     assert pattern.match(reason), (reason, pattern.pattern)
 
 
-def test_a_cuda_worker_on_a_node_without_a_usable_gpu_names_its_row(
+def test_a_cuda_worker_on_a_node_without_a_usable_gpu_or_room_names_its_line(
     queen: QueenProcess,
     h100_sshd: SshServer,  # noqa: F811 - the imported fixture
     tiny_model_dir: Path,
@@ -69,6 +71,18 @@ def test_a_cuda_worker_on_a_node_without_a_usable_gpu_names_its_row(
     reason = error["message"].removeprefix("the worker cannot use its GPU: ")
     # Which piece is missing first depends on this machine's torch: some row names it.
     assert any(p.match(reason) for start in GPU_ROWS for p in row_patterns(start)), reason
+
+    # Weights past the H100's free VRAM: refused by the queen's preflight, no worker.
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", huge)
+    with open(huge / "model.safetensors", "wb") as weights:
+        weights.truncate(1 << 40)  # sparse: a terabyte on no disk
+    with queen.client() as client:
+        answer = client.post("/v2/tasks", json={**task, "model": f"file:{huge}"})
+    error = answer.json()["error"]
+    assert doc_pattern("[INSUFFICIENT_VRAM]").match(f"[{error['code']}] {error['message']}")
+    assert_gives_bytes(error)
 
 
 # The facts a GPU node would report, each missing one piece (no GPU here to ask).

@@ -1,14 +1,22 @@
-"""Every row of docs/troubleshooting.md's tables has a test that produces it.
+"""Every row of docs/troubleshooting.md's tables, and every message its Models
+and GPU sections quote, has a test that produces it.
 
 A row added to the page without a case here fails; so does a case whose test
-was renamed or removed. The tests themselves live beside this file.
+was renamed or removed. The tables' tests live beside this file. A quoted
+message (a backticked text that is an error line or a sentence, not a command,
+an option or a setting) is covered by the test that checks the real message
+against it: found here by reading the tests, as the `doc_pattern` or
+`assert_shown` call that names it inside a test function.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import re
+from pathlib import Path
 
-from tests.test_newcomer_hints import DOC
+from tests.test_newcomer_hints import DOC, shown_text
 
 HINTS = "tests.test_newcomer_hints"
 # Row start -> "MODULE:NAME": the test test_NAME in tests/test_newcomer_hints_MODULE.py
@@ -47,7 +55,7 @@ COVERED = {
     # The GPU section's table: its reasons.
     "no NVIDIA driver": "gpu:each_missing_piece_matches_its_row",
     "torch is not installed": "gpu:each_missing_piece_matches_its_row",
-    "torch X+cpu": "gpu:a_cuda_worker_on_a_node_without_a_usable_gpu_names_its_row",
+    "torch X+cpu": "gpu:a_cuda_worker_on_a_node_without_a_usable_gpu_or_room_names_its_line",
     "GPU N was asked": "gpu:each_missing_piece_matches_its_row",
     "exllamav2 is not installed": "gpu:exllamav2_missing_or_failing_to_build_matches_its_rows",
     "torch … (CUDA …)": "gpu:this_torch_refusing_cuda_matches_its_row",
@@ -75,3 +83,60 @@ def test_each_named_test_exists() -> None:
         module, name = where.split(":")
         found = importlib.import_module(f"{HINTS}_{module}" if module else HINTS)
         assert callable(getattr(found, f"test_{name}")), where
+
+
+PROSE_SECTIONS = ("## Models", "## GPU workers")
+CHECKERS = {"doc_pattern", "assert_shown"}
+
+
+def prose_messages() -> set[str]:
+    """The messages the Models and GPU sections quote outside their tables: a
+    coded line (`[CODE] …`), a line's tail (`… text`), or a sentence of four or
+    more words that is not a command (`rbee-keeper …`) or an option (`--x y`)."""
+    text = DOC.read_text()
+    found: set[str] = set()
+    for heading in PROSE_SECTIONS:
+        section = text[text.index(heading) + len(heading) :].split("\n## ", 1)[0]
+        prose = "\n".join(line for line in section.splitlines() if not line.startswith("|"))
+        for quoted in re.findall(r"`([^`]+)`", prose):
+            quoted = " ".join(quoted.split())
+            sentence = len(quoted.split()) >= 4 and not quoted.startswith(("rbee-keeper ", "-"))
+            if quoted.startswith(("[", "… ")) or sentence:
+                found.add(quoted)
+    return found
+
+
+def checked_in_tests() -> dict[str, list[str]]:
+    """Quoted text -> the tests ("module::test") whose doc_pattern or assert_shown
+    call names it, read from every test module."""
+    checked: dict[str, list[str]] = {}
+    for module in sorted(Path(__file__).parent.glob("test_*.py")):
+        tree = ast.parse(module.read_text())
+        for test in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+            if test.name.startswith("test_"):
+                for start in filter(None, map(_checked_start, ast.walk(test))):
+                    for text in shown_text(start):
+                        checked.setdefault(text, []).append(f"{module.stem}::{test.name}")
+    return checked
+
+
+def _checked_start(node: ast.AST) -> str | None:
+    """The start a `doc_pattern("...")` or `assert_shown("...", ...)` call names."""
+    if not isinstance(node, ast.Call) or getattr(node.func, "id", None) not in CHECKERS:
+        return None
+    first = node.args[0] if node.args else None
+    return first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
+
+
+def test_every_message_the_prose_sections_quote_is_checked_by_a_test() -> None:
+    messages = prose_messages()
+    # The section lines each engineer asked after: a hub the node cannot reach,
+    # a copy's hash check, the RAM preflight, the flash-attn log line.
+    assert {
+        "[DOWNLOAD_FAILED] … ConnectError",
+        "[DOWNLOAD_FAILED] … does not match its SHA-256",
+        "[INSUFFICIENT_RAM]",
+        "flash-attn >= 2.5.7 not found: requests run one at a time",
+    } <= messages
+    checked = checked_in_tests()
+    assert sorted(m for m in messages if m not in checked) == []

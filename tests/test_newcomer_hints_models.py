@@ -5,8 +5,10 @@ A real queen whose huggingface_hub talks to the fake hub of tests/plugins
 a private repo, a repo with only pickled weights, a model not yet on the node,
 bytes damaged on the way, a repo too big for the disk, a stalled transfer,
 a node that downloads for itself with a python lacking huggingface_hub,
-model folders deleted or changed on the node, and a download process killed
-on the node.
+model folders deleted or changed on the node, a download process killed
+on the node, a copy from a node whose file changed since it was recorded, and
+a model bigger than the node's RAM. (A node that cannot reach the hub needs a
+host apart: tests/test_newcomer_hints_testbed.py.)
 """
 
 from __future__ import annotations
@@ -182,7 +184,7 @@ def copy(queen: QueenProcess, source: str, dest: str, model: str) -> tuple[int, 
     return 200, [json.loads(line) for line in lines]
 
 
-def test_a_copy_whose_bytes_changed_on_the_source_matches_the_hash_line(
+def test_a_copy_of_changed_bytes_and_a_model_over_the_ram_match_their_lines(
     hub_queen: QueenProcess, fakehub: FakeHub, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     fakehub.add_folder("Org/Tiny", tiny_model_dir)
@@ -201,23 +203,21 @@ def test_a_copy_whose_bytes_changed_on_the_source_matches_the_hash_line(
     assert not (partial / WEIGHTS).exists()
     assert not (tmp_path / "b" / "install" / "models" / "hf" / "Org" / "Tiny").exists()
 
-
-def test_a_model_bigger_than_the_nodes_ram_matches_its_line(
-    hub_queen: QueenProcess, sshd: SshServer, tiny_model_dir: Path, tmp_path: Path
-) -> None:
     huge = tmp_path / "huge"
     huge.mkdir()
     shutil.copy(tiny_model_dir / "config.json", huge)
     with open(huge / WEIGHTS, "wb") as weights:
         weights.truncate(1 << 40)  # sparse: a terabyte of weights on no disk
-    add_node(hub_queen, sshd, tmp_path)
     task = {"node": "n1", "model": f"file:{huge}", "prompt": "hi"}
     with hub_queen.client() as client:
         refused = client.post("/v2/tasks", json=task).json()["error"]
-    line = f"[{refused['code']}] {refused['message']}"
-    assert_shown("[INSUFFICIENT_RAM]", line)
-    # "the message and `details` give required and available bytes"
-    details = refused["details"]
-    required, available = details["required_bytes"], details["available_bytes"]
+    assert_shown("[INSUFFICIENT_RAM]", f"[{refused['code']}] {refused['message']}")
+    assert_gives_bytes(refused)
+
+
+def assert_gives_bytes(error: dict) -> None:
+    """The section's "the message and `details` give required and available bytes"."""
+    required, available = error["details"]["required_bytes"], error["details"]["available_bytes"]
     assert required > available > 0
-    assert f"({required} bytes)" in line and f"({available} bytes)" in line, line
+    assert f"({required} bytes)" in error["message"], error
+    assert f"({available} bytes)" in error["message"], error
