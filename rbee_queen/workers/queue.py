@@ -40,6 +40,7 @@ class Waiter:
     nodes: list[str]
     device: str
     exclude: set[str] | frozenset[str] = frozenset()  # workers lost to this request
+    since: float = field(default_factory=time.monotonic)  # when it began to wait
     claimed: asyncio.Future[LiveWorker] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -60,6 +61,10 @@ class ModelQueue:
 
     def __len__(self) -> int:
         return sum(len(q) for q in self.by_key.values())
+
+    def oldest(self) -> float | None:
+        """When its longest-waiting request began to wait (None: none waits)."""
+        return min((q[0].since for q in self.by_key.values() if q), default=None)
 
     def add(self, key: str, waiter: Waiter) -> None:
         self.by_key.setdefault(key, deque()).append(waiter)
@@ -97,6 +102,12 @@ class RequestQueue:
     def depth(self, model_ref: str) -> int:
         queue = self.models.get(model_ref)
         return len(queue) if queue is not None else 0
+
+    def oldest_wait(self, model_ref: str) -> float | None:
+        """Seconds the model's longest-waiting request has waited; None when none waits."""
+        queue = self.models.get(model_ref)
+        since = queue.oldest() if queue is not None else None
+        return None if since is None else time.monotonic() - since
 
     async def wait(
         self,

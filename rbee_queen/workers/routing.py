@@ -1,11 +1,13 @@
 """Which worker serves a request: the least loaded ready worker for the model on
-the allowed nodes; when none has a free slot, a new worker on an allowed node
-that has none yet (load on demand); when every allowed node already runs one
-and all are full, the request waits in the model's queue (workers/queue.py)
-for the next slot that frees, or, with the queue turned off (length 0),
-ALL_SLOTS_BUSY at once rather than a round trip to a worker that would
-refuse. A draining worker (being shut down) takes no new request and
-no second worker starts beside it; when it was the only choice: WORKER_DRAINING.
+the allowed nodes; when the model has none there, a new worker on an allowed
+node (load on demand); when its workers are all full, the request waits in
+the model's queue (workers/queue.py) for the next slot that frees, and a
+growing queue starts another worker on an allowed node that has none yet
+(workers/scaling.py, under `workers.max_per_model`). With the queue turned
+off (length 0) such a worker starts at once, and when none can, the answer
+is ALL_SLOTS_BUSY rather than a round trip to a worker that would refuse. A
+draining worker (being shut down) takes no new request and no second worker
+starts beside it; when it was the only choice: WORKER_DRAINING.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rbee_queen.workers.devices import serves
 from rbee_queen.workers.live import LiveWorker, draining_error
 from rbee_queen.workers.queue import Gone, QueueLimits, RequestQueue
 from rbee_queen.workers.registry import Publish, WorkerRegistry
+from rbee_queen.workers.scaling import Scaler, ScaleSettings, Want
 from rbee_queen.workers.starter import WorkerStarter
 
 
@@ -41,6 +44,8 @@ class Router:
         # Two queens on one database: a worker starts only on a node whose lease
         # this queen holds (taken on demand when free; NODE_HELD_ELSEWHERE if not).
         self.leases = leases
+        # Another worker for a model whose queue grows (scaling.py).
+        self.scaling = Scaler(registry, queue, self._start, self._nodes_to_start, ScaleSettings())
 
     @classmethod
     def build(
@@ -52,11 +57,15 @@ class Router:
         leases: NodeLeases | None = None,
     ) -> Router:
         queue = RequestQueue(registry, publish, queue_limits(config))
-        return cls(registry, starter, queue, leases)
+        router = cls(registry, starter, queue, leases)
+        router.scaling.settings = scale_settings(config)
+        return router
 
     def reconfigure(self, config: QueenConfig) -> None:
-        """A reload's queue bounds; requests already waiting keep their places."""
+        """A reload's queue bounds and scale-up settings; requests already
+        waiting keep their places."""
         self.queue.limits = queue_limits(config)
+        self.scaling.settings = scale_settings(config)
 
     async def acquire(
         self,
@@ -91,15 +100,25 @@ class Router:
             return chosen
         # A node whose worker for the model is draining gets no second one meanwhile.
         node = self._node_to_start(nodes, {w.node for w in candidates})
+        if node is not None and self.scaling.at_limit(model_ref):
+            node = None
+        if node is not None and running and self.queue.limits.max_length:
+            # Every worker is full: another starts once the queue is deep enough,
+            # or a request has waited long enough (scaling.py); until then, wait.
+            depth = self.queue.depth(model_ref) + 1
+            self.scaling.queued(Want(model_ref, nodes, slots, device))
+            if depth < self.scaling.settings.depth:
+                node = None
+            else:
+                self.scaling.announce(model_ref, node, depth, "queue.scale_up_depth reached")
         if node is None:
             if draining and not running:
                 raise draining_error(draining[0])
             if exclude and not running:
                 raise InferenceFailed("the request's worker was lost and no other can take it")
             return await self._wait(running, model_ref, nodes, device, key, job_id, gone, exclude)
-        if self.leases is not None:
-            await self.leases.ensure(node)  # a takeover re-adopts the node's workers first
-        live = await self.starter.ensure_worker(node, model_ref, slots, device)
+        with self.scaling.starting(model_ref, node):
+            live = await self._start(node, model_ref, slots, device)
         self.queue.offer(live)  # requests that queued while it started come first
         if live.free_slots > 0:
             self.registry.claim(live, job_id)
@@ -127,6 +146,11 @@ class Router:
             )
         return await self.queue.wait(model_ref, nodes, device, key, job_id, gone, exclude)
 
+    async def _start(self, node: str, model_ref: str, slots: int, device: str) -> LiveWorker:
+        if self.leases is not None:
+            await self.leases.ensure(node)  # a takeover re-adopts the node's workers first
+        return await self.starter.ensure_worker(node, model_ref, slots, device)
+
     def _running(self, model_ref: str, nodes: list[str], device: str) -> list[LiveWorker]:
         return [
             w
@@ -135,8 +159,12 @@ class Router:
         ]
 
     def _node_to_start(self, nodes: list[str], busy_nodes: set[str]) -> str | None:
-        """An allowed node without a worker for the model: reachable ones first,
-        then the one running the fewest workers, then the mapping's order."""
+        options = self._nodes_to_start(nodes, busy_nodes)
+        return options[0] if options else None
+
+    def _nodes_to_start(self, nodes: list[str], busy_nodes: set[str]) -> list[str]:
+        """The allowed nodes without a worker for the model, best first: reachable
+        ones, then those running the fewest workers, then the mapping's order."""
         known = {n.name: n for n in Node.select().where(Node.name.in_(nodes))}
         if not known:
             raise NodeNotFound(f"none of the model's nodes exists: {', '.join(nodes)}")
@@ -145,10 +173,10 @@ class Router:
             load[worker.node] = load.get(worker.node, 0) + 1
         options = [n for n in nodes if n in known and n not in busy_nodes]
         if not options:
-            return None
+            return []
         # A node another queen drives comes last: starting there is refused.
         elsewhere = self.leases.held_elsewhere(options) if self.leases is not None else set()
-        return min(
+        return sorted(
             options,
             key=lambda n: (
                 known[n].status == "unreachable",
@@ -161,6 +189,14 @@ class Router:
 
 def queue_limits(config: QueenConfig) -> QueueLimits:
     return QueueLimits(max_length=config.queue_max_length, max_wait_s=config.queue_max_wait_s)
+
+
+def scale_settings(config: QueenConfig) -> ScaleSettings:
+    return ScaleSettings(
+        max_per_model=config.workers_max_per_model,
+        depth=config.queue_scale_up_depth,
+        after_s=config.queue_scale_up_after_s,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -140,6 +140,20 @@ class RequestDequeued(_Stamped):
     depth: int  # the model's queue after it left
 
 
+class ScaleUp(_Stamped):
+    """Another worker of a model starts because its queue grew: on `node`, with
+    `workers` of the model already running or starting and `depth` requests
+    waiting; `reason` says which bound was passed (queue.scale_up_depth or
+    queue.scale_up_after_s)."""
+
+    type: Literal["scale_up"]
+    model: str
+    node: str
+    workers: int
+    depth: int
+    reason: str
+
+
 class HealthRound(_Stamped):
     """One health round over every node ended."""
 
@@ -216,6 +230,7 @@ QueenEvent = (
     | RequestFinished
     | RequestQueued
     | RequestDequeued
+    | ScaleUp
     | HealthFailed
     | WorkerKilled
     | WorkerRestarted
@@ -237,6 +252,7 @@ BY_TYPE: dict[str, Any] = {
     "request_finished": RequestFinished,
     "request_queued": RequestQueued,
     "request_dequeued": RequestDequeued,
+    "scale_up": ScaleUp,
     "health_failed": HealthFailed,
     "worker_killed": WorkerKilled,
     "worker_restarted": WorkerRestarted,
