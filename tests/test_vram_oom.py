@@ -6,13 +6,15 @@ would raise it: torch's own `torch.cuda.OutOfMemoryError` (it exists in CPU
 builds of torch) from the model's forward pass, and exllamav2's RuntimeError
 forms from a stand-in for its generator (the real one needs a GPU). Everything
 else is real: the worker process, its torch backend and tiny model, the queen,
-sshd and the helper. The real thing is in the GPU checks.
+sshd and the helper. The real thing is the test marked `gpu` at the end, which
+fills a real GPU until a forward pass fails (docs/gpu-verification.md).
 """
 
 from __future__ import annotations
 
 import itertools
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +27,7 @@ from rbee_queen.api.openai import _stream_error
 from rbee_queen.api.openai_format import error_body
 from rbee_queen.errors import VramOom as QueenVramOom
 from rbee_queen.workers.starter import load_failure
-from rbee_worker.backends.base import VramOom, is_vram_oom
+from rbee_worker.backends.base import GenerationParams, VramOom, is_vram_oom
 from rbee_worker.backends.torch_backend import TorchBackend
 from rbee_worker.loading import BackendHolder
 from tests.lifecycle_support import run_task, workers
@@ -170,3 +172,33 @@ def test_a_request_out_of_gpu_memory_is_vram_oom_and_the_worker_serves_the_next(
         assert not {"failed", "hung", "killing", "restarting"} & set(states), states
     finally:
         stop_queen(queen)
+
+
+@pytest.mark.gpu
+def test_gpu_a_real_cuda_out_of_memory_ends_one_generation_and_the_next_runs(
+    tiny_model_dir: Path,
+) -> None:
+    """On a GPU (skipped elsewhere): the GPU is filled by this process until the
+    tiny model's next forward pass cannot get memory, a real CUDA OOM."""
+    backend = TorchBackend(tiny_model_dir, "cuda:0")
+    backend.load(lambda progress: None)
+    params = GenerationParams(max_tokens=8, temperature=0)
+    filler = []
+    free, _ = torch.cuda.mem_get_info(0)
+    while free > 2 * 1024**2:  # all but a sliver, in chunks the allocator can place
+        chunk = max(free // 2, 1024**2)
+        try:
+            filler.append(torch.empty(chunk, dtype=torch.uint8, device="cuda:0"))
+        except torch.cuda.OutOfMemoryError:
+            break
+        free, _ = torch.cuda.mem_get_info(0)
+    with pytest.raises(VramOom, match="ran out of memory for this request"):
+        list(backend.generate("hello " * 64, params, threading.Event()))
+    filler.clear()
+    generation = backend.generate("hello", params, threading.Event())
+    while True:
+        try:
+            next(generation)
+        except StopIteration as stop:
+            assert stop.value.tokens_out > 0
+            break

@@ -168,6 +168,25 @@ class TorchBackend:
     def generate(
         self, prompt: str, params: GenerationParams, cancel: threading.Event
     ) -> Generation:
+        """The generation; a CUDA out-of-memory anywhere in it is VramOom, raised
+        once the request's tensors (its KV cache) are let go of and the
+        allocator's free blocks handed back, so the next request finds the room."""
+        try:
+            return (yield from self._generate(prompt, params, cancel))
+        except RuntimeError as exc:
+            if not is_vram_oom(exc):
+                raise
+            message = one_line(exc)
+        # Here, past the handler, the error and its frames (which held the
+        # request's tensors) are gone.
+        import torch
+
+        _return_cuda_memory(torch)
+        raise VramOom(f"the GPU ran out of memory for this request: {message}")
+
+    def _generate(
+        self, prompt: str, params: GenerationParams, cancel: threading.Event
+    ) -> Generation:
         if self._model is None:
             raise RuntimeError("model not loaded")
         import torch
@@ -193,12 +212,7 @@ class TorchBackend:
             if cancel.is_set():
                 stop = StopReason.CANCELLED
                 break
-            try:
-                token, cache = self._step(torch, step_input, cache, sampler)
-            except VramOom:
-                cache = None  # this request's KV cache, let go of
-                _return_cuda_memory(torch)
-                raise
+            token, cache = self._step(torch, step_input, cache, sampler)
             if token in self._eos:
                 stop = StopReason.EOS
                 break
@@ -220,22 +234,11 @@ class TorchBackend:
         return GenerationResult(stop, made, prompt_tokens=len(ids), stop_sequence=matched)
 
     def _step(self, torch: Any, step_input: Any, cache: Any, sampler: Sampler) -> tuple[int, Any]:
-        """One forward pass: the token sampled and the cache after it. A CUDA
-        out-of-memory is VramOom, raised outside the handler so the error's
-        frames (and the tensors they hold) are already let go of."""
-        try:
-            with torch.inference_mode():
-                # `cache=` rather than `past_key_values=`, which transformers 5 deprecates.
-                out = self._model(
-                    input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1
-                )
-                return sampler(out.logits[0, -1].float()), out.cache
-        except RuntimeError as exc:
-            if not is_vram_oom(exc):
-                raise
-            message = one_line(exc)
-        cache = step_input = None
-        raise VramOom(f"the GPU ran out of memory for this request: {message}")
+        """One forward pass: the token sampled and the cache after it."""
+        with torch.inference_mode():
+            # `cache=` rather than `past_key_values=`, which transformers 5 deprecates.
+            out = self._model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1)
+            return sampler(out.logits[0, -1].float()), out.cache
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         if self._tokenizer is None:
