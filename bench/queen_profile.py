@@ -20,28 +20,41 @@ LINE_NUMBER = re.compile(r":\d+\)$")
 
 
 def function_of(frame: str) -> str:
-    """`send (asyncio/selector_events.py:1024)` -> `send (asyncio/selector_events.py)`,
-    the folders above the package's own shortened to keep the table narrow."""
+    """`send (/usr/lib/python3.11/asyncio/selector_events.py:1024)` ->
+    `send (asyncio/selector_events.py)`: the folders above the package dropped."""
     name = LINE_NUMBER.sub(")", frame.strip())
-    return re.sub(r"\(/\S*/(site-packages|lib/python3\.\d+|rbee_\w+)/", r"(\1/", name)
+    name = re.sub(r"\(/\S*/(?:site-packages|python3\.\d+)/", "(", name)
+    return re.sub(r"\(/\S*/(rbee_\w+)/", r"(\1/", name)
 
 
 def summarize(raw: str) -> tuple[int, Counter[str], Counter[str]]:
-    """The sample count, and the samples by function: self and inclusive."""
-    own: Counter[str] = Counter()
-    anywhere: Counter[str] = Counter()
-    total = 0
+    """The sample count, and the samples by function: self and inclusive. The
+    frames every sample of the main thread passes through (from runpy to the
+    event loop's run) are left out of the inclusive count: they say nothing."""
+    stacks: list[tuple[list[str], int]] = []
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        samples = int(count)
-        functions = [function_of(frame) for frame in stack.split(";")]
-        total += samples
+        if stack and count.isdigit():
+            stacks.append(([function_of(frame) for frame in stack.split(";")], int(count)))
+    own: Counter[str] = Counter()
+    anywhere: Counter[str] = Counter()
+    for functions, samples in stacks:
         own[functions[-1]] += samples
         for name in set(functions):
             anywhere[name] += samples
-    return total, own, anywhere
+    for name in common_prefix([f for f, _ in stacks if f[0] == stacks[0][0][0]] if stacks else []):
+        del anywhere[name]
+    return sum(n for _, n in stacks), own, anywhere
+
+
+def common_prefix(stacks: list[list[str]]) -> list[str]:
+    """The frames every stack starts with, less the last of each stack."""
+    prefix: list[str] = []
+    for frames in zip(*(s[:-1] for s in stacks), strict=False):
+        if len(set(frames)) > 1:
+            break
+        prefix.append(frames[0])
+    return prefix
 
 
 class QueenProfile:

@@ -84,3 +84,26 @@ def test_gpu_benchmark_runs_or_says_why_not() -> None:
     else:
         assert done.returncode == 1
         assert f"bench.gpu needs a CUDA GPU with exllamav2: {reason}" in done.stderr
+
+
+def test_queen_profile_sums_py_spy_samples_by_function() -> None:
+    """bench.relay_capacity's profile table: self and inclusive samples by
+    function (line numbers and folders dropped), the frames every main-thread
+    sample passes through left out of the inclusive count."""
+    from bench.queen_profile import summarize
+
+    main = "_run_module_as_main (<frozen runpy>:198);main (/x/rbee_queen/__main__.py:9)"
+    loop = f"{main};Runner.run (/usr/lib/python3.11/asyncio/runners.py:118)"
+    send = "send (/v/lib/python3.11/site-packages/uvicorn/protocols/http/httptools_impl.py:12)"
+    thread = "_bootstrap (threading.py:1);work (/x/rbee_queen/audit.py:9)"
+    raw = f"{loop} 15\n{loop};{send} 8\n{thread} 3\n"
+    total, own, anywhere = summarize(raw)
+    assert total == 26
+    assert own == {
+        "Runner.run (asyncio/runners.py)": 15,
+        "send (uvicorn/protocols/http/httptools_impl.py)": 8,
+        "work (rbee_queen/audit.py)": 3,
+    }
+    assert anywhere["Runner.run (asyncio/runners.py)"] == 23
+    assert "main (rbee_queen/__main__.py)" not in anywhere
+    assert anywhere["_bootstrap (threading.py)"] == 3
