@@ -5,7 +5,8 @@ Feature: A worker's memory is bounded, and an OOM is named as one
   When the kernel's OOM killer ends it, the queen reads the group's own OOM
   counter, not a guess from SIGKILL, and says WORKER_OOM with the figures; the
   next start of that model on that node gets a bound 1.5 times larger, so an
-  OOM never repeats at the same size. Here the bound is 100 MiB, which the
+  OOM never repeats at the same size, not even after the queen restarts (the
+  raised bound is kept in its database). Here the bound is 100 MiB, which the
   tiny model's worker (python and torch) cannot load in.
 
   From the original's area 230: R1 (the GPU with the most free VRAM is chosen),
@@ -18,7 +19,7 @@ Feature: A worker's memory is bounded, and an OOM is named as one
   to 10 MB/s; no such setting, a download is bounded by its stall limit) and
   R7 (a warning on I/O saturation; nothing in rbee measures I/O).
 
-  Scenario: A worker over its memory bound is WORKER_OOM once; its next start gets more
+  Scenario: A worker over its memory bound is WORKER_OOM once; its next start gets more, also after a restart
     Given the node can give a worker a memory cgroup
     When I POST /v2/tasks as the owner with {"node": "local", "model": "file:{model}", "prompt": "hi"}
     Then the answer is HTTP 502 with error WORKER_OOM and a correlation id
@@ -30,3 +31,6 @@ Feature: A worker's memory is bounded, and an OOM is named as one
     Then the answer is HTTP 502 with error WORKER_OOM and a correlation id
     And the error says the worker ran under 150 MiB and its next start gets 225 MiB
     And the queen counts 2 OOM kills in rbee_worker_ooms_total
+    When the queen restarts
+    And I POST /v2/tasks as the owner with {"node": "local", "model": "file:{model}", "prompt": "hi"}
+    Then the newest worker ran under 225 MiB, raised after an OOM kill

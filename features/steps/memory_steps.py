@@ -73,3 +73,14 @@ def step_oom_metric(context: Context, count: int) -> None:
         if line.startswith("rbee_worker_ooms_total{")
     ]
     assert sum(values) == count, [x for x in text.splitlines() if "ooms" in x]
+
+
+@then("the newest worker ran under {limit:d} MiB, raised after an OOM kill")
+def step_newest_bound(context: Context, limit: int) -> None:
+    """Whether it fitted this time or not, the bound it was started under (after
+    "the queen restarts", store_steps.py: the bound the queen before it raised)."""
+    with queen(context) as c:
+        workers = c.get("/v2/workers/list?all=1").json()["workers"]
+    newest = max(workers, key=lambda w: w["started_at"])
+    assert newest["memory_limit_bytes"] == limit * MIB, newest
+    assert newest["memory_limit_source"] == "oom", newest
