@@ -69,7 +69,7 @@ def test_completion_code_for_each_shell(shell: str) -> None:
             [shell, "-n"], input=done.stdout, capture_output=True, text=True, timeout=30
         )
         assert check.returncode == 0, check.stderr
-    else:  # CI has no zsh or fish: the script's structure instead
+    else:  # no zsh or fish here (scripts/bootstrap installs them): the structure instead
         STRUCTURE[shell](done.stdout)
 
 
