@@ -10,6 +10,8 @@ Writing a portable migration (both backends run every one of them):
   accept (VARCHAR(n), TEXT, INTEGER, BIGINT, REAL, TIMESTAMP) and a literal
   default; it checks `db.get_columns` first, because m001 on a fresh database
   creates the tables from today's models, which have the column already.
+  Give the model's field the same default in SQL (`constraints=[SQL("DEFAULT
+  0")]`), so a fresh database and an upgraded one agree on raw INSERTs.
 - Values in SQL go through `db.param` placeholders (`?` on SQLite, `%s` on
   PostgreSQL), never `?` written out; no PRAGMA, no SQLite-only ALTER forms
   (RENAME/DROP COLUMN by table rebuild), no AUTOINCREMENT.

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from peewee import (
+    SQL,
     BigIntegerField,
     CharField,
     DateTimeField,
@@ -61,7 +62,7 @@ class Node(BaseTable):
     model_source = CharField(max_length=8, default="queen")  # "queen" | "hub"; m004
     worker_access = CharField(max_length=16, default="ssh")  # "ssh" | "direct"; m005
     # Its workers' RAM bound in MiB (0: the queen's setting; -1: none); m009
-    worker_memory_limit_mib = IntegerField(default=0)
+    worker_memory_limit_mib = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
     status = CharField(default="unknown")
     last_connected = UtcDateTimeField(null=True)
     last_error = TextField(null=True)
@@ -116,7 +117,8 @@ class ModelEntry(BaseTable):
     nodes = JsonField(default=list)  # node names, in order of preference
     slots = IntegerField(default=1)  # requests one worker serves at once
     device = CharField(max_length=16, default="cpu")  # cpu | cuda | cuda:N; m006
-    memory_limit_mib = IntegerField(default=0)  # its workers' RAM bound (0: unset); m009
+    # its workers' RAM bound (0: unset); m009
+    memory_limit_mib = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
     created_at = UtcDateTimeField(default=utcnow)
 
     class Meta:
