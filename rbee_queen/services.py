@@ -182,6 +182,7 @@ class Services:
             task.cancel()
         await self.supervisor.stop()
         await self.health.stop()
+        await self.router.scaling.aclose()  # before the workers are stopped
         if self.config.stop_workers_on_exit:
             counts = await self.workers.stopper.stop_all()
             log.info(

@@ -82,6 +82,6 @@ async def test_a_node_that_refuses_is_passed_over_and_starts_count_towards_the_l
     await fleet.queue_one("j3")
     await asyncio.sleep(0.1)  # timers fire for j2 and j3; a and c run: the limit holds
     assert fleet.started == ["b", "c"]
-    fleet.scaler.close()
+    await fleet.scaler.aclose()
     for task in asyncio.all_tasks() - {asyncio.current_task()}:
-        task.cancel()
+        task.cancel()  # the requests still waiting

@@ -161,12 +161,19 @@ class Scaler:
             except RbeeError as exc:
                 log.warning("no worker of %s on %s: %s", want.model_ref, node, exc.message)
                 continue
+            except Exception:  # nothing awaits this task: say what went wrong
+                log.exception("starting a worker of %s on %s failed", want.model_ref, node)
+                return
             self.queue.offer(live)
             return
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """At the queen's stop: no more timers, and a start under way is ended
+        (the starter then stops what it had spawned)."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        for task in self._tasks.values():
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
