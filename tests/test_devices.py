@@ -112,7 +112,7 @@ def test_a_gpu_node_gets_an_exllamav2_worker_that_fails_fast_without_cuda(
         r = c.get("/v2/nodes/status", params={"node": "gpu"})
         assert r.status_code == 200, r.text
         assert "NVIDIA H100 80GB HBM3" in r.text  # the helper read that answer
-        before = set(worker_pids())
+        before = set(worker_pids(under=str(tmp_path / "install")))
         r = c.post(
             "/v2/tasks",
             json={"node": "gpu", "model": model, "prompt": "hi", "backend": "cuda", "device": 0},
@@ -126,7 +126,8 @@ def test_a_gpu_node_gets_an_exllamav2_worker_that_fails_fast_without_cuda(
     [row] = workers(queen, stopped=True)
     assert (row["backend"], row["device"]) == ("exllamav2", "cuda:0")
     assert row["state"] in ("failed", "stopped"), row
-    assert set(worker_pids()) - before == set()  # no process left behind, no CPU fallback
+    left = set(worker_pids(under=str(tmp_path / "install"))) - before
+    assert left == set()  # no process left behind, no CPU fallback
     with queen.client() as c:
         r = c.post("/v2/tasks", json={"node": "gpu", "model": model, "prompt": "hi", "device": 1})
     # device without backend means cpu (the ordinal applies to a GPU backend only)
