@@ -29,6 +29,7 @@ SMALLEST = {
         ["--workers", "1", "--streams", "1", "--seconds", "0.5", "--max-tokens", "2"],
         "| 1 | queen |",
     ),
+    "lease": (["--nodes", "2", "--rounds", "3"], "| 2 |"),
     "scale": (
         ["--sizes", "2", "--rounds", "2", "--interval", "1", "--concurrency", "1,2", "--slow", "1"],
         "1 of 2 hosts' links slowed",
@@ -52,7 +53,9 @@ def test_every_bench_module_imports_and_each_benchmark_is_covered() -> None:
     assert names == set(SMALLEST) | HELPERS | {"gpu"}
 
 
-@pytest.mark.parametrize("name", ["relay", "first_token", "auth", "load", "relay_capacity"])
+@pytest.mark.parametrize(
+    "name", ["relay", "first_token", "auth", "load", "relay_capacity", "lease"]
+)
 def test_benchmark_runs_its_smallest_configuration(name: str) -> None:
     args, expected = SMALLEST[name]
     done = _run(name, args)
