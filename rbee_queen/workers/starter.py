@@ -149,7 +149,7 @@ class WorkerStarter:
             memory_limit_bytes=placement.memory_limit_bytes,
             memory_limit_source=source_of(placement.memory_limit_bytes, setting, raised),
         )
-        self.states.record_new(row, "requested")
+        self.states.record_new(row, f"requested; {_planned_bound(row)}")
         try:
             return await self.spawn_and_wait(session, node, row, path, slots)
         except BaseException as exc:
@@ -304,6 +304,14 @@ def worker_argv(
     if direct_host is not None:
         argv += ["--direct-host", direct_host]
     return argv
+
+
+def _planned_bound(row: Worker) -> str:
+    """The memory bound a new worker is to get, and what set it, for its first event."""
+    source = SOURCE_TEXT.get(row.memory_limit_source or "", "?")
+    if not row.memory_limit_bytes:
+        return f"no memory bound ({source})"
+    return f"memory bound {row.memory_limit_bytes // 1024**2} MiB ({source})"
 
 
 def _bound_text(bound: MemoryBound | None, source: str | None) -> str:
