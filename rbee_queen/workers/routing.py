@@ -102,15 +102,17 @@ class Router:
         node = self._node_to_start(nodes, {w.node for w in candidates})
         if node is not None and self.scaling.at_limit(model_ref):
             node = None
-        if node is not None and running and self.queue.limits.max_length:
+        if node is not None and running:
             # Every worker is full: another starts once the queue is deep enough,
             # or a request has waited long enough (scaling.py); until then, wait.
             depth = self.queue.depth(model_ref) + 1
-            self.scaling.queued(Want(model_ref, nodes, slots, device))
-            if depth < self.scaling.settings.depth:
-                node = None
-            else:
-                self.scaling.announce(model_ref, node, depth, "queue.scale_up_depth reached")
+            why = "every worker busy and the queue off"
+            if self.queue.limits.max_length:
+                why = "queue.scale_up_depth reached"
+                self.scaling.queued(Want(model_ref, nodes, slots, device))
+                node = node if depth >= self.scaling.settings.depth else None
+            if node is not None:
+                self.scaling.announce(model_ref, node, depth, why)
         if node is None:
             if draining and not running:
                 raise draining_error(draining[0])
