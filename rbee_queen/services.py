@@ -145,7 +145,7 @@ class Services:
             inventory,
             workers,
             Router.build(workers.registry, workers.starter, bus.publish, config, leases),
-            supervisor_for(config, workers),
+            supervisor_for(config, workers, leases),
             keys,
             audit,
             bus,
@@ -212,9 +212,13 @@ def node_leases(config: QueenConfig) -> NodeLeases:
     return NodeLeases(LeaseSettings(queen_id, config.lease_ttl_s, config.lease_renew_s))
 
 
-def supervisor_for(config: QueenConfig, workers: WorkerCore) -> Supervisor:
+def supervisor_for(config: QueenConfig, workers: WorkerCore, leases: NodeLeases) -> Supervisor:
     settings = supervisor_settings(config)
-    return Supervisor(workers.registry, workers.access, workers.recovery, workers.stopper, settings)
+    supervisor = Supervisor(
+        workers.registry, workers.access, workers.recovery, workers.stopper, settings
+    )
+    supervisor.owns = leases.drives  # a node whose lease lapsed is another queen's to recover
+    return supervisor
 
 
 def supervisor_settings(config: QueenConfig) -> SupervisorSettings:

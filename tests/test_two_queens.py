@@ -142,7 +142,7 @@ def sqlite_pair(
     two_homes: tuple[Path, Path], sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[QueenProcess, QueenProcess]]:
     monkeypatch.setenv("RBEE_DATABASE", str(tmp_path / "shared.db"))
-    for name, value in FAST_LEASES.items():
+    for name, value in {**FAST_LEASES, "RBEE_HEALTH_INTERVAL": "0.3"}.items():
         monkeypatch.setenv(name, value)
     a = start_queen(two_homes[0])
     try:
@@ -183,3 +183,9 @@ def test_two_queens_on_one_sqlite_file_share_inventory_and_catalog(
     # B forgets what it remembered of the catalog within a second.
     wait_for(lambda: chat(b, "tiny").status_code == 404, timeout=10)
     assert workers(a) == [] and workers(b) == []
+    # Only the lease's holder checks the node: B's health loop, running all
+    # along, never opened an SSH connection; the status it lists is A's.
+    assert "Opening SSH connection" in a.log
+    assert "Opening SSH connection" not in b.log
+    with b.client() as c:
+        assert c.get("/v2/registry/beehives/list").json()["nodes"][0]["status"] == "reachable"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -63,6 +64,8 @@ class Supervisor:
         self.settings = settings
         self.failures: dict[str, int] = {}
         self.rounds = 0
+        # Whether this queen drives the worker's node (its lease, nodes/lease.py).
+        self.owns: Callable[[str], bool] = lambda node: True
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -108,6 +111,8 @@ class Supervisor:
         await asyncio.gather(*(self.check(w) for w in live), return_exceptions=True)
 
     async def check(self, live: LiveWorker) -> None:
+        if not self.owns(live.node):
+            return
         row = Worker.get_or_none(Worker.worker_id == live.worker_id)
         if row is None or row.state not in (S.IDLE, S.BUSY):
             return
