@@ -9,6 +9,7 @@ in logs, errors, `ps` and GET /v2/admin/config: it comes from
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.util import find_spec
 from urllib.parse import parse_qsl, urlsplit
 
 SCHEMES = ("postgresql", "postgres")
@@ -49,6 +50,8 @@ class PostgresUrl:
         dbname = parts.path.lstrip("/")
         if not dbname or "/" in dbname:
             raise ValueError("expected postgresql://user@host:port/dbname (no database named)")
+        if find_spec("psycopg") is None:
+            raise ValueError("the PostgreSQL driver is missing: pip install 'rbee[postgres]'")
         return cls(text, dbname)
 
     def __str__(self) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rbee_queen import database_url
 from rbee_queen.config import QueenConfig, effective
 from rbee_queen.config_load import ConfigInvalid
 from rbee_queen.database_url import PostgresUrl
@@ -66,3 +67,13 @@ def test_the_password_file_must_be_the_owners_alone(tmp_path: Path) -> None:
     assert len(found) == 1 and "[SECRET_INVALID]" in found[0] and "hunter2" not in found[0]
     secret.chmod(0o600)
     assert load(tmp_path, RBEE_DATABASE=URL, RBEE_DATABASE_PASSWORD_FILE=str(secret))
+
+
+def test_a_url_without_the_driver_installed_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database_url, "find_spec", lambda name: None)  # as without the extra
+    assert problems(tmp_path, RBEE_DATABASE=URL) == [
+        f"paths.database = '{URL}' (from environment RBEE_DATABASE):"
+        " the PostgreSQL driver is missing: pip install 'rbee[postgres]'"
+    ]
