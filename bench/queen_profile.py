@@ -58,10 +58,11 @@ def common_prefix(stacks: list[list[str]]) -> list[str]:
 
 
 class QueenProfile:
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, keep: Path | None = None) -> None:
         self.pid = pid
         self.proc: subprocess.Popen[bytes] | None = None
-        self.out = Path(tempfile.mkdtemp(prefix="rbee-profile-")) / "queen.raw"
+        self.keep = keep  # where py-spy's raw stacks stay, else removed after the report
+        self.out = keep or Path(tempfile.mkdtemp(prefix="rbee-profile-")) / "queen.raw"
         self.seconds = 0.0
 
     def start(self, seconds: float) -> None:
@@ -78,7 +79,8 @@ class QueenProfile:
         assert self.proc is not None
         self.proc.wait(timeout=60)
         total, own, anywhere = summarize(self.out.read_text())
-        shutil.rmtree(self.out.parent, ignore_errors=True)
+        if self.keep is None:
+            shutil.rmtree(self.out.parent, ignore_errors=True)
         if not total:
             return "py-spy took no sample of the queen"
         possible = RATE * max(1, int(self.seconds))

@@ -8,16 +8,18 @@ every process on the path (queen, workers, the nodes' sshd and helper, this
 client) and of the whole machine, which says what bounds the figure.
 
     .venv/bin/python -m bench.relay_capacity [--workers 4] [--streams 1,8,32,64,128]
-        [--seconds 10] [--max-tokens 16] [--access ssh|direct] [--profile]
+        [--seconds 10] [--max-tokens 16] [--access ssh|direct] [--profile [FILE]]
 
 Starts its own loopback sshd, queen (as shipped) and one node per worker (all
-on the sshd), and stops them after. The direct path reads each worker's port
-from the queen's worker list and its bearer token from the queen's token file
-(the bench owns that queen's home). `--access direct` sets the nodes to
-`worker_access = "direct"` (the queen calls the workers on their port instead
-of over a direct-tcpip channel of sshd). `--profile` samples the queen with
-py-spy (the `bench` extra installs it) during the heaviest queen run and
-prints where its busy time went (bench/queen_profile.py).
+on the sshd), and as many workers of the same model and slots for the direct
+path, started by this process (the queen keeps its workers' tokens to
+itself); stops them all after. Each path's windows run alone, the other
+path's workers idle. `--access direct` sets the nodes to `worker_access =
+"direct"` (the queen calls the workers on their port instead of over a
+direct-tcpip channel of sshd). `--profile` samples the queen with py-spy (the
+`bench` extra installs it) during the heaviest queen run and prints where its
+busy time went (bench/queen_profile.py); with FILE, py-spy's raw stacks stay
+there.
 """
 
 from __future__ import annotations
@@ -264,7 +266,11 @@ def main() -> None:
         raise SystemExit("bench.relay_capacity: at most 64 streams per worker (slots)")
     print(f"load average at the start: {loadavg()}")
     with rig(args.workers, slots, args.access) as parts:
-        profile = QueenProfile(parts.queen.proc.pid) if args.profile else None
+        profile = None
+        if args.profile is not None:
+            profile = QueenProfile(
+                parts.queen.proc.pid, Path(args.profile) if args.profile else None
+            )
         print(
             f"\n{args.workers} workers x {slots} slots, {args.max_tokens} tokens a request,"
             f" {args.seconds:g} s a window, worker_access {args.access}"
@@ -305,7 +311,12 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each window")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--access", choices=("ssh", "direct"), default="ssh")
-    parser.add_argument("--profile", action="store_true", help="py-spy the heaviest queen run")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="",
+        help="py-spy the heaviest queen run (keeping py-spy's raw stacks in FILE, if given)",
+    )
     return parser.parse_args()
 
 
