@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,7 @@ from rbee_queen.errors import ModelAlreadyExists, StoreUnavailable
 from rbee_queen.models import node_models
 from rbee_queen.models.catalog import ModelCatalog, Placement, list_models, model_json
 from rbee_queen.store.db import ALL_TABLES, open_database
-from rbee_queen.store.migrations import MIGRATIONS, apply_migrations
+from rbee_queen.store.migrations import MIGRATION_LOCK_KEY, MIGRATIONS, apply_migrations
 from rbee_queen.store.postgres import read_password
 from rbee_queen.store.tables import ModelEntry, Node, NodeModel, Worker, utcnow
 from tests.plugins.postgres import PostgresDatabase, StoreTarget
@@ -164,14 +165,16 @@ def test_a_socket_url_without_a_password_reaches_the_server(
 # One queen's start, as far as the store goes: open and migrate.
 MIGRATE = (
     "import sys, pathlib; from rbee_queen.store.db import open_database;"
-    " open_database(sys.argv[1], 5000, pathlib.Path(sys.argv[2]))"
+    " open_database(sys.argv[1], int(sys.argv[3]), pathlib.Path(sys.argv[2]))"
 )
 
 
 def test_two_queens_starting_together_migrate_once(postgres_database: PostgresDatabase) -> None:
     url, password = str(postgres_database.url), str(postgres_database.password_file)
     starts = [
-        subprocess.Popen([sys.executable, "-c", MIGRATE, url, password], stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE, url, password, "5000"], stderr=subprocess.PIPE
+        )
         for _ in range(2)
     ]
     errors = [p.communicate(timeout=60)[1].decode() for p in starts]
@@ -216,5 +219,28 @@ def test_a_database_from_before_a_migration_gets_it(
         assert column in {c.name for c in db.get_columns(table)}
         default = {"worker_access": "ssh", "device": "cpu"}[column]
         assert [r[0] for r in db.execute_sql(f"SELECT {column} FROM {table}")] == [default]
+    finally:
+        db.close()
+
+
+def test_a_start_waits_for_another_queens_migrations_past_the_busy_timeout(
+    postgres_database: PostgresDatabase,
+) -> None:
+    url, password = postgres_database.url, postgres_database.password_file
+    with psycopg.connect(str(url), password=read_password(password), autocommit=True) as other:
+        other.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")  # migrating, slowly
+        start = subprocess.Popen([sys.executable, "-c", MIGRATE, str(url), str(password), "200"])
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        deadline = time.monotonic() + 30
+        while other.execute(waiting).fetchone() != (1,):  # the start reached the lock
+            assert start.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(subprocess.TimeoutExpired):
+            start.wait(timeout=1.0)  # five busy timeouts on: still waiting, not failed
+        other.execute(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+    assert start.wait(timeout=60) == 0
+    db = open_database(url, busy_timeout_ms=200, password_file=password)
+    try:  # the busy timeout is back in force after the migrations
+        assert [r[0] for r in db.execute_sql("SHOW lock_timeout")] == ["200ms"]
     finally:
         db.close()

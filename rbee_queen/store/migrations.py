@@ -142,8 +142,12 @@ def migration_lock(db: Database) -> Iterator[None]:
     if not isinstance(db, PostgresqlDatabase):
         yield
         return
+    # A start waits for another queen's migrations however long they take,
+    # rather than fail at the busy timeout (lock_timeout covers this lock too).
+    db.execute_sql("SET lock_timeout = 0")
     db.execute_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
     try:
         yield
     finally:
         db.execute_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+        db.execute_sql("RESET lock_timeout")  # back to database.busy_timeout_ms
