@@ -17,11 +17,14 @@ worker's connection is kept for its next request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import contextlib
+import socket
+from collections.abc import AsyncGenerator, Iterator
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from rbee_queen.api.http_limits import SOCKET_EXTENSION
 from rbee_wire.codec import SSE_DONE
 
 SSE_HEADERS = [
@@ -46,7 +49,7 @@ class EventStreamResponse(Response):
         left = asyncio.Event()
         watcher = asyncio.get_running_loop().create_task(_watch(receive, task, left))
         try:
-            await self._send_all(send, watcher)
+            await self._send_all(scope, send, watcher)
         except asyncio.CancelledError:
             if not left.is_set():
                 raise  # cancelled from outside (the server stopping): not ours to hide
@@ -55,23 +58,48 @@ class EventStreamResponse(Response):
             watcher.cancel()
             await self.body_iterator.aclose()
 
-    async def _send_all(self, send: Send, watcher: asyncio.Task[None]) -> None:
+    async def _send_all(self, scope: Scope, send: Send, watcher: asyncio.Task[None]) -> None:
         body = self.body_iterator
         piece: bytes | None = await anext(body, b"")
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        while piece is not None:
-            last = piece.endswith(SSE_DONE)
-            await send({"type": "http.response.body", "body": piece, "more_body": not last})
-            if last:
-                # The client has it all (and uvicorn now answers `receive` with a
-                # disconnect): stop watching, then read the stream to its end so
-                # the worker's connection is kept for its next request.
-                watcher.cancel()
-                async for _ in body:
-                    pass
-                return
+        assert piece is not None
+        with _corked(scope.get("extensions", {}).get(SOCKET_EXTENSION)):
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            last = await _send_piece(send, piece)
+        while not last:
             piece = await anext(body, None)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if piece is None:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            last = await _send_piece(send, piece)
+        # The client has it all (and uvicorn now answers `receive` with a
+        # disconnect): stop watching, then read the stream to its end so the
+        # worker's connection is kept for its next request.
+        watcher.cancel()
+        async for _ in body:
+            pass
+
+
+async def _send_piece(send: Send, piece: bytes) -> bool:
+    """Sends one piece; the one that ends the stream ends the body too."""
+    last = piece.endswith(SSE_DONE)
+    await send({"type": "http.response.body", "body": piece, "more_body": not last})
+    return last
+
+
+@contextlib.contextmanager
+def _corked(sock: socket.socket | None) -> Iterator[None]:
+    """The head and the first piece in one segment: the client wakes once
+    for both (uvicorn writes each message at once, so two writes otherwise)."""
+    if sock is None:
+        yield
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
 
 
 async def _watch(receive: Receive, task: asyncio.Task[None], left: asyncio.Event) -> None:
