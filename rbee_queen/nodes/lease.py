@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from peewee import Value
+from peewee import DatabaseError, Value
 
 from rbee_queen.errors import NodeHeldElsewhere
 from rbee_queen.store.tables import Node, NodeLease
@@ -186,7 +186,10 @@ class NodeLeases:
             await asyncio.sleep(self.settings.renew_s)
             try:
                 self._tick()
-            except Exception:  # a database outage: the leases lapse, the loop goes on
+            except DatabaseError as exc:  # an outage (locked, full, server gone): said in one line
+                log.warning("renewing the node leases failed: %s", exc)
+                self._forget({n for n in self._driven if not self.holds(n)})
+            except Exception:  # a bug: the leases lapse, the loop goes on
                 log.exception("renewing the node leases failed")
                 self._forget({n for n in self._driven if not self.holds(n)})
 
