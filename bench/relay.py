@@ -11,7 +11,13 @@ before each request), sequentially back to back (one path at a time, as under
 steady load), and with 8 concurrent clients.
 
     .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64]
-        [--pin workers|node|clients|none]
+        [--pin workers|node|clients|none] [--trace | --instructions]
+
+`--trace` stamps each hop of each request instead (bench/hop_trace.py) and
+prints the median per hop; `--instructions` runs the queen under valgrind's
+callgrind and prints the instructions it ran per request of each queen path
+(a count a loaded machine does not distort); the back-to-back block prints
+the queen's CPU time per request of each queen path.
 
 Starts its own loopback sshd, queen and a worker of its own in a temp dir, and
 stops them after. Prints medians and each path's ratio to the direct worker
@@ -54,11 +60,15 @@ from typing import Any
 
 import httpx
 
+from bench import hop_trace
 from bench.relay_procs import (
     byte_relay,
+    callgrind_prefix,
+    cpu_seconds,
     descendants,
     forward,
-    pin,
+    instructions,
+    pin_all,
     socat_relay,
     spawn_worker,
     start_shipped_queen,
@@ -68,6 +78,7 @@ from tests.plugins.queen import stop_queen
 from tests.plugins.sshd import SshServer, start_sshd
 
 CONCURRENCY = 8
+CHECKOUT = Path(__file__).resolve().parent.parent
 CHAT_BASE = "worker direct, messages"
 TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 # Seconds to first token, seconds to end, tokens, the worker's decode time (ms),
@@ -119,18 +130,39 @@ def sequential(paths: dict[str, Callable[[], Sample]], runs: int) -> dict[str, d
     return _medians(samples)
 
 
-def back_to_back(paths: dict[str, Callable[[], Sample]], runs: int) -> dict[str, dict[str, float]]:
+def back_to_back(
+    paths: dict[str, Callable[[], Sample]], runs: int, queen_pid: int
+) -> dict[str, dict[str, float]]:
     """Each path's requests in a row (after 3 not counted), the paths in a
     seeded order: the queen and the worker as they are under steady load,
-    where the interleaved rounds catch each process after ~0.4 s asleep."""
+    where the interleaved rounds catch each process after ~0.4 s asleep.
+    With each path's figures, the queen's CPU time per request meanwhile."""
     samples: dict[str, list[Sample]] = {}
+    cpu: dict[str, float] = {}
     names = list(paths)
     random.Random(1).shuffle(names)
     for name in names:
         for _ in range(3):
             paths[name]()
+        started = cpu_seconds(queen_pid)
         samples[name] = [paths[name]() for _ in range(runs)]
-    return _medians({name: samples[name] for name in paths})
+        cpu[name] = (cpu_seconds(queen_pid) - started) / runs * 1000
+    medians = _medians({name: samples[name] for name in paths})
+    return {name: {**medians[name], "queen_cpu_ms": cpu[name]} for name in paths}
+
+
+def _count_instructions(
+    paths: dict[str, Callable[[], Sample]], runs: int, max_tokens: int, pid: int, out: Path
+) -> None:
+    """Each queen path's requests in a row with callgrind counting the queen."""
+    print(f"\nthe queen's instructions (callgrind), {runs} requests of {max_tokens} tokens:")
+    for name, call in paths.items():
+        if name.startswith("queen"):
+            per_request = instructions(pid, out, call, runs) / runs
+            each = (
+                f"{per_request / 1e6:8.2f} M per request, {per_request / max_tokens / 1e3:7.1f} k"
+            )
+            print(f"  {name:36s} {each} per token")
 
 
 def _medians(samples: dict[str, list[Sample]]) -> dict[str, dict[str, float]]:
@@ -167,13 +199,20 @@ def main() -> None:
     (model / "chat_template.jinja").write_text(TEMPLATE)
     home = root / "home"
     home.mkdir()
-    queen = start_shipped_queen(home)
-    worker, worker_port = spawn_worker(model, root, slots=CONCURRENCY)
+    trace = root / "hops.log"
+    if args.trace:  # the queen and every worker stamp their hops (bench/hop_trace.py)
+        os.environ[hop_trace.LOG_ENV] = str(trace)
+    wrap = ("bench.hop_trace", "queen") if args.trace else ("rbee_queen",)
+    under = callgrind_prefix(root) if args.instructions else ()
+    queen = start_shipped_queen(home, wrap, under)
+    wrap = ("bench.hop_trace", "worker") if args.trace else ("rbee_worker",)
+    worker, worker_port = spawn_worker(model, root, slots=CONCURRENCY, module=wrap)
     helpers: list[subprocess.Popen[bytes]] = []
     try:
         token = (home / "api-token").read_text().strip() if (home / "api-token").exists() else ""
         auth = {"Authorization": f"Bearer {token}"}
-        _add_nodes_and_models(queen.url, auth, sshd, root, model)
+        python = hop_trace.worker_python(root, CHECKOUT, trace) if args.trace else None
+        _add_nodes_and_models(queen.url, auth, sshd, root, model, python)
         tunnel_proc, forwarded = forward(sshd, worker_port)
         helpers.append(tunnel_proc)
         relays = _byte_relays(worker_port)
@@ -188,8 +227,13 @@ def main() -> None:
             relay_pids = [tunnel_proc.pid, *(p.pid for p, _ in relays)]
             relay_pids += [d for p, _ in relays for d in descendants(p.pid)]  # socat forks
             workers = [worker.pid, *_queen_worker_pids(queen.url, auth)]
-            _pin_all(args.pin, cpus, workers, node_side, queen.proc.pid, relay_pids)
-        _measure_and_print(paths, args.runs, args.max_tokens)
+            pin_all(args.pin, cpus, workers, node_side, queen.proc.pid, relay_pids)
+        if args.trace:
+            hop_trace.traced_rounds(paths, args.runs, trace)
+        elif args.instructions:
+            _count_instructions(paths, args.runs, args.max_tokens, queen.proc.pid, root)
+        else:
+            _measure_and_print(paths, args.runs, args.max_tokens, queen.proc.pid)
     finally:
         for proc in helpers:  # before they outlive this process holding its stdout
             proc.terminate()
@@ -206,11 +250,20 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--pin", choices=("workers", "node", "clients", "none"), default="workers")
+    parser.add_argument("--trace", action="store_true", help="per-hop timestamps, interleaved")
+    parser.add_argument(
+        "--instructions", action="store_true", help="the queen's instructions per request"
+    )
     return parser.parse_args()
 
 
 def _add_nodes_and_models(
-    queen_url: str, auth: dict[str, str], sshd: SshServer, root: Path, model: Path
+    queen_url: str,
+    auth: dict[str, str],
+    sshd: SshServer,
+    root: Path,
+    model: Path,
+    python: Path | None,
 ) -> None:
     with httpx.Client(base_url=queen_url, headers=auth, timeout=60) as c:
         # One sshd, two nodes: the queen forwards to "bench"'s worker and calls
@@ -218,6 +271,8 @@ def _add_nodes_and_models(
         for name, access in (("bench", "ssh"), ("bench-direct", "direct")):
             body = sshd.node_body(name, root / "install", accept_new_host_key=True)
             body["worker_access"] = access
+            if python is not None:
+                body["worker_python"] = str(python)
             c.post("/v2/registry/beehives/add", json=body).raise_for_status()
         for name, node in (("tiny", "bench"), ("tiny-direct", "bench-direct")):
             entry = {"name": name, "model_ref": f"file:{model}", "nodes": [node]}
@@ -297,32 +352,12 @@ def _queen_worker_pids(queen_url: str, auth: dict[str, str]) -> list[int]:
     return [w["pid"] for w in listed]
 
 
-def _pin_all(
-    mode: str,
-    cpus: set[int],
-    workers: list[int],
-    node_side: list[int],
-    queen_pid: int,
-    relay_pids: list[int],
+def _measure_and_print(
+    paths: dict[str, Callable[[], Sample]], runs: int, max_tokens: int, queen_pid: int
 ) -> None:
-    """Pins as `--pin` says (see the module's docstring): one CPU for the
-    workers (with the node side or the clients as asked), the others for the rest."""
-    first = [*workers, *node_side] if mode == "node" else workers
-    rest = [queen_pid, *relay_pids]
-    (first if mode == "clients" else rest).append(os.getpid())
-    rest += [p for p in node_side if p not in first]
-    pin(rest, cpus - {min(cpus)})
-    pin(first, {min(cpus)})
-    what = {"node": "the node side (workers, sshd)", "clients": "workers and clients"}.get(
-        mode, "workers"
-    )
-    print(f"{what} pinned to CPU {min(cpus)}, the rest to {sorted(cpus - {min(cpus)})}")
-
-
-def _measure_and_print(paths: dict[str, Callable[[], Sample]], runs: int, max_tokens: int) -> None:
     modes: dict[str, Callable[[], dict[str, dict[str, float]]]] = {
         "sequential, interleaved": lambda: sequential(paths, runs),
-        "sequential, back to back": lambda: back_to_back(paths, runs),
+        "sequential, back to back": lambda: back_to_back(paths, runs, queen_pid),
         f"{CONCURRENCY} concurrent clients": lambda: {
             name: concurrent(call, runs) for name, call in paths.items()
         },
@@ -345,6 +380,11 @@ def _row(name: str, r: dict[str, float], base: dict[str, float]) -> str:
         + (
             f"  first->last token {r['span_ms']:5.2f} ms, last->end {r['tail_ms']:4.2f}"
             if "span_ms" in r
+            else ""
+        )
+        + (
+            f"  queen CPU {r['queen_cpu_ms']:5.2f} ms"
+            if name.startswith("queen") and "queen_cpu_ms" in r
             else ""
         )
     )

@@ -1,6 +1,8 @@
 """The processes bench.relay starts besides the queen and sshd: the worker, the
-SSH client's port forward and the relays that only copy bytes; and the pinning
-of processes to CPUs."""
+SSH client's port forward and the relays that only copy bytes; the pinning
+of processes to CPUs; and what the queen's process costs per request, in CPU
+time and (under valgrind's callgrind) in instructions, which a loaded machine
+does not distort the way it does wall-clock time."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -54,20 +57,45 @@ def pin(pids: list[int], cpus: set[int]) -> None:
                 pass  # exited meanwhile
 
 
-def start_shipped_queen(home: Path) -> QueenProcess:
-    """A queen as a user runs it. The tests' start_queen turns on the check of
-    every relayed event against its definition (RBEE_CHECK_MESSAGES), a cost
-    per chunk that a shipped queen does not pay: measured with it, the relay
+def pin_all(
+    mode: str,
+    cpus: set[int],
+    workers: list[int],
+    node_side: list[int],
+    queen_pid: int,
+    relay_pids: list[int],
+) -> None:
+    """Pins as `--pin` says (see the module's docstring): one CPU for the
+    workers (with the node side or the clients as asked), the others for the rest."""
+    first = [*workers, *node_side] if mode == "node" else workers
+    rest = [queen_pid, *relay_pids]
+    (first if mode == "clients" else rest).append(os.getpid())
+    rest += [p for p in node_side if p not in first]
+    pin(rest, cpus - {min(cpus)})
+    pin(first, {min(cpus)})
+    what = {"node": "the node side (workers, sshd)", "clients": "workers and clients"}.get(
+        mode, "workers"
+    )
+    print(f"{what} pinned to CPU {min(cpus)}, the rest to {sorted(cpus - {min(cpus)})}")
+
+
+def start_shipped_queen(
+    home: Path, module: tuple[str, ...] = ("rbee_queen",), prefix: tuple[str, ...] = ()
+) -> QueenProcess:
+    """A queen as a user runs it (`module`: `bench.hop_trace queen` to trace
+    it). The tests' start_queen turns on the check of every relayed event
+    against its definition (RBEE_CHECK_MESSAGES), a cost per chunk that a
+    shipped queen does not pay: measured with it, the relay
     looked about a tenth of its own CPU slower (py-spy)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RBEE_CHECK_MESSAGES"}
     with open(home / "queen-test.log", "ab") as log:
-        argv = [sys.executable, "-m", "rbee_queen", "--port", str(port)]
+        argv = [*prefix, sys.executable, "-m", *module, "--port", str(port)]
         proc = subprocess.Popen(
             argv, env={**env, "RBEE_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + (600 if prefix else 20)  # valgrind starts it slowly
     while proc.poll() is None and time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
@@ -78,10 +106,12 @@ def start_shipped_queen(home: Path) -> QueenProcess:
     raise RuntimeError(f"the queen did not start: {(home / 'queen-test.log').read_text()}")
 
 
-def spawn_worker(model: Path, run_dir: Path, slots: int) -> tuple[subprocess.Popen[bytes], int]:
+def spawn_worker(
+    model: Path, run_dir: Path, slots: int, module: tuple[str, ...] = ("rbee_worker",)
+) -> tuple[subprocess.Popen[bytes], int]:
     state = run_dir / "bench.state.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RBEE_WORKER_TOKEN": "bench-token-0123456789"}
-    argv = [sys.executable, "-m", "rbee_worker", "--worker-id", "bench", "--model", str(model)]
+    argv = [sys.executable, "-m", *module, "--worker-id", "bench", "--model", str(model)]
     argv += ["--slots", str(slots), "--state-file", str(state)]
     log = (run_dir / "bench.log").open("wb")
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -128,3 +158,52 @@ def _listening(proc: subprocess.Popen[bytes], port: int) -> tuple[subprocess.Pop
             return proc, port
         except OSError:
             time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of all of a process's threads so far (the scheduler's own
+    count, in nanoseconds: finer than the clock ticks of /proc/PID/stat)."""
+    total = 0
+    for tid in _threads(pid):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # exited meanwhile
+    return total / 1e9
+
+
+def callgrind_prefix(out_dir: Path) -> tuple[str, ...]:
+    """A queen under callgrind, counting nothing until `instructions` asks."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    out = f"--callgrind-out-file={out_dir}/callgrind.%p"
+    return ("valgrind", "--tool=callgrind", "--instr-atstart=no", out)
+
+
+def instructions(pid: int, out_dir: Path, call: Callable[[], object], runs: int) -> int:
+    """Instructions the process ran for `runs` calls, less what it ran on its
+    own (health rounds, timers) in as long a time with no calls."""
+    took, counted = _counted(pid, out_dir, call, runs)
+    _, idle = _counted(pid, out_dir, lambda: time.sleep(took / runs), runs)
+    return counted - idle
+
+
+def _counted(pid: int, out_dir: Path, call: Callable[[], object], runs: int) -> tuple[float, int]:
+    """Seconds and instructions for `runs` calls: counting on, the calls,
+    counting off, and a dump of what was counted since the last one."""
+    control = ["callgrind_control"]
+    subprocess.run([*control, "-i", "on", str(pid)], check=True, capture_output=True)
+    started = time.monotonic()
+    for _ in range(runs):
+        call()
+    took = time.monotonic() - started
+    subprocess.run([*control, "-i", "off", str(pid)], check=True, capture_output=True)
+    before = set(out_dir.glob(f"callgrind.{pid}.*"))
+    subprocess.run([*control, "-d", str(pid)], check=True, capture_output=True)
+    while not (new := set(out_dir.glob(f"callgrind.{pid}.*")) - before):
+        time.sleep(0.1)
+    (dump,) = new
+    time.sleep(0.5)  # written whole
+    totals = [line for line in dump.read_text().splitlines() if line.startswith("totals:")]
+    return took, int(totals[0].split()[1])

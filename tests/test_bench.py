@@ -36,7 +36,10 @@ SMALLEST = {
     ),
 }
 # Run by the others (bench.relay starts it), never on its own.
-HELPERS = {"byte_relay", "relay_procs", "load_soak", "scale_queen", "scale_links", "queen_profile"}
+HELPERS = {
+    *("byte_relay", "relay_procs", "hop_trace", "load_soak"),
+    *("scale_queen", "scale_links", "queen_profile"),
+}
 
 
 def _run(name: str, args: list[str]) -> subprocess.CompletedProcess[str]:
