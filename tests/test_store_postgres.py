@@ -17,9 +17,9 @@ from rbee_queen.api.errors import store_outage
 from rbee_queen.errors import ModelAlreadyExists, StoreUnavailable
 from rbee_queen.models import node_models
 from rbee_queen.models.catalog import ModelCatalog, Placement, list_models, model_json
+from rbee_queen.secrets import load_secret_file
 from rbee_queen.store.db import ALL_TABLES, open_database
 from rbee_queen.store.migrations import MIGRATION_LOCK_KEY, MIGRATIONS, apply_migrations
-from rbee_queen.store.postgres import read_password
 from rbee_queen.store.tables import ModelEntry, Node, NodeModel, Worker, utcnow
 from tests.plugins.postgres import PostgresDatabase, StoreTarget
 from tests.plugins.sshd import free_port
@@ -92,7 +92,7 @@ def test_a_lock_held_past_the_busy_timeout_is_an_outage(
     url, password = postgres_database.url, postgres_database.password_file
     db = open_database(url, busy_timeout_ms=200, password_file=password)
     try:
-        with psycopg.connect(str(url), password=read_password(password)) as other:
+        with psycopg.connect(str(url), password=load_secret_file(password)) as other:
             other.execute("LOCK TABLE nodes IN EXCLUSIVE MODE")  # another writer holds it
             with pytest.raises(DatabaseError) as locked:
                 Node.create(
@@ -196,7 +196,7 @@ def test_a_server_that_is_not_there_is_store_unavailable_at_open(
         open_database(url, password_file=postgres_database.password_file)
     message = refused.value.message
     assert message.startswith(f"cannot open the database {url}: ") and "\n" not in message
-    assert read_password(postgres_database.password_file) not in message
+    assert load_secret_file(postgres_database.password_file) not in message
 
 
 @pytest.mark.parametrize(
@@ -227,7 +227,7 @@ def test_a_start_waits_for_another_queens_migrations_past_the_busy_timeout(
     postgres_database: PostgresDatabase,
 ) -> None:
     url, password = postgres_database.url, postgres_database.password_file
-    with psycopg.connect(str(url), password=read_password(password), autocommit=True) as other:
+    with psycopg.connect(str(url), password=load_secret_file(password), autocommit=True) as other:
         other.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")  # migrating, slowly
         start = subprocess.Popen([sys.executable, "-c", MIGRATE, str(url), str(password), "200"])
         waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"

@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from rbee_queen.secrets import load_secret_file
 from rbee_queen.store.db import open_database
-from rbee_queen.store.postgres import read_password
 from rbee_queen.store.tables import Node
 from tests.plugins.postgres import PostgresDatabase
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
@@ -35,7 +35,7 @@ def pg_queen(
 
 
 def rows(database: PostgresDatabase, query: str) -> list[tuple[object, ...]]:
-    password = read_password(database.password_file)
+    password = load_secret_file(database.password_file)
     with psycopg.connect(str(database.url), password=password) as conn:
         return conn.execute(query).fetchall()
 
@@ -62,7 +62,7 @@ def test_a_queen_on_postgresql_adds_and_lists_a_node(
     # The URL is shown as given; the password is nowhere the user or `ps` looks.
     shown = settings(pg_queen)["paths.database"]
     assert shown["value"] == str(postgres_database.url)
-    password = read_password(postgres_database.password_file)
+    password = load_secret_file(postgres_database.password_file)
     cmdline = Path(f"/proc/{pg_queen.proc.pid}/cmdline").read_bytes().decode()
     assert password not in cmdline + pg_queen.log + str(settings(pg_queen))
 
@@ -72,7 +72,7 @@ def test_a_locked_table_then_a_dropped_connection_are_503_and_pass(
 ) -> None:
     seed_node(postgres_database, "gpu1")  # the node the models name
     assert add_model(pg_queen, "before").status_code == 201
-    password = read_password(postgres_database.password_file)
+    password = load_secret_file(postgres_database.password_file)
     with psycopg.connect(str(postgres_database.url), password=password) as other:
         other.execute("LOCK TABLE models IN EXCLUSIVE MODE")  # another writer holds it
         assert_unavailable(add_model(pg_queen, "during"))

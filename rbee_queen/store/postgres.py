@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 from peewee import DatabaseError, ImproperlyConfigured, PostgresqlDatabase
 
 from rbee_queen.database_url import PostgresUrl
+from rbee_queen.secrets import load_secret_file
 
 CONNECT_TIMEOUT_S = 5
 
@@ -47,14 +48,8 @@ def connect_params(url: PostgresUrl, busy_timeout_ms: int, password_file: Path |
     if "connect_timeout" not in given:
         params["connect_timeout"] = CONNECT_TIMEOUT_S
     if password_file is not None:
-        params["password"] = read_password(password_file)
+        params["password"] = load_secret_file(password_file)  # 0600, one line
     return params
-
-
-def read_password(path: Path) -> str:
-    """The file's first line (the config check has seen its mode is 0600)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return lines[0] if lines else ""
 
 
 def postgres_database(
