@@ -17,7 +17,7 @@ removes them at the end. For each size N:
   node, and `rbee-keeper nodes status` end to end;
 - with --cut K, at the largest size: K links down, a warm and a cold round;
   with --slow K, K links slowed (tc tbf and a filler stream), three warm
-  rounds and a cold one: when the others answered next to the slowed ones
+  rounds, a cold one and the next: when the others answered next to the slowed ones
   (bench/scale_links.py);
 - what one test host costs (MemAvailable; its processes' RSS while connected).
 
@@ -245,9 +245,9 @@ def report_links(fleet: Fleet, n: int, work: Path, args: argparse.Namespace) -> 
             continue
         hosts = [h for _, h in fleet.hosts[n - k : n]]
         impair = partial(cut, hosts) if how == "cut" else partial(slowed, hosts, args.slow_rate)
-        rows = link_figures(Queen(work / f"q{n}", args.interval), hosts, how, impair)
+        measured = link_figures(Queen(work / f"q{n}", args.interval), hosts, how, impair)
         detail = f" (tbf {args.slow_rate} and a filler stream)" if how == "slowed" else ""
-        report_links_table(n, k, how, rows, detail)
+        report_links_table(n, k, how, measured, detail)
 
 
 def report_cold(fleet: Fleet, sizes: list[int], bounds: list[int], keys: HostKeyStore) -> None:

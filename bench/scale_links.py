@@ -27,7 +27,8 @@ from tests.plugins.testbed import TestHost
 FILLER_BYTES = 1200
 FILLER_EVERY_S = 0.01
 DISCARD_PORT = 9
-PHASES = {"cut": ("warm", "cold"), "slowed": ("warm", "warm", "warm", "cold")}
+# The rounds measured: warm ones, then a queen restart ("cold") and the round after it.
+PHASES = {"cut": ("warm", "cold"), "slowed": ("warm", "warm", "warm", "cold", "next")}
 
 
 def loadavg() -> str:
@@ -114,16 +115,22 @@ def answers(queen: Queen, mark: int, since: float) -> dict[str, float]:
     }
 
 
-def round_figures(queen: Queen, impaired: set[str]) -> dict[str, float]:
-    """The queen's next health round: when the others and the impaired answered."""
+def round_figures(queen: Queen, impaired: set[str]) -> tuple[dict[str, float], set[str]]:
+    """The queen's next health round: when the others and the impaired answered;
+    and the errors the impaired got."""
     mark, count = len(queen.events), len(queen.rounds())
     done = queen.wait_rounds(count + 1)[count]
     start = float(str(done["at"])) - float(str(done["duration_s"]))
     got = answers(queen, mark, start)
+    errors = {
+        str(e["last_error"])
+        for e in queen.events[mark:]
+        if e.get("type") == "node" and e.get("node") in impaired and e.get("last_error")
+    }
     others = [s for node, s in got.items() if node not in impaired]
     theirs = [s for node, s in got.items() if node in impaired]
     nan = float("nan")
-    return {
+    figures = {
         "others": float(len(others)),
         "others median": statistics.median(others) if others else nan,
         "others last": max(others, default=nan),
@@ -132,6 +139,7 @@ def round_figures(queen: Queen, impaired: set[str]) -> dict[str, float]:
         "round": float(str(done["duration_s"])),
         "failed": float(str(done["failed"])),
     }
+    return figures, errors
 
 
 def link_figures(
@@ -139,13 +147,15 @@ def link_figures(
     hosts: list[TestHost],
     how: str,
     impair: Callable[[], AbstractContextManager[None]],
-) -> list[tuple[str, dict[str, float]]]:
+) -> tuple[list[tuple[str, dict[str, float]]], set[str]]:
     """With the hosts' links impaired (`impair()`, a context manager): the
-    rounds of PHASES[how] on a warm queen, then a restart (a cold round). The
-    cold round's first answers may precede the event subscription, so fewer
-    may be counted than answered: its `failed` says how many did not."""
+    rounds of PHASES[how] on a warm queen, then a restart (a cold round); and
+    the errors the impaired hosts got. The cold round's first answers may
+    precede the event subscription, so fewer may be counted than answered:
+    its `failed` says how many did not."""
     impaired = {h.hostname for h in hosts}
     rows = []
+    errors: set[str] = set()
     queen.start()
     try:
         queen.wait_rounds(2)
@@ -154,15 +164,22 @@ def link_figures(
                 if phase == "cold":
                     queen.stop()
                     queen.start()
-                rows.append((phase, round_figures(queen, impaired)))
+                figures, seen = round_figures(queen, impaired)
+                rows.append((phase, figures))
+                errors |= seen
     finally:
         queen.stop()
-    return rows
+    return rows, errors
 
 
 def report_links(
-    n: int, k: int, how: str, rows: list[tuple[str, dict[str, float]]], detail: str
+    n: int,
+    k: int,
+    how: str,
+    measured: tuple[list[tuple[str, dict[str, float]]], set[str]],
+    detail: str,
 ) -> None:
+    rows, errors = measured
     print(f"\n{k} of {n} hosts' links {how}{detail}, load {loadavg()}")
     print(
         f"| round | the {n - k} others answered | their median | the last of them"
@@ -175,6 +192,8 @@ def report_links(
             f" | {seconds(f['others last'])} | {f['impaired']:.0f} of {k}"
             f" | {seconds(f['impaired median'])} | {f['round']:.2f} s | {f['failed']:.0f} |"
         )
+    for error in sorted(errors):
+        print(f"the {how} hosts' error: {error}")
 
 
 def seconds(value: float) -> str:
