@@ -107,14 +107,18 @@ def init_cluster(bin_dir: Path, root: Path, user: str | None) -> Path:
     server_pw.write_text(password + "\n")
     as_server_user(server_pw, user)
     data = root / "data"
-    subprocess.run(
+    # --no-locale: names sort bytewise, as SQLite sorts them.
+    run = subprocess.run(
         [str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--pwfile", str(server_pw)]
-        + ["--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"],
+        + ["--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-locale"]
+        + ["--no-sync"],
         user=user,
-        check=True,
         capture_output=True,
+        text=True,
     )
     server_pw.unlink()
+    if run.returncode != 0:
+        pytest.fail(f"initdb failed ({run.returncode}): {run.stderr[-2000:]}")
     return password_file
 
 
@@ -138,8 +142,22 @@ def postgres_server() -> Iterator[PostgresServer]:
     bin_dir = postgres_bin()
     user = "postgres" if os.geteuid() == 0 else None  # postgres refuses to run as root
     root = Path(tempfile.mkdtemp(prefix="rbee-pg-"))
-    as_server_user(root, user)
-    password_file = init_cluster(bin_dir, root, user)
+    try:
+        as_server_user(root, user)
+        password_file = init_cluster(bin_dir, root, user)
+        server = start_server(bin_dir, root, user, password_file)
+        try:
+            wait_ready(server)
+            yield server
+        finally:
+            stop_server(server.proc)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def start_server(
+    bin_dir: Path, root: Path, user: str | None, password_file: Path
+) -> PostgresServer:
     port = free_port()
     settings = [arg for s in SERVER_SETTINGS for arg in ("-c", s)]
     with open(root / "server.log", "wb") as log:
@@ -150,18 +168,16 @@ def postgres_server() -> Iterator[PostgresServer]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = PostgresServer(root, port, password_file, proc, itertools.count(1))
+    return PostgresServer(root, port, password_file, proc, itertools.count(1))
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)  # a fast shutdown: open sessions are ended
     try:
-        wait_ready(server)
-        yield server
-    finally:
-        proc.send_signal(signal.SIGINT)  # a fast shutdown: open sessions are ended
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(root, ignore_errors=True)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass(frozen=True)
