@@ -43,7 +43,8 @@ def test_a_stream_whose_worker_the_oom_killer_ends_is_worker_oom(
         record = json.loads(
             Path(tmp_path, "install", "run", f"{worker['worker_id']}.pid").read_text()
         )
-        task = {**LONG, "node": "n1", "model": f"file:{tiny_model_dir}"}
+        # Long enough that the stream still runs when the worker is frozen.
+        task = {**LONG, "max_tokens": 2048, "node": "n1", "model": f"file:{tiny_model_dir}"}
         events = []
         with queen.client() as c, c.stream("POST", "/v2/tasks", json=task) as r:
             lines = r.iter_lines()
