@@ -154,15 +154,20 @@ def back_to_back(
 def _count_instructions(
     paths: dict[str, Callable[[], Sample]], runs: int, max_tokens: int, pid: int, out: Path
 ) -> None:
-    """Each queen path's requests in a row with callgrind counting the queen."""
+    """Each queen path's requests in a row with callgrind counting the queen,
+    three times over (the paths in turn); the median and the three counts."""
     print(f"\nthe queen's instructions (callgrind), {runs} requests of {max_tokens} tokens:")
-    for name, call in paths.items():
-        if name.startswith("queen"):
-            per_request = instructions(pid, out, call, runs) / runs
-            each = (
-                f"{per_request / 1e6:8.2f} M per request, {per_request / max_tokens / 1e3:7.1f} k"
-            )
-            print(f"  {name:36s} {each} per token")
+    queen_paths = {name: call for name, call in paths.items() if name.startswith("queen")}
+    counts: dict[str, list[float]] = {name: [] for name in queen_paths}
+    for _ in range(3):
+        for name, call in queen_paths.items():
+            counts[name].append(instructions(pid, out, call, runs) / runs / 1e6)
+    for name, got in counts.items():
+        per_request = statistics.median(got)
+        each = (
+            f"{per_request:6.2f} M per request, {per_request / max_tokens * 1e3:6.1f} k per token"
+        )
+        print(f"  {name:36s} {each} [{', '.join(f'{c:.2f}' for c in got)}]")
 
 
 def _medians(samples: dict[str, list[Sample]]) -> dict[str, dict[str, float]]:
