@@ -244,3 +244,16 @@ def test_a_network_bind_without_a_token_matches_its_row(rbee_home: Path) -> None
     )
     assert done.returncode == 1
     assert_row("rbee-queen: error: [INSECURE_BIND]", done.stderr.strip().splitlines()[-1])
+
+
+def test_an_install_path_nobody_may_write_is_the_preflight_row_with_or_without_sftp(
+    queen: QueenProcess,
+    sshd: SshServer,
+    sshd_without_sftp: SshServer,  # noqa: F811 - the imported fixture
+) -> None:
+    # /proc takes no new folder, root's included; the login here is root.
+    for server in (sshd, sshd_without_sftp):
+        line = add_node(queen, server.node_body("n1", Path("/proc/rbee"), accept_new_host_key=True))
+        assert line.startswith("[PREFLIGHT_FAILED] preflight install_path: n1: /proc/rbee "), line
+        assert "(No such file" in line, line  # the node's own reason
+        assert any(p.match(line) for p in row_patterns("[PREFLIGHT_FAILED]")), line

@@ -127,6 +127,9 @@ class NodeSession:
             where = await stream_bundle(self.conn, python, self.target.install_path, bundle)
         except (HelperFailed, asyncssh.Error) as exc:
             reason = exc.message if isinstance(exc, HelperFailed) else exc.reason
+            if isinstance(exc, HelperFailed) and exc.details.get("check") == "install_path":
+                place = f"{self.target.install_path} on {self.target.name}"
+                raise HelperFailed(f"cannot write under {place}: {reason}", **exc.details) from exc
             raise HelperFailed(
                 f"cannot upload the helper to {self.target.name}: tried SFTP ({sftp_refused}), "
                 f"then a stream through {python} on stdin ({reason}); try: enable sshd's "

@@ -18,6 +18,10 @@ import asyncssh
 from rbee_queen.errors import HelperFailed
 from rbee_queen.fleet.bundle import COMPLETE_MARKER, Bundle
 
+# The unpacking's exit status when the install path cannot be written (its
+# reason on stderr), told apart from a python that fails in any other way.
+UNWRITABLE_EXIT = 3
+
 # Runs on the node with the standard library only; reads everything first, so
 # the sender never writes into a closed pipe.
 UNPACK_SCRIPT = f"""
@@ -28,14 +32,18 @@ files = [(rel, src.read(size)) for rel, size in head["files"]]
 base = os.path.expanduser(head["install_path"])
 helper = os.path.join(base, "hive", head["digest"])
 marker = os.path.join(helper, {COMPLETE_MARKER!r})
-if not os.path.exists(marker):
-    for rel, content in files:
-        dest = os.path.join(helper, rel)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        with open(dest, "wb") as fh:
-            fh.write(content)
-    with open(marker, "w") as fh:
-        fh.write(head["digest"] + "\\n")
+try:
+    if not os.path.exists(marker):
+        for rel, content in files:
+            dest = os.path.join(helper, rel)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(dest, "wb") as fh:
+                fh.write(content)
+        with open(marker, "w") as fh:
+            fh.write(head["digest"] + "\\n")
+except OSError as exc:
+    sys.stderr.write((exc.strerror or str(exc)) + "\\n")
+    sys.exit({UNWRITABLE_EXIT})
 print(json.dumps({{"install_dir": os.path.realpath(base), "helper_dir": os.path.realpath(helper)}}))
 """
 
@@ -54,7 +62,8 @@ async def stream_bundle(
 ) -> tuple[str, str]:
     """Unpack the bundle on the node; returns (install dir, helper dir), both absolute.
 
-    Raises HelperFailed with the node's own last line of stderr when it fails.
+    Raises HelperFailed with the node's own last line of stderr when it fails,
+    with `check` "install_path" when the install path cannot be written.
     """
     command = shlex.join([python, "-S", "-E", "-c", UNPACK_SCRIPT])
     result = await conn.run(
@@ -62,7 +71,10 @@ async def stream_bundle(
     )
     if result.exit_status != 0:
         stderr = _text(result.stderr).strip().splitlines()
-        raise HelperFailed(stderr[-1] if stderr else f"exit status {result.exit_status}")
+        unwritable = {"check": "install_path"} if result.exit_status == UNWRITABLE_EXIT else {}
+        raise HelperFailed(
+            stderr[-1] if stderr else f"exit status {result.exit_status}", **unwritable
+        )
     answer = json.loads(_text(result.stdout))
     return str(answer["install_dir"]), str(answer["helper_dir"])
 
