@@ -30,6 +30,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "worker_python": ("worker_python", str),
     "worker_access": ("worker_access", str),
     "model_source": ("model_source", str),
+    "worker_memory_limit_mib": ("worker_memory_limit_mib", int),
 }
 
 # [models.NAME]: the model catalog (`models add`), written by `setup export` too
@@ -38,6 +39,7 @@ MODEL_KEYS: dict[str, tuple[str, type]] = {
     "nodes": ("nodes", list),
     "slots": ("slots", int),
     "device": ("device", str),
+    "memory_limit_mib": ("memory_limit_mib", int),
 }
 
 

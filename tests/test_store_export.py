@@ -14,8 +14,9 @@ from typing import Any
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
 from tests.plugins.sshd import SshServer
 
-SETTINGS = ("ssh_host", "ssh_port", "ssh_user", "ssh_key_path", "install_path")
-SETTINGS += ("worker_python", "worker_access", "model_source")
+SETTINGS: tuple[str, ...] = ("ssh_host", "ssh_port", "ssh_user", "ssh_key_path", "install_path")
+SETTINGS += ("worker_python", "worker_access", "model_source", "worker_memory_limit_mib")
+MODEL_FIELDS = ("name", "model_ref", "nodes", "slots", "device", "memory_limit_mib")
 
 
 def keeper(queen: QueenProcess, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -33,7 +34,7 @@ def inventory(queen: QueenProcess) -> tuple[list[dict[str, Any]], list[dict[str,
         nodes = c.get("/v2/registry/beehives/list").json()["nodes"]
         models = c.get("/v2/registry/models/list").json()["models"]
     settings = [{k: n[k] for k in SETTINGS} | {"name": n["node_name"]} for n in nodes]
-    entries = [{k: m[k] for k in ("name", "model_ref", "nodes", "slots", "device")} for m in models]
+    entries = [{k: m[k] for k in MODEL_FIELDS} for m in models]
     by_name = lambda row: row["name"]  # noqa: E731
     return sorted(settings, key=by_name), sorted(entries, key=by_name)
 
@@ -41,10 +42,11 @@ def inventory(queen: QueenProcess) -> tuple[list[dict[str, Any]], list[dict[str,
 def fill(queen: QueenProcess, sshd: SshServer, tmp_path: Path) -> None:
     queen.add_node(sshd.node_body("n1", tmp_path / "i1", accept_new_host_key=True))
     body = sshd.node_body("n2", tmp_path / "i2", model_source="hub", accept_new_host_key=True)
-    queen.add_node(body)
+    queen.add_node({**body, "worker_memory_limit_mib": 2048})
     with queen.client() as c:
         for name, nodes, slots in (("tiny-1.0", ["n2", "n1"], 2), ("other", ["n1"], 1)):
             entry = {"name": name, "model_ref": "hf:Org/Tiny", "nodes": nodes, "slots": slots}
+            entry["memory_limit_mib"] = slots * 512  # 0 (unset) for none: the node's applies
             assert c.post("/v2/registry/models/add", json=entry).status_code == 201
 
 

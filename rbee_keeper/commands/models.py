@@ -110,6 +110,13 @@ def register_serve(actions: Subcommands, common: argparse.ArgumentParser) -> Non
     serve.add_argument(
         "--device", type=int, metavar="N", help="pin GPU N (default: most free VRAM)"
     )
+    serve.add_argument(
+        "--memory-limit",
+        type=int,
+        metavar="MIB",
+        help="each worker's RAM bound in MiB, before the node's and the queen's setting "
+        "(-1: no bound; default: theirs, else the model's RAM estimate plus the runtime's)",
+    )
     serve.set_defaults(handler=serve_model)
 
 
@@ -146,10 +153,10 @@ def list_catalog(args: argparse.Namespace) -> int:
     else:
         rows = [
             [cell(m.get("name")), cell(m.get("model_ref")), ",".join(m.get("nodes") or [])]
-            + [cell(m.get("slots")), cell(m.get("device"))]
+            + [cell(m.get("slots")), cell(m.get("device")), memory_cell(m)]
             for m in models
         ]
-        print_table(["NAME", "MODEL", "NODES", "SLOTS", "DEVICE"], rows)
+        print_table(["NAME", "MODEL", "NODES", "SLOTS", "DEVICE", "MEMORY"], rows)
     return 0
 
 
@@ -164,6 +171,8 @@ def serve_model(args: argparse.Namespace) -> int:
         body["backend"] = args.backend
     if args.device is not None:
         body["device"] = args.device
+    if args.memory_limit is not None:
+        body["memory_limit_mib"] = args.memory_limit
     with connect(args.queen_url) as queen:
         answer = queen.add_catalog(body)
     if args.json:
@@ -173,6 +182,14 @@ def serve_model(args: argparse.Namespace) -> int:
         nodes = ", ".join(entry["nodes"])
         print(f"serving {entry['name']} ({entry['model_ref']}) on {nodes}, {entry['device']}")
     return 0
+
+
+def memory_cell(entry: dict[str, Any]) -> str:
+    """The catalog model's RAM bound setting: `-` where the node's or queen's applies."""
+    mib = entry.get("memory_limit_mib")
+    if not isinstance(mib, int) or mib == 0:
+        return "-"
+    return "none" if mib < 0 else f"{mib} MiB"
 
 
 def unserve_model(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from rbee_queen.api import inference
 from rbee_queen.api.body import json_body
 from rbee_queen.models import catalog
 from rbee_queen.models.node_models import is_catalog_ref, parse_ref
+from rbee_queen.nodes.inventory import memory_limit_mib
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields, model_path
 
@@ -26,6 +27,7 @@ async def add_model(request: Request) -> JSONResponse:
     nodes = f.string_list("nodes", pattern=IDENTIFIER, max_len=64, max_items=64)
     slots = f.integer("slots", lo=1, hi=64, default=1)
     device = inference.device(f)
+    memory = memory_limit_mib(f, "memory_limit_mib") or 0
     if model_ref is not None and model_path(model_ref) is None and not is_catalog_ref(model_ref):
         f.fail("model_ref", "pattern", "model_ref must be file:/absolute/path or hf:Org/Repo")
     if not nodes:
@@ -34,7 +36,9 @@ async def add_model(request: Request) -> JSONResponse:
     assert name and model_ref and nodes and slots
     if is_catalog_ref(model_ref):
         parse_ref(model_ref)  # INVALID_REQUEST for a malformed hf: reference
-    entry = services(request).catalog.add(name, model_ref, nodes, slots, device or "cpu")
+    entry = services(request).catalog.add(
+        name, model_ref, nodes, slots, device or "cpu", memory_limit_mib=memory
+    )
     return JSONResponse({"model": catalog.model_json(entry)}, status_code=201)
 
 

@@ -3,6 +3,7 @@ reference, the nodes it may run on (in order of preference) and its slots."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,21 +30,36 @@ class Placement:
 class ModelCatalog:
     """The catalog's rows, with what requests look up kept in memory: every
     inference resolves its model here, and a query costs more than all the rest
-    of its routing. The catalog changes only through `add` and `remove`, which
-    forget what was remembered. One per queen, built by its services."""
+    of its routing. `add` and `remove` forget what was remembered; so does
+    the passing of `max_age_s`, for a change made through another queen on the
+    same database. One per queen, built by its services."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_age_s: float = 1.0) -> None:
         self._lookups: dict[tuple[str, str], Any] = {}
+        self.max_age_s = max_age_s
+        self._since = time.monotonic()
 
     def add(
-        self, name: str, model_ref: str, nodes: list[str], slots: int, device: str = "cpu"
+        self,
+        name: str,
+        model_ref: str,
+        nodes: list[str],
+        slots: int,
+        device: str = "cpu",
+        *,
+        memory_limit_mib: int = 0,
     ) -> ModelEntry:
         if ModelEntry.get_or_none(ModelEntry.name == name) is not None:
             raise ModelAlreadyExists(f"a model named {shown(name)} exists; remove it first")
         for node in nodes:
             get_node(node)  # NODE_NOT_FOUND before anything is written
         entry: ModelEntry = ModelEntry.create(
-            name=name, model_ref=model_ref, nodes=nodes, slots=slots, device=device
+            name=name,
+            model_ref=model_ref,
+            nodes=nodes,
+            slots=slots,
+            device=device,
+            memory_limit_mib=memory_limit_mib,
         )
         self._lookups.clear()
         return entry
@@ -87,6 +103,10 @@ class ModelCatalog:
         return self._remembered("slots", model_ref, load)
 
     def _remembered(self, kind: str, key: str, load: Callable[[], T]) -> T:
+        now = time.monotonic()
+        if now - self._since > self.max_age_s:
+            self._lookups.clear()
+            self._since = now
         try:
             found: T = self._lookups[kind, key]
         except KeyError:
@@ -117,5 +137,6 @@ def model_json(entry: ModelEntry) -> dict[str, Any]:
         "nodes": list(entry.nodes),
         "slots": entry.slots,
         "device": entry.device,
+        "memory_limit_mib": entry.memory_limit_mib,  # 0: the node's or queen's setting
         "created_at": entry.created_at.isoformat(),
     }
