@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from peewee import Database
 
-from rbee_queen.errors import NodeHeldElsewhere
+from rbee_queen.errors import NodeError, NodeHeldElsewhere
 from rbee_queen.nodes.lease import LeaseSettings, NodeLeases, default_queen_id, node_of
 from rbee_queen.store.db import open_database
 from rbee_queen.store.tables import Node, NodeLease
@@ -123,6 +123,31 @@ def test_ensure_takes_a_free_node_over_and_refuses_a_held_one(store: Database) -
 
     asyncio.run(run())
     assert taken == [{"n2"}]
+
+
+def test_a_takeover_whose_adoption_fails_is_not_driven_and_is_tried_again(
+    store: Database,
+) -> None:
+    a, _ = queens(Clock())
+    calls: list[set[str]] = []
+
+    async def gained(nodes: set[str]) -> None:
+        calls.append(set(nodes))
+        if len(calls) == 1:
+            raise OSError("the node did not answer")
+
+    a.on_gained = gained
+
+    async def run() -> None:
+        with pytest.raises(NodeError) as failed:
+            await a.ensure("n1")
+        assert failed.value.code == "NODE_ERROR"  # not "held elsewhere": a holds it
+        assert a.holds("n1") and not a.drives("n1")
+        await a.ensure("n1")
+        assert a.drives("n1")
+
+    asyncio.run(run())
+    assert calls == [{"n1"}, {"n1"}]
 
 
 def test_a_queen_told_its_nodes_were_taken_lets_them_go(store: Database) -> None:

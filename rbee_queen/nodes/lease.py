@@ -28,7 +28,7 @@ from pathlib import Path
 
 from peewee import DatabaseError, Value
 
-from rbee_queen.errors import NodeHeldElsewhere
+from rbee_queen.errors import NodeError, NodeHeldElsewhere
 from rbee_queen.store.tables import Node, NodeLease
 
 log = logging.getLogger("rbee.queen.lease")
@@ -109,7 +109,7 @@ class NodeLeases:
             self._valid[node] = started + self._counted_s()
             pending = self._start_takeover({node})
         await asyncio.shield(pending)
-        if not self.drives(node):
+        if not self.drives(node):  # lost meanwhile, or its workers could not be adopted
             raise self._held_elsewhere(node)
 
     # --- the database ---------------------------------------------------------
@@ -231,8 +231,10 @@ class NodeLeases:
         if self.on_lost is not None:
             self.on_lost(lost)
 
-    def _held_elsewhere(self, node: str) -> NodeHeldElsewhere:
+    def _held_elsewhere(self, node: str) -> NodeError:
         row = NodeLease.get_or_none(NodeLease.node == node)
+        if row is not None and row.holder == self.queen_id:
+            return NodeError(f"taking node {node} over failed (see the queen's log); retry")
         holder = row.holder if row is not None else "another queen"
         left_s = max(0.0, (row.expires_at - self._now_ms()) / 1000) if row is not None else 0.0
         return NodeHeldElsewhere(
