@@ -29,8 +29,9 @@ def function_of(frame: str) -> str:
 
 def summarize(raw: str) -> tuple[int, Counter[str], Counter[str]]:
     """The sample count, and the samples by function: self and inclusive. The
-    frames every sample of the main thread passes through (from runpy to the
-    event loop's run) are left out of the inclusive count: they say nothing."""
+    frames that every sample of the main thread passes through (from runpy to
+    the event loop's run) are left out of the inclusive count: they say
+    nothing the self count of `Runner.run` and the total do not."""
     stacks: list[tuple[list[str], int]] = []
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
@@ -38,23 +39,18 @@ def summarize(raw: str) -> tuple[int, Counter[str], Counter[str]]:
             stacks.append(([function_of(frame) for frame in stack.split(";")], int(count)))
     own: Counter[str] = Counter()
     anywhere: Counter[str] = Counter()
+    roots: Counter[str] = Counter()
     for functions, samples in stacks:
         own[functions[-1]] += samples
+        roots[functions[0]] += samples
         for name in set(functions):
             anywhere[name] += samples
-    for name in common_prefix([f for f, _ in stacks if f[0] == stacks[0][0][0]] if stacks else []):
-        del anywhere[name]
+    if roots:
+        main, in_main = roots.most_common(1)[0]
+        for name in {f for functions, _ in stacks if functions[0] == main for f in functions}:
+            if anywhere[name] == in_main:
+                del anywhere[name]
     return sum(n for _, n in stacks), own, anywhere
-
-
-def common_prefix(stacks: list[list[str]]) -> list[str]:
-    """The frames every stack starts with, less the last of each stack."""
-    prefix: list[str] = []
-    for frames in zip(*(s[:-1] for s in stacks), strict=False):
-        if len(set(frames)) > 1:
-            break
-        prefix.append(frames[0])
-    return prefix
 
 
 class QueenProfile:
@@ -86,13 +82,13 @@ class QueenProfile:
         possible = RATE * max(1, int(self.seconds))
         lines = [
             f"\nqueen under py-spy: {total} busy samples of {possible} possible"
-            f" ({total / possible * 100:.0f} % of one thread's time)",
+            f" ({total / possible * 100:.0f} % of one thread's time; a thread waiting for"
+            " a CPU counts as busy, so on a loaded machine this exceeds its CPU share)",
             "| self samples | share | function |",
             "| --- | --- | --- |",
         ]
         lines += [f"| {n} | {n / total * 100:.1f} % | `{f}` |" for f, n in own.most_common(TOP)]
-        lines += ["", "| inclusive samples | share | function |", "| --- | --- | --- |"]
-        lines += [
-            f"| {n} | {n / total * 100:.1f} % | `{f}` |" for f, n in anywhere.most_common(TOP)
-        ]
+        lines += ["", "| inclusive samples | share | rbee's own function |", "| --- | --- | --- |"]
+        ours = [(f, n) for f, n in anywhere.most_common() if "(rbee_" in f][:TOP]
+        lines += [f"| {n} | {n / total * 100:.1f} % | `{f}` |" for f, n in ours]
         return "\n".join(lines)

@@ -51,6 +51,7 @@ MODEL = "tiny"
 PROMPT = "Once upon a time"
 TOKENS_OUT = re.compile(rb'"tokens_out":\s*(\d+)')
 END_OF_BODY = b"\r\n0\r\n\r\n"  # the chunked body's last chunk
+WARM_S = 1.0  # untimed streams before each window
 WORKER_TOKEN = "bench-token-0123456789"  # what bench.relay_procs.spawn_worker gives its workers
 
 
@@ -76,6 +77,9 @@ class Rig:
     @property
     def queen_target(self) -> Target:
         return Target(int(self.queen.url.rsplit(":", 1)[1]), "/v2/tasks", self.queen.token)
+
+    def targets(self, via_queen: bool) -> list[Target]:
+        return [self.queen_target] if via_queen else [target for _, target in self.direct]
 
 
 @dataclass
@@ -168,12 +172,11 @@ def cpu_of(pids: list[int]) -> float:
 def measure(rig: Rig, via_queen: bool, n: int, args: argparse.Namespace) -> dict[str, float]:
     """One timed window: the tally, and each part's CPU over the same wall time."""
     workers = rig.queen_workers if via_queen else [pid for pid, _ in rig.direct]
-    targets = [rig.queen_target] if via_queen else [target for _, target in rig.direct]
     groups = {"queen": [rig.queen.proc.pid], "workers": workers, "node side": rig.node_side}
     before = {name: cpu_of(pids) for name, pids in groups.items()}
     busy0, total0 = machine_busy()
     started, client0 = time.perf_counter(), time.process_time()
-    tally = uvloop.run(streams(targets, n, args.seconds, args.max_tokens))
+    tally = uvloop.run(streams(rig.targets(via_queen), n, args.seconds, args.max_tokens))
     wall, client = time.perf_counter() - started, time.process_time() - client0
     busy1, total1 = machine_busy()
     if tally.errors or not tally.tokens:
@@ -278,6 +281,10 @@ def main() -> None:
         print(HEADER)
         for n in counts:
             for label in ("direct", "queen"):
+                # Untimed first: the queen's channels to the workers for n
+                # streams are opened here, not in the window.
+                warm = streams(parts.targets(label == "queen"), n, WARM_S, args.max_tokens)
+                uvloop.run(warm)
                 if profile is not None and label == "queen" and n == max(counts):
                     profile.start(args.seconds)
                 row = measure(parts, label == "queen", n, args)
