@@ -89,6 +89,8 @@ def start_shipped_queen(
     looked about a tenth of its own CPU slower (py-spy)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RBEE_CHECK_MESSAGES"}
+    if prefix:  # counted: no health rounds or worker checks at random moments
+        env |= {"RBEE_HEALTH_INTERVAL": "0", "RBEE_SUPERVISOR_INTERVAL": "0"}
     with open(home / "queen-test.log", "ab") as log:
         argv = [*prefix, sys.executable, "-m", *module, "--port", str(port)]
         proc = subprocess.Popen(
