@@ -86,6 +86,25 @@ def lease_holder(database: PostgresDatabase) -> str:
     return str(row[0])
 
 
+def refused(queen: QueenProcess, model: Path, holder: str) -> None:
+    """The queen starts nothing on a node the other one holds, and says who does."""
+    with queen.client() as c:
+        r = c.post("/v2/tasks", json={"node": "n1", "model": f"file:{model}", "prompt": "hi"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "NODE_HELD_ELSEWHERE", r.text
+    assert r.json()["error"]["details"]["holder"] == holder
+
+
+def only_worker(queen: QueenProcess, worker: dict[str, Any], install: Path) -> None:
+    """`worker` is the one process on the node, and the one live row, and the
+    queen reaches it (a forward of its own)."""
+    assert worker_pids(under=str(install)) == [worker["pid"]]
+    (listed,) = workers(queen)
+    assert (listed["worker_id"], listed["pid"]) == (worker["worker_id"], worker["pid"])
+    assert listed["url"]
+    live_rows = [w for w in all_workers(queen) if w["state"] != "stopped"]
+    assert [w["worker_id"] for w in live_rows] == [worker["worker_id"]]
+
+
 def test_a_queen_killed_mid_stream_leaves_its_node_to_the_other(
     two_homes: tuple[Path, Path],
     postgres_database: PostgresDatabase,
@@ -98,7 +117,8 @@ def test_a_queen_killed_mid_stream_leaves_its_node_to_the_other(
     monkeypatch.setenv("RBEE_DATABASE_PASSWORD_FILE", str(postgres_database.password_file))
     for name, value in FAST_LEASES.items():
         monkeypatch.setenv(name, value)
-    home_a, home_b = two_homes
+    (home_a, home_b), install = two_homes, tmp_path / "install"
+    id_a, id_b = default_queen_id(home_a), default_queen_id(home_b)
     a = start_queen(home_a)
     b: QueenProcess | None = None
     try:
@@ -107,12 +127,8 @@ def test_a_queen_killed_mid_stream_leaves_its_node_to_the_other(
         b = second_queen(a, home_b)  # starting while the worker loads
         assert stream.first_token.wait(60)
         (worker,) = workers(a)
-        assert lease_holder(postgres_database) == default_queen_id(home_a)
-        with b.client() as c:  # B starts nothing on A's node while A lives
-            task = {"node": "n1", "model": f"file:{tiny_model_dir}", "prompt": "hi"}
-            r = c.post("/v2/tasks", json=task)
-        assert r.status_code == 503 and r.json()["error"]["code"] == "NODE_HELD_ELSEWHERE"
-        assert r.json()["error"]["details"]["holder"] == default_queen_id(home_a)
+        assert lease_holder(postgres_database) == id_a
+        refused(b, tiny_model_dir, holder=id_a)
 
         a.proc.kill()  # SIGKILL, mid-stream
         a.proc.wait()
@@ -122,19 +138,21 @@ def test_a_queen_killed_mid_stream_leaves_its_node_to_the_other(
 
         events = served_after_retries(b, tiny_model_dir)
         assert '"type": "end"' in events[-1] or '"type":"end"' in events[-1]
-        assert lease_holder(postgres_database) == default_queen_id(home_b)
-        # The same worker process, adopted by B: none doubled, none orphaned.
-        assert worker_pids(under=str(tmp_path)) == [worker["pid"]]
-        (adopted,) = workers(b)
-        assert (adopted["worker_id"], adopted["pid"]) == (worker["worker_id"], worker["pid"])
-        assert adopted["url"]  # B holds a forward to it
-        live_rows = [w for w in all_workers(b) if w["state"] != "stopped"]
-        assert [w["worker_id"] for w in live_rows] == [worker["worker_id"]]
+        assert lease_holder(postgres_database) == id_b
+        only_worker(b, worker, install)  # adopted by B: none doubled, none orphaned
+
+        # A again (the same id): it takes nothing from B, adopts or cleans up
+        # none of B's workers, and its clean stop leaves them running.
+        stop_queen(a)
+        a = start_queen(home_a)
+        refused(a, tiny_model_dir, holder=id_b)
+        stop_queen(a)
+        only_worker(b, worker, install)
     finally:
         stop_queen(a)
         if b is not None:
             stop_queen(b)
-    assert worker_pids(under=str(tmp_path)) == []  # B stopped what it drove
+    assert worker_pids(under=str(install)) == []  # B stopped what it drove
 
 
 @pytest.fixture
