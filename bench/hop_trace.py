@@ -38,8 +38,7 @@ FIRST_TOKEN_HOPS = (
     ("w.tok_loop", "w.tok_out", "worker: event loop has it -> written"),
     ("w.tok_out", "q.tok_in", "-> queen has it"),
     ("q.tok_in", "q.tok_seen", "queen: first token in -> the failover has seen it"),
-    ("q.tok_seen", "q.respond", "queen: -> the response starts"),
-    ("q.respond", "q.head_out", "queen: -> its head is sent"),
+    ("q.tok_seen", "q.head_out", "queen: -> the response's head is sent"),
     ("q.head_out", "q.tok_out", "queen: -> the first token is sent"),
     ("q.tok_out", "c.tok_in", "-> client has it"),
 )
@@ -132,15 +131,6 @@ def _wrap_worker_connection(stamp: Stamps) -> None:
         stamp("tok_seen")
 
     failover.first_token = first_token
-    from starlette.responses import StreamingResponse
-
-    respond = StreamingResponse.__call__
-
-    async def traced_call(self: Any, scope: Any, receive: Any, send: Any) -> None:
-        stamp("respond")
-        await respond(self, scope, receive, send)
-
-    StreamingResponse.__call__ = traced_call  # type: ignore[method-assign]
 
 
 def _wrap_token_events(stamp: Stamps) -> None:
