@@ -39,7 +39,7 @@ _MARKUP = re.compile(r"[`*_#>]+")
 class TrainSettings:
     """What shapes the model; part of the stamp, so a change retrains."""
 
-    steps: int = 200
+    steps: int = 150
     vocab_size: int = 1024
     hidden: int = 96
     layers: int = 2

@@ -27,8 +27,8 @@ PASSAGES = (
     "A node needs SSH access with a key and python3 (3.10 or newer) for the helper.",
     "A GPU that is missing, too hot or too small fails with its code; there is no "
     "silent CPU fallback.",
-    "Tests use a real sshd on loopback, real SQLite files and a tiny real model; "
-    "nothing is mocked.",
+    "Tests use a real sshd on loopback, real SQLite files, a real PostgreSQL server they "
+    "start, and a tiny real model; nothing is mocked.",
     "When the queen goes away the top line says so and the dashboard reconnects by itself.",
     # docs/api.md, docs/deployment.md, docs/security.md
     "The queen connects, verifies the host key, uploads and starts the helper and "
