@@ -13,7 +13,9 @@ other's remembered lookups.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +107,16 @@ def only_worker(queen: QueenProcess, worker: dict[str, Any], install: Path) -> N
     assert [w["worker_id"] for w in live_rows] == [worker["worker_id"]]
 
 
+def stall_and_take_over(stalled: QueenProcess, taker: QueenProcess, model: Path) -> None:
+    """The holder stops (SIGSTOP) past its lease's ttl: the other queen takes
+    the node over and serves; then the stalled one runs on."""
+    os.kill(stalled.proc.pid, signal.SIGSTOP)
+    try:
+        served_after_retries(taker, model)
+    finally:
+        os.kill(stalled.proc.pid, signal.SIGCONT)
+
+
 def test_a_queen_killed_mid_stream_leaves_its_node_to_the_other(
     two_homes: tuple[Path, Path],
     postgres_database: PostgresDatabase,
@@ -141,13 +153,16 @@ def test_a_queen_killed_mid_stream_leaves_its_node_to_the_other(
         assert lease_holder(postgres_database) == id_b
         only_worker(b, worker, install)  # adopted by B: none doubled, none orphaned
 
-        # A again (the same id): it takes nothing from B, adopts or cleans up
-        # none of B's workers, and its clean stop leaves them running.
+        # A again (the same id): it takes nothing from B and adopts or cleans
+        # up none of B's workers, until B stalls past its lease.
         stop_queen(a)
         a = start_queen(home_a)
         refused(a, tiny_model_dir, holder=id_b)
-        stop_queen(a)
         only_worker(b, worker, install)
+        stall_and_take_over(b, a, tiny_model_dir)
+        refused(b, tiny_model_dir, holder=id_a)  # B, resumed, lets the node go
+        stop_queen(b)  # and its clean stop leaves A's worker running
+        only_worker(a, worker, install)
     finally:
         stop_queen(a)
         if b is not None:

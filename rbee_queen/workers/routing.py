@@ -154,10 +154,16 @@ class Router:
         return await self.starter.ensure_worker(node, model_ref, slots, device)
 
     def _running(self, model_ref: str, nodes: list[str], device: str) -> list[LiveWorker]:
+        # A node whose lease lapsed here (a stalled queen) is the other queen's
+        # already, though its workers are let go only at the next renewal.
+        drives = self.leases.drives if self.leases is not None else (lambda node: True)
         return [
             w
             for w in self.registry.live.values()
-            if w.model_ref == model_ref and w.node in nodes and serves(w.device, device)
+            if w.model_ref == model_ref
+            and w.node in nodes
+            and serves(w.device, device)
+            and drives(w.node)
         ]
 
     def _node_to_start(self, nodes: list[str], busy_nodes: set[str]) -> str | None:
