@@ -48,8 +48,8 @@ def store(store_target: StoreTarget) -> Iterator[Database]:
 
 def queens(clock: Clock) -> tuple[NodeLeases, NodeLeases]:
     return (
-        NodeLeases(LeaseSettings("queen-a", ttl_s=10, renew_s=3), clock),
-        NodeLeases(LeaseSettings("queen-b", ttl_s=10, renew_s=3), clock),
+        NodeLeases(LeaseSettings("queen-a", ttl_s=10, renew_s=3), clock, clock),
+        NodeLeases(LeaseSettings("queen-b", ttl_s=10, renew_s=3), clock, clock),
     )
 
 
@@ -148,6 +148,29 @@ def test_a_takeover_whose_adoption_fails_is_not_driven_and_is_tried_again(
 
     asyncio.run(run())
     assert calls == [{"n1"}, {"n1"}]
+
+
+def test_a_late_renewal_of_a_driven_node_does_not_adopt_its_workers_again(
+    store: Database,
+) -> None:
+    clock = Clock()
+    a, _ = queens(clock)
+    calls: list[set[str]] = []
+
+    async def gained(nodes: set[str]) -> None:
+        calls.append(set(nodes))
+
+    a.on_gained = gained
+
+    async def run() -> None:
+        await a.ensure("n1")
+        clock.now += 8  # past ttl - renew without a renewal (a stalled loop); nobody took it
+        assert not a.drives("n1")
+        await a.ensure("n1")  # renewed: the workers it drives are still its own
+        assert a.drives("n1")
+
+    asyncio.run(run())
+    assert calls == [{"n1"}]
 
 
 def test_a_queen_told_its_nodes_were_taken_lets_them_go(store: Database) -> None:

@@ -58,9 +58,15 @@ class LeaseSettings:
 
 
 class NodeLeases:
-    def __init__(self, settings: LeaseSettings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: LeaseSettings,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.clock = clock  # wall clock: the expiry is compared across queens
+        self.monotonic = monotonic  # this queen's own count of a lease's life
         self.on_gained: Gained | None = None
         self.on_lost: Lost | None = None
         self._valid: dict[str, float] = {}  # node -> monotonic time it stops counting
@@ -76,7 +82,7 @@ class NodeLeases:
 
     def holds(self, node: str) -> bool:
         """The lease is this queen's (its workers may still be being adopted)."""
-        return self._valid.get(node, 0.0) > time.monotonic()
+        return self._valid.get(node, 0.0) > self.monotonic()
 
     def drives(self, node: str) -> bool:
         """Held and taken over: this queen starts, stops and supervises its workers."""
@@ -103,10 +109,13 @@ class NodeLeases:
             return
         pending = self._pending.get(node)
         if pending is None:
-            started = time.monotonic()
-            if not self.acquire(node):
+            started = self.monotonic()
+            claim = self.claim(node)
+            if claim is None:
                 raise self._held_elsewhere(node)
             self._valid[node] = started + self._counted_s()
+            if claim == "kept" and node in self._driven:
+                return  # ours all along (a late renewal): its workers are still ours
             pending = self._start_takeover({node})
         await asyncio.shield(pending)
         if not self.drives(node):  # lost meanwhile, or its workers could not be adopted
@@ -115,26 +124,28 @@ class NodeLeases:
     # --- the database ---------------------------------------------------------
 
     def acquire(self, node: str) -> bool:
-        """Take or renew one node's lease if it is ours, lapsed or missing; one
+        return self.claim(node) is not None
+
+    def claim(self, node: str) -> str | None:
+        """Renew one node's lease if it is ours ("kept"), else take it if it
+        lapsed or is missing ("taken"); None when another queen holds it. One
         conditional write each, so of two queens racing exactly one wins."""
         now, expires = self._now_ms(), self._expiry_ms()
         me = self.queen_id
-        taken = (
-            NodeLease.update(holder=me, expires_at=expires)
-            .where(
-                (NodeLease.node == node) & ((NodeLease.holder == me) | (NodeLease.expires_at < now))
-            )
-            .execute()
-        )
-        if not taken:
-            new = {"node": node, "holder": me, "expires_at": expires}
-            NodeLease.insert(new).on_conflict_ignore().execute()
-        row = NodeLease.get_or_none(NodeLease.node == node)
-        return row is not None and row.holder == me
+        mine = NodeLease.node == node
+        if NodeLease.update(expires_at=expires).where(mine & (NodeLease.holder == me)).execute():
+            return "kept"
+        lapsed = mine & (NodeLease.expires_at < now)
+        if NodeLease.update(holder=me, expires_at=expires).where(lapsed).execute():
+            return "taken"
+        new = {"node": node, "holder": me, "expires_at": expires}
+        NodeLease.insert(new).on_conflict_ignore().execute()
+        row = NodeLease.get_or_none(mine)
+        return "taken" if row is not None and row.holder == me else None
 
     def renew_round(self) -> set[str]:
         """Renew ours, take every lapsed or missing lease; the nodes now held."""
-        started = time.monotonic()
+        started = self.monotonic()
         now, expires = self._now_ms(), self._expiry_ms()
         me = self.queen_id
         NodeLease.update(expires_at=expires).where(NodeLease.holder == me).execute()
