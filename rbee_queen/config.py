@@ -71,6 +71,8 @@ class QueenConfig:
     db_password_file: Path | None = None  # PostgreSQL's password (else libpq's PGPASSFILE)
     db_backups: int = 5
     db_backup_interval_s: float = 5.0
+    db_history_keep_s: float = 86400.0
+    db_stopped_workers_keep_s: float = 7 * 86400.0
     audit_min_free_mb: float = 100.0
     audit_disk_check_s: float = 30.0
     download_stall_s: float = 60.0

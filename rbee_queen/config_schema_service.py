@@ -256,4 +256,27 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
         minimum=0.1,
         maximum=86400,
     ),
+    _s(
+        "database",
+        "history_keep_s",
+        "db_history_keep_s",
+        float,
+        86400.0,
+        "how long a worker's busy and idle spells stay in its history (its other entries"
+        " stay while it lives)",
+        env="RBEE_DB_HISTORY_KEEP_S",
+        minimum=1,
+        maximum=10 * 365 * 86400,
+    ),
+    _s(
+        "database",
+        "stopped_workers_keep_s",
+        "db_stopped_workers_keep_s",
+        float,
+        7 * 86400.0,
+        "how long a stopped worker's history is kept after it stopped",
+        env="RBEE_DB_STOPPED_WORKERS_KEEP_S",
+        minimum=1,
+        maximum=10 * 365 * 86400,
+    ),
 )

@@ -34,6 +34,7 @@ from rbee_queen.nodes.lease import LeaseSettings, NodeLeases, default_queen_id
 from rbee_queen.store.backup import BackupKeeper, BackupSettings
 from rbee_queen.store.db import open_store
 from rbee_queen.store.notices import Notices
+from rbee_queen.store.retention import HistoryRetention, RetentionSettings
 from rbee_queen.store.tables import Worker
 from rbee_queen.validation import model_path
 from rbee_queen.workers.core import WorkerCore
@@ -155,7 +156,11 @@ class Services:
             installer=Installer(pool, config.home),
             models=models,
             backups=BackupKeeper(
-                config.db_path, BackupSettings(config.db_backups, config.db_backup_interval_s)
+                config.db_path,
+                BackupSettings(config.db_backups, config.db_backup_interval_s),
+                HistoryRetention(
+                    RetentionSettings(config.db_history_keep_s, config.db_stopped_workers_keep_s)
+                ),
             ),
             notices=notices,
             audit_disk=AuditDiskWatch(

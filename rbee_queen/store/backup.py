@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rbee_queen.store.checkpoint import truncate_wal
+from rbee_queen.store.retention import HistoryRetention
 
 log = logging.getLogger("rbee.queen.store")
 
@@ -112,12 +113,18 @@ class BackupKeeper:
     """Backs the database up after inventory or catalog changes, and at shutdown.
 
     SQLite only: with no file (`db_path` None, the database on PostgreSQL) it
-    does nothing, since the server has its own backups (pg_dump, PITR) and
-    this API copies files."""
+    takes none, since the server has its own backups (pg_dump, PITR) and this
+    API copies files; its timer still runs the worker history's prune."""
 
-    def __init__(self, db_path: Path | None, settings: BackupSettings) -> None:
+    def __init__(
+        self,
+        db_path: Path | None,
+        settings: BackupSettings,
+        retention: HistoryRetention | None = None,
+    ) -> None:
         self.file = db_path
         self.settings = settings
+        self.retention = retention  # its prune runs on this timer, on either backend
         self._seen: str | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -126,8 +133,8 @@ class BackupKeeper:
         # or what a restore just brought back: the first change is what counts.
         if self.file is None:
             log.info("database backups are PostgreSQL's own (pg_dump, PITR): none taken here")
-            return
-        self._seen = self._fingerprint()
+        else:
+            self._seen = self._fingerprint()
         self._task = asyncio.create_task(self._loop(), name="database backups")
 
     @property
@@ -138,6 +145,10 @@ class BackupKeeper:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.check_every_s)
+            if self.retention is not None:
+                await asyncio.to_thread(self.retention.run_if_due)  # the history stays bounded
+            if self.file is None:
+                continue
             await asyncio.to_thread(self.backup_if_changed)
             await asyncio.to_thread(truncate_wal, self.db_path)  # the WAL stays short
 
@@ -166,9 +177,9 @@ class BackupKeeper:
 
     async def stop(self) -> None:
         """Stop the timer and take the shutdown backup."""
-        if self.file is None:
-            return
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        if self.file is None:
+            return
         await asyncio.to_thread(self._backup, self._fingerprint())
