@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from peewee import Database
 
+from rbee_queen.config import QueenConfig
+from rbee_queen.config_load import ConfigInvalid
 from rbee_queen.errors import NodeError, NodeHeldElsewhere
 from rbee_queen.nodes.lease import LeaseSettings, NodeLeases, default_queen_id, node_of
 from rbee_queen.store.db import open_database
@@ -244,3 +246,14 @@ def test_of_queens_racing_for_one_node_exactly_one_wins(
 def test_the_default_id_is_stable_per_home_and_differs_between_homes(tmp_path: Path) -> None:
     assert default_queen_id(tmp_path / "a") == default_queen_id(tmp_path / "a")
     assert default_queen_id(tmp_path / "a") != default_queen_id(tmp_path / "b")
+
+
+def test_lease_settings_come_from_the_config_and_a_renewal_past_half_the_ttl_is_refused(
+    tmp_path: Path,
+) -> None:
+    home = {"RBEE_HOME": str(tmp_path)}
+    (tmp_path / "queen.toml").write_text('[queens]\nid = "left"\nlease_ttl_s = 4\n')
+    config = QueenConfig.load(environ={**home, "RBEE_LEASE_RENEW": "1.5"})
+    assert (config.queen_id, config.lease_ttl_s, config.lease_renew_s) == ("left", 4.0, 1.5)
+    with pytest.raises(ConfigInvalid, match=r"queens.lease_renew_s = 2.5: more than half"):
+        QueenConfig.load(environ={**home, "RBEE_LEASE_RENEW": "2.5"})
