@@ -120,6 +120,7 @@ def test_a_growing_queue_starts_a_second_worker_and_never_a_third(
     assert nodes.count("b") == 1 and nodes.count("a") == 5, finished
     (scale_up,) = scale_ups(events)
     assert (scale_up["node"], scale_up["workers"], scale_up["depth"]) == ("b", 1, 3), scale_up
+    assert metric(queen, "rbee_worker_scale_ups_total") == 1
 
 
 def scale_ups(events: Subscriber) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ class QueenMetrics:
             "worker_killed": self.workers.killed,
             "worker_restarted": self.workers.restarted,
             "worker_oom": self.workers.oom,
+            "scale_up": lambda _: self.workers.scale_ups.inc(),
             "health_failed": lambda _: self.workers.health_failures.labels("worker").inc(),
             "node": self.fleet.node,
             "health_round": self.fleet.round_done,

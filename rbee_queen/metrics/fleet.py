@@ -54,6 +54,9 @@ class WorkerMetrics:
             "rbee_health_check_failures", "Failed health checks", ["kind"], registry=r
         )
         self.forced_kills = Counter("rbee_worker_forced_kills", "SIGKILLs sent", registry=r)
+        self.scale_ups = Counter(
+            "rbee_worker_scale_ups", "Workers started because a model's queue grew", registry=r
+        )
         self.ooms = Counter(
             "rbee_worker_ooms",
             "Workers the node's OOM killer ended, by phase (loading or serving)",
