@@ -7,7 +7,9 @@ worker history's rows apart) sampled every 10 s, with the load average beside
 each sample. Passes when no request was lost (each ended in its `end` or a
 coded error) and none of RSS, descriptors, threads and database size grew by
 more than 5 % from a fifth of the run (minute 2 of 10) to its end, each moment
-the median of five samples.
+the median of five samples. The queen prunes busy and idle spells after
+database.history_keep_s (a day): to see the pruning within a short soak, set
+RBEE_DB_HISTORY_KEEP_S (say 30) in the environment of `bench.load --soak`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ RATE = 4.0  # completions a second
 GROWTH_LIMIT = 0.05
 TARGET = ("rss_kib", "fds", "threads", "db_bytes")  # the figures held to the limit
 WINDOW = 5  # samples whose median stands for a moment of the run
+SPELL_ROWS = (
+    "SELECT count(*) FROM worker_events WHERE (from_state = 'idle' AND to_state = 'busy')"
+    " OR (from_state = 'busy' AND to_state = 'idle')"
+)
 
 
 def sample(queen: QueenProcess) -> dict[str, float]:
@@ -50,19 +56,25 @@ def sample(queen: QueenProcess) -> dict[str, float]:
 
 
 def database_parts(queen: QueenProcess) -> dict[str, float]:
-    """What the database's size is made of: the main file, its WAL, and the
-    worker history's rows (every recorded state change is kept)."""
+    """What the database's size is made of: the main file, its WAL, the
+    worker history's rows (of which busy and idle spells, the rows the queen's
+    retention prunes after database.history_keep_s) and the main file's free
+    pages (left by pruned rows, reused by new ones)."""
     home = queen.home
     wal = home / "queen.db-wal"
     conn = sqlite3.connect(f"file:{home / 'queen.db'}?mode=ro", uri=True)
     try:
         (rows,) = conn.execute("SELECT count(*) FROM worker_events").fetchone()
+        (spells,) = conn.execute(SPELL_ROWS).fetchone()
+        (free,) = conn.execute("PRAGMA freelist_count").fetchone()
     finally:
         conn.close()
     return {
         "main_bytes": float((home / "queen.db").stat().st_size),
         "wal_bytes": float(wal.stat().st_size if wal.exists() else 0),
         "history_rows": float(rows),
+        "spell_rows": float(spells),
+        "free_pages": float(free),
     }
 
 
@@ -173,6 +185,7 @@ def soak(queen: QueenProcess, root: Path, seconds: float, max_tokens: int) -> bo
     )
     print(f"around a fifth: {base}; last: {last}")
     print(f"largest WAL seen: {max(s['wal_bytes'] for s in samples):.0f} bytes")
+    print(f"most history rows seen: {max(s['history_rows'] for s in samples):.0f}")
     ok = ends["lost"] == 0 and all(growth[k] <= GROWTH_LIMIT for k in TARGET)
     print(f"soak {'passed' if ok else 'FAILED'}: no request lost, {', '.join(TARGET)} grew <= 5 %")
     return ok
