@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ from rbee_queen.workers.core import WorkerCore
 from rbee_queen.workers.routing import Router
 from rbee_queen.workers.states import WorkerState
 from rbee_queen.workers.supervisor import Supervisor, SupervisorSettings
-from rbee_wire.queen_events import NodeChanged, WorkerChanged
+from rbee_wire.queen_events import NodeChanged, NodeTakeover, QueenEvent, WorkerChanged
 
 log = logging.getLogger("rbee.queen")
 
@@ -129,7 +130,7 @@ class Services:
             check_messages=config.check_messages,
             leases=leases,
         )
-        leases.on_gained = workers.adoption.adopt_all
+        leases.on_gained = takeover(workers, leases.queen_id, bus.publish)
         leases.on_lost = workers.adoption.let_go
         health = HealthMonitor(pool, config.health_interval_s, gpu_interval_s=config.gpu_interval_s)
         health.owns = leases.holds
@@ -210,6 +211,27 @@ def worker_model_dir(node_name: str, model_ref: str) -> str | None:
     """The folder on the node a worker loads: a `file:` path as given, an
     `hf:` reference through the node's model catalog (never a download)."""
     return model_path(model_ref) or local_path_for_worker(node_name, model_ref)
+
+
+def takeover(
+    workers: WorkerCore, queen_id: str, publish: Callable[[QueenEvent], object]
+) -> Callable[[set[str]], Awaitable[None]]:
+    """What a queen does with nodes whose lease it just took: re-adopt their
+    workers, then say so (`node_takeover`)."""
+
+    async def take_over(nodes: set[str]) -> None:
+        counts = await workers.adoption.adopt_all(nodes)
+        publish(
+            NodeTakeover(
+                type="node_takeover",
+                queen=queen_id,
+                nodes=sorted(nodes),
+                adopted=counts.get("adopted", 0),
+                cleaned=counts.get("cleaned", 0),
+            )
+        )
+
+    return take_over
 
 
 def node_leases(config: QueenConfig) -> NodeLeases:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from tests.lifecycle_support import Streaming, add_node, all_workers, wait_for, 
 from tests.plugins.postgres import PostgresDatabase
 from tests.plugins.procs import worker_pids
 from tests.plugins.queen import QueenProcess, start_queen, stop_queen
+from tests.plugins.queen_events import Subscriber
 from tests.plugins.sshd import SshServer
 
 # Leases short enough for a test: B takes a dead A's node within 2 s.
@@ -137,6 +139,8 @@ def test_a_queen_killed_mid_stream_leaves_its_node_to_the_other(
         add_node(a, sshd, tmp_path)
         stream = KilledStream(a, tiny_model_dir, max_tokens=2048, temperature=0)
         b = second_queen(a, home_b)  # starting while the worker loads
+        events_b = Subscriber(b)
+        events_b.start()
         assert stream.first_token.wait(60)
         (worker,) = workers(a)
         assert lease_holder(postgres_database) == id_a
@@ -152,6 +156,13 @@ def test_a_queen_killed_mid_stream_leaves_its_node_to_the_other(
         assert '"type": "end"' in events[-1] or '"type":"end"' in events[-1]
         assert lease_holder(postgres_database) == id_b
         only_worker(b, worker, install)  # adopted by B: none doubled, none orphaned
+        taken = events_b.wait_for(lambda e: e["type"] == "node_takeover")
+        assert (taken["queen"], taken["nodes"], taken["adopted"], taken["cleaned"]) == (
+            id_b,
+            ["n1"],
+            1,
+            0,
+        )
 
         # A again (the same id): it takes nothing from B and adopts or cleans
         # up none of B's workers, until B stalls past its lease.
@@ -199,6 +210,11 @@ def test_two_queens_on_one_sqlite_file_share_inventory_and_catalog(
     sqlite_pair: tuple[QueenProcess, QueenProcess], tiny_model_dir: Path
 ) -> None:
     a, b = sqlite_pair
+    # The queen a node is added through takes its lease there and then.
+    shared = sqlite3.connect(a.home.parent / "shared.db")
+    holders = shared.execute("SELECT node, holder FROM node_leases").fetchall()
+    shared.close()
+    assert holders == [("n1", default_queen_id(a.home))]
     with b.client() as c:
         nodes = c.get("/v2/registry/beehives/list").json()["nodes"]
         assert [n["node_name"] for n in nodes] == ["n1"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from rbee_queen.api.auth import principal_of
 from rbee_queen.api.body import json_body
+from rbee_queen.errors import NodeHeldElsewhere
 from rbee_queen.nodes.install import InstallOptions
 from rbee_queen.nodes.inventory import (
     MODEL_SOURCES,
@@ -19,7 +22,7 @@ from rbee_queen.nodes.inventory import (
     parse_many,
     setting,
 )
-from rbee_queen.services import services
+from rbee_queen.services import Services, services
 from rbee_queen.store.tables import Node
 from rbee_queen.validation import HOSTNAME, IDENTIFIER, SSH_USER, Fields
 
@@ -29,6 +32,7 @@ async def add(request: Request) -> JSONResponse:
     inventory = services(request).inventory
     node = await inventory.add(spec)
     services(request).audit.record("node.added", node=spec.name, by=principal_of(request).name)
+    await take_lease(services(request), node.name)
     preflight = inventory.last_preflight.pop(node.name, [])
     return JSONResponse({"node": node_json(node), "preflight": preflight}, status_code=201)
 
@@ -40,7 +44,15 @@ async def import_nodes(request: Request) -> JSONResponse:
     for node in answer["added"]:
         svc.inventory.last_preflight.pop(node["node_name"], None)
         svc.audit.record("node.added", node=node["node_name"], by=principal_of(request).name)
+        await take_lease(svc, node["node_name"])
     return JSONResponse(answer)
+
+
+async def take_lease(svc: Services, node: str) -> None:
+    """The queen a node is added through drives it, unless another queen on the
+    same database took its lease first (see nodes/lease.py)."""
+    with contextlib.suppress(NodeHeldElsewhere):
+        await svc.leases.ensure(node)
 
 
 async def update(request: Request) -> JSONResponse:

@@ -154,6 +154,18 @@ class ScaleUp(_Stamped):
     reason: str
 
 
+class NodeTakeover(_Stamped):
+    """This queen took the lease of `nodes` (at its start, or from another queen
+    on the same database whose lease lapsed) and re-adopted their workers:
+    `adopted` serve again, `cleaned` were dead or unhealthy and stopped."""
+
+    type: Literal["node_takeover"]
+    queen: str
+    nodes: list[str]
+    adopted: int
+    cleaned: int
+
+
 class HealthRound(_Stamped):
     """One health round over every node ended."""
 
@@ -231,6 +243,7 @@ QueenEvent = (
     | RequestQueued
     | RequestDequeued
     | ScaleUp
+    | NodeTakeover
     | HealthFailed
     | WorkerKilled
     | WorkerRestarted
@@ -253,6 +266,7 @@ BY_TYPE: dict[str, Any] = {
     "request_queued": RequestQueued,
     "request_dequeued": RequestDequeued,
     "scale_up": ScaleUp,
+    "node_takeover": NodeTakeover,
     "health_failed": HealthFailed,
     "worker_killed": WorkerKilled,
     "worker_restarted": WorkerRestarted,
