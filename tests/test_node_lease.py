@@ -55,6 +55,19 @@ def queens(clock: Clock) -> tuple[NodeLeases, NodeLeases]:
     )
 
 
+def record_takeovers(leases: NodeLeases, fail_first: bool = False) -> list[set[str]]:
+    """The nodes of each takeover, as the queen's re-adoption would get them."""
+    calls: list[set[str]] = []
+
+    async def gained(nodes: set[str]) -> None:
+        calls.append(set(nodes))
+        if fail_first and len(calls) == 1:
+            raise OSError("the node did not answer")
+
+    leases.on_gained = gained
+    return calls
+
+
 def holders() -> dict[str, tuple[str, int]]:
     return {node_of(r): (r.holder, r.expires_at) for r in NodeLease.select()}
 
@@ -104,14 +117,8 @@ def test_a_released_lease_is_taken_at_once(store: Database) -> None:
 
 
 def test_ensure_takes_a_free_node_over_and_refuses_a_held_one(store: Database) -> None:
-    clock = Clock()
-    a, b = queens(clock)
-    taken: list[set[str]] = []
-
-    async def gained(nodes: set[str]) -> None:
-        taken.append(set(nodes))
-
-    b.on_gained = gained
+    a, b = queens(Clock())
+    taken = record_takeovers(b)
 
     async def run() -> None:
         assert a.acquire("n1")
@@ -131,14 +138,7 @@ def test_a_takeover_whose_adoption_fails_is_not_driven_and_is_tried_again(
     store: Database,
 ) -> None:
     a, _ = queens(Clock())
-    calls: list[set[str]] = []
-
-    async def gained(nodes: set[str]) -> None:
-        calls.append(set(nodes))
-        if len(calls) == 1:
-            raise OSError("the node did not answer")
-
-    a.on_gained = gained
+    calls = record_takeovers(a, fail_first=True)
 
     async def run() -> None:
         with pytest.raises(NodeError) as failed:
@@ -157,12 +157,7 @@ def test_a_late_renewal_of_a_driven_node_does_not_adopt_its_workers_again(
 ) -> None:
     clock = Clock()
     a, _ = queens(clock)
-    calls: list[set[str]] = []
-
-    async def gained(nodes: set[str]) -> None:
-        calls.append(set(nodes))
-
-    a.on_gained = gained
+    calls = record_takeovers(a)
 
     async def run() -> None:
         await a.ensure("n1")
@@ -178,13 +173,9 @@ def test_a_late_renewal_of_a_driven_node_does_not_adopt_its_workers_again(
 def test_a_queen_told_its_nodes_were_taken_lets_them_go(store: Database) -> None:
     clock = Clock()
     a, b = queens(clock)
-    gained: list[set[str]] = []
+    gained = record_takeovers(a)
     lost: list[set[str]] = []
-
-    async def on_gained(nodes: set[str]) -> None:
-        gained.append(set(nodes))
-
-    a.on_gained, a.on_lost = on_gained, lambda nodes: lost.append(set(nodes))
+    a.on_lost = lambda nodes: lost.append(set(nodes))
 
     async def run() -> None:
         await a.start()
