@@ -15,7 +15,7 @@ import httpx
 
 from rbee_keeper.sse import iter_sse_data
 from rbee_keeper.token import BearerToken
-from rbee_queen import errors
+from rbee_queen import error_envelope, errors
 from rbee_wire.error_text import shown
 
 CONTROL_TIMEOUT = httpx.Timeout(30.0)
@@ -197,7 +197,7 @@ def error_from_event(event: Json) -> errors.RbeeError:
     """The exception an `{"type": "error"}` stream event stands for."""
     code = event.get("code") or errors.InferenceFailed.code
     message = event.get("message") or code
-    return errors.from_envelope(502, {"error": {"code": code, "message": message}})
+    return error_envelope.from_envelope(502, {"error": {"code": code, "message": message}})
 
 
 def error_from_response(response: httpx.Response) -> errors.RbeeError:
@@ -205,7 +205,7 @@ def error_from_response(response: httpx.Response) -> errors.RbeeError:
         body = response.json()
     except ValueError:
         body = None
-    return errors.from_envelope(response.status_code, body)
+    return error_envelope.from_envelope(response.status_code, body)
 
 
 def json_object(text: str | bytes, what: str) -> Json:

@@ -384,28 +384,3 @@ class InvalidSshKey(InvalidRequest):
     """`ssh_key_path` names a file that is not a private key."""
 
     code = "INVALID_SSH_KEY"
-
-
-def _all_subclasses(cls: type[RbeeError]) -> list[type[RbeeError]]:
-    found = []
-    for sub in cls.__subclasses__():
-        found.append(sub)
-        found.extend(_all_subclasses(sub))
-    return found
-
-
-def from_envelope(status: int, body: Any) -> RbeeError:
-    """Turn an error envelope (as rendered by the API) back into an exception."""
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return RbeeError(f"HTTP {status} without an error envelope")
-    code = str(error.get("code", "INTERNAL_ERROR"))
-    message = str(error.get("message", code))
-    details = error.get("details") or {}
-    classes: list[type[RbeeError]] = [RbeeError, *_all_subclasses(RbeeError)]
-    for cls in classes:
-        if cls.code == code:
-            return cls(message, **details)
-    generic = RbeeError(message, **details)
-    generic.code = code  # type: ignore[misc]
-    return generic

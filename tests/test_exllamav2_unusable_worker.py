@@ -107,8 +107,8 @@ async def test_the_queen_reads_backend_unavailable_from_the_worker(
     worker by itself, so this drives its manager directly.)"""
     from rbee_queen.audit import AuditLog
     from rbee_queen.config import QueenConfig
+    from rbee_queen.error_envelope import from_envelope
     from rbee_queen.errors import BackendUnavailable as QueenBackendUnavailable
-    from rbee_queen.errors import from_envelope
     from rbee_queen.fleet.known_hosts import HostKeyStore
     from rbee_queen.fleet.pool import SessionPool
     from rbee_queen.nodes.inventory import NodeInventory
