@@ -130,10 +130,8 @@ class Services:
             check_messages=config.check_messages,
             leases=leases,
         )
-        leases.on_gained = takeover(workers, leases.queen_id, bus.publish)
-        leases.on_lost = workers.adoption.let_go
         health = HealthMonitor(pool, config.health_interval_s, gpu_interval_s=config.gpu_interval_s)
-        health.owns = leases.holds
+        wire_leases(leases, workers, health, bus.publish)
         health.listener = lambda node, status, latency_ms, last_error, gpus: bus.publish(
             node_changed(node, status, latency_ms, last_error, gpus)
         )
@@ -211,6 +209,19 @@ def worker_model_dir(node_name: str, model_ref: str) -> str | None:
     """The folder on the node a worker loads: a `file:` path as given, an
     `hf:` reference through the node's model catalog (never a download)."""
     return model_path(model_ref) or local_path_for_worker(node_name, model_ref)
+
+
+def wire_leases(
+    leases: NodeLeases,
+    workers: WorkerCore,
+    health: HealthMonitor,
+    publish: Callable[[QueenEvent], object],
+) -> None:
+    """A node taken re-adopts its workers, a node lost lets them go; the health
+    loop checks only the nodes this queen holds."""
+    leases.on_gained = takeover(workers, leases.queen_id, publish)
+    leases.on_lost = workers.adoption.let_go
+    health.owns = leases.holds
 
 
 def takeover(

@@ -157,12 +157,7 @@ def test_a_queen_killed_mid_stream_leaves_its_node_to_the_other(
         assert lease_holder(postgres_database) == id_b
         only_worker(b, worker, install)  # adopted by B: none doubled, none orphaned
         taken = events_b.wait_for(lambda e: e["type"] == "node_takeover")
-        assert (taken["queen"], taken["nodes"], taken["adopted"], taken["cleaned"]) == (
-            id_b,
-            ["n1"],
-            1,
-            0,
-        )
+        assert [taken[k] for k in ("queen", "nodes", "adopted", "cleaned")] == [id_b, ["n1"], 1, 0]
 
         # A again (the same id): it takes nothing from B and adopts or cleans
         # up none of B's workers, until B stalls past its lease.
