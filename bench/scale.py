@@ -138,11 +138,11 @@ async def ping(session: NodeSession) -> object:
     return await session.call("ping")
 
 
-async def cold_connect(fleet: Fleet, n: int, keys: HostKeyStore, connects: int) -> list[float]:
-    """Wall and this process's CPU seconds of connecting all n nodes and one ping each."""
+async def cold_connect(targets: list[NodeTarget], keys: HostKeyStore, connects: int) -> list[float]:
+    """Wall and this process's CPU seconds of connecting all the nodes and one ping each."""
     pool = SessionPool(keys, 30.0, PoolLimits(connects=connects))
     started, cpu = time.perf_counter(), time.process_time()
-    result = await fan_out(pool, fleet.targets(n), ping, timeout=120)
+    result = await fan_out(pool, targets, ping, timeout=120)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     await pool.close_all()
     await asyncio.sleep(0.5)
@@ -231,15 +231,18 @@ def main() -> None:
         report_cold(fleet, sizes, bounds, keys)
         rows = [(n, queen_figures(fleet, n, work, args)) for n in sizes]
         report_queen(rows, empty, args)
-        report_links(fleet, max(sizes), work, args)
+        report_links(fleet, max(sizes), work, keys, args)
     finally:
         fleet.remove()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report_links(fleet: Fleet, n: int, work: Path, args: argparse.Namespace) -> None:
+def report_links(
+    fleet: Fleet, n: int, work: Path, keys: HostKeyStore, args: argparse.Namespace
+) -> None:
     """--cut and --slow: the last hosts of the largest size, their links cut or
-    slowed (bench/scale_links.py), on the queen of that size."""
+    slowed (bench/scale_links.py), on the queen of that size; and how long a
+    cold connect of the slowed hosts takes with no round's time limit."""
     for how, k in (("cut", args.cut), ("slowed", args.slow)):
         if not k:
             continue
@@ -248,15 +251,19 @@ def report_links(fleet: Fleet, n: int, work: Path, args: argparse.Namespace) -> 
         measured = link_figures(Queen(work / f"q{n}", args.interval), hosts, how, impair)
         detail = f" (tbf {args.slow_rate} and a filler stream)" if how == "slowed" else ""
         report_links_table(n, k, how, measured, detail)
+        if how == "slowed":
+            with slowed(hosts, args.slow_rate):
+                wall, _ = asyncio.run(cold_connect(fleet.targets(n)[n - k :], keys, k))
+            print(f"a cold connect of the {k} slowed hosts, no round's limit: {wall:.2f} s")
 
 
 def report_cold(fleet: Fleet, sizes: list[int], bounds: list[int], keys: HostKeyStore) -> None:
-    asyncio.run(cold_connect(fleet, max(sizes), keys, max(bounds)))  # uploads the helpers
+    asyncio.run(cold_connect(fleet.targets(max(sizes)), keys, max(bounds)))  # uploads the helpers
     print("\n| N | connect_concurrency | cold connect of all (s) | its CPU here (s) | load |")
     print("| --- | --- | --- | --- | --- |")
     for n in sizes:
         for bound in bounds:
-            wall, cpu = asyncio.run(cold_connect(fleet, n, keys, bound))
+            wall, cpu = asyncio.run(cold_connect(fleet.targets(n), keys, bound))
             print(f"| {n} | {bound} | {wall:.2f} | {cpu:.2f} | {loadavg()} |")
 
 

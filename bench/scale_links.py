@@ -17,6 +17,7 @@ import socket
 import statistics
 import subprocess
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -115,15 +116,15 @@ def answers(queen: Queen, mark: int, since: float) -> dict[str, float]:
     }
 
 
-def round_figures(queen: Queen, impaired: set[str]) -> tuple[dict[str, float], set[str]]:
+def round_figures(queen: Queen, impaired: set[str]) -> tuple[dict[str, float], dict[str, str]]:
     """The queen's next health round: when the others and the impaired answered;
-    and the errors the impaired got."""
+    and the error each impaired host got (its name replaced by NODE)."""
     mark, count = len(queen.events), len(queen.rounds())
     done = queen.wait_rounds(count + 1)[count]
     start = float(str(done["at"])) - float(str(done["duration_s"]))
     got = answers(queen, mark, start)
     errors = {
-        str(e["last_error"])
+        str(e["node"]): str(e["last_error"]).replace(str(e["node"]), "NODE")
         for e in queen.events[mark:]
         if e.get("type") == "node" and e.get("node") in impaired and e.get("last_error")
     }
@@ -147,7 +148,7 @@ def link_figures(
     hosts: list[TestHost],
     how: str,
     impair: Callable[[], AbstractContextManager[None]],
-) -> tuple[list[tuple[str, dict[str, float]]], set[str]]:
+) -> tuple[list[tuple[str, dict[str, float]]], dict[str, str]]:
     """With the hosts' links impaired (`impair()`, a context manager): the
     rounds of PHASES[how] on a warm queen, then a restart (a cold round); and
     the errors the impaired hosts got. The cold round's first answers may
@@ -155,7 +156,7 @@ def link_figures(
     its `failed` says how many did not."""
     impaired = {h.hostname for h in hosts}
     rows = []
-    errors: set[str] = set()
+    errors: dict[str, str] = {}
     queen.start()
     try:
         queen.wait_rounds(2)
@@ -166,7 +167,7 @@ def link_figures(
                     queen.start()
                 figures, seen = round_figures(queen, impaired)
                 rows.append((phase, figures))
-                errors |= seen
+                errors.update(seen)
     finally:
         queen.stop()
     return rows, errors
@@ -176,10 +177,11 @@ def report_links(
     n: int,
     k: int,
     how: str,
-    measured: tuple[list[tuple[str, dict[str, float]]], set[str]],
+    measured: tuple[list[tuple[str, dict[str, float]]], dict[str, str]],
     detail: str,
 ) -> None:
     rows, errors = measured
+    by_message = Counter(errors.values())
     print(f"\n{k} of {n} hosts' links {how}{detail}, load {loadavg()}")
     print(
         f"| round | the {n - k} others answered | their median | the last of them"
@@ -192,8 +194,8 @@ def report_links(
             f" | {seconds(f['others last'])} | {f['impaired']:.0f} of {k}"
             f" | {seconds(f['impaired median'])} | {f['round']:.2f} s | {f['failed']:.0f} |"
         )
-    for error in sorted(errors):
-        print(f"the {how} hosts' error: {error}")
+    for error, count in sorted(by_message.items()):
+        print(f"the {how} hosts' last error ({count} of them): {error}")
 
 
 def seconds(value: float) -> str:
