@@ -96,6 +96,8 @@ def refused(queen: QueenProcess, model: Path, holder: str) -> None:
         r = c.post("/v2/tasks", json={"node": "n1", "model": f"file:{model}", "prompt": "hi"})
     assert r.status_code == 503 and r.json()["error"]["code"] == "NODE_HELD_ELSEWHERE", r.text
     assert r.json()["error"]["details"]["holder"] == holder
+    # When the holder's lease would lapse unrenewed, and one renewal more.
+    assert 1 <= int(r.headers["Retry-After"]) <= 3
 
 
 def only_worker(queen: QueenProcess, worker: dict[str, Any], install: Path) -> None:
@@ -222,6 +224,7 @@ def test_two_queens_on_one_sqlite_file_share_inventory_and_catalog(
     refused = chat(b, "tiny")
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"]["code"] == "node_held_elsewhere"  # OpenAI's shape
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3  # which OpenAI's clients honour
     with a.client() as c:
         assert c.post("/v2/registry/models/remove", json={"name": "tiny"}).status_code == 200
     # B forgets what it remembered of the catalog within a second.

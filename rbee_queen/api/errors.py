@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 
 from peewee import InterfaceError, OperationalError
@@ -33,8 +34,17 @@ def correlation_id(request: Request) -> str:
 
 def error_response(request: Request, exc: RbeeError) -> JSONResponse:
     cid = correlation_id(request)
-    headers = {"x-correlation-id": cid}
+    headers = {"x-correlation-id": cid, **retry_after(exc)}
     return JSONResponse(exc.envelope(cid), status_code=exc.status, headers=headers)
+
+
+def retry_after(exc: RbeeError) -> dict[str, str]:
+    """`Retry-After` for an error that says when a retry may succeed
+    (`details.retry_after_s`, e.g. NODE_HELD_ELSEWHERE); none otherwise."""
+    seconds = exc.details.get("retry_after_s")
+    if not isinstance(seconds, (int, float)):
+        return {}
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 async def rbee_error_handler(request: Request, exc: Exception) -> JSONResponse:

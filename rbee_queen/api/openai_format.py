@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from rbee_queen.api.errors import retry_after
 from rbee_queen.errors import RbeeError
 
 FINISH_REASONS = {
@@ -45,7 +46,7 @@ def error_body(exc: RbeeError, correlation_id: str) -> dict[str, Any]:
 
 
 def error_response(exc: RbeeError, correlation_id: str) -> JSONResponse:
-    headers = {"x-correlation-id": correlation_id}
+    headers = {"x-correlation-id": correlation_id, **retry_after(exc)}
     return JSONResponse(error_body(exc, correlation_id), status_code=exc.status, headers=headers)
 
 
