@@ -116,7 +116,12 @@ def spawn_worker(
     argv = [sys.executable, "-m", *module, "--worker-id", "bench", "--model", str(model)]
     argv += ["--slots", str(slots), "--state-file", str(state)]
     log = (run_dir / "bench.log").open("wb")
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # In a session of its own, as the helper starts the queen's workers: with
+    # the kernel's autogroups each session is scheduled as one, so a worker in
+    # this process's session would share its CPU time on other terms.
+    proc = subprocess.Popen(
+        argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     while not state.exists():
         time.sleep(0.05)
     port = json.loads(state.read_text())["port"]
