@@ -227,6 +227,9 @@ def test_two_queens_on_one_sqlite_file_share_inventory_and_catalog(
     assert 1 <= int(refused.headers["Retry-After"]) <= 3  # which OpenAI's clients honour
     with a.client() as c:
         assert c.post("/v2/registry/models/remove", json={"name": "tiny"}).status_code == 200
+    with b.client() as c:  # nor writes to the node's model store
+        r = c.post("/v2/models/remove", json={"node": "n1", "model": "hf:org/model"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "NODE_HELD_ELSEWHERE", r.text
     # B forgets what it remembered of the catalog within a second.
     wait_for(lambda: chat(b, "tiny").status_code == 404, timeout=10)
     assert workers(a) == [] and workers(b) == []

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from rbee_queen.api.body import json_body
 from rbee_queen.errors import RbeeError
+from rbee_queen.nodes.inventory import get_node
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
 
@@ -45,6 +46,7 @@ async def download(request: Request) -> StreamingResponse:
     assert node and model
     manager = services(request).models
     plan, listing = await manager.plan_download(node, model, allow_bin)
+    await writes_to(request, node)
     return _stream(manager.download(plan, listing))
 
 
@@ -59,6 +61,7 @@ async def copy(request: Request) -> StreamingResponse:
     assert source and dest and model
     manager = services(request).models
     plan, row, source_session = await manager.plan_copy(source, dest, model)
+    await writes_to(request, dest)
     return _stream(manager.copy(plan, row, source_session))
 
 
@@ -68,7 +71,16 @@ async def remove(request: Request) -> JSONResponse:
     model = f.string("model", pattern=MODEL_REF, max_len=512)
     f.raise_if_any()
     assert node and model
+    await writes_to(request, node)
     return JSONResponse(await services(request).models.remove(node, model))
+
+
+async def writes_to(request: Request, node: str) -> None:
+    """Only the queen that drives a node (its lease: two queens on one
+    database) writes to its model store: one transfer per model at a time, and
+    MODEL_IN_USE knows that queen's workers. NODE_HELD_ELSEWHERE otherwise."""
+    get_node(node)  # NODE_NOT_FOUND first
+    await services(request).leases.ensure(node)
 
 
 def _stream(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
