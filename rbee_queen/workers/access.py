@@ -1,6 +1,6 @@
 """How the queen reaches its workers: each worker's bearer token (in memory,
-and on disk for a restarted queen), and the HTTP client for control calls
-(health, ready) that sends it."""
+and in the database for a restarted queen or one taking the node over), and
+the HTTP client for control calls (health, ready) that sends it."""
 
 from __future__ import annotations
 
