@@ -169,6 +169,7 @@ def test_a_queen_killed_mid_stream_leaves_its_node_to_the_other(
         only_worker(b, worker, install)
         stall_and_take_over(b, a, tiny_model_dir)
         refused(b, tiny_model_dir, holder=id_a)  # B, resumed, lets the node go
+        wait_for(lambda: workers(b)[0]["url"] is None)  # its forward closed, nothing stopped
         stop_queen(b)  # and its clean stop leaves A's worker running
         only_worker(a, worker, install)
     finally:
