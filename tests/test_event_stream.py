@@ -9,7 +9,6 @@ the chunk, which must be the chunk a decode and encode would make."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncGenerator
 from types import SimpleNamespace
 from typing import Any, cast
@@ -17,7 +16,6 @@ from typing import Any, cast
 import pytest
 
 from rbee_queen.api.event_stream import EventStreamResponse
-from rbee_queen.api.http_limits import SOCKET_EXTENSION
 from rbee_queen.api.openai_format import Shape, token_literal
 from rbee_wire.codec import SSE_DONE
 from rbee_wire.worker_events import Token, encode
@@ -78,23 +76,13 @@ async def test_queen_sends_its_head_after_the_first_piece_and_the_end_with_the_l
     assert stream.finished and stream.closed
 
 
-async def test_queen_corks_its_head_with_the_first_piece_on_a_real_socket() -> None:
-    """Both leave in one segment: the socket is corked while uvicorn writes
-    them, and uncorked after, so nothing waits on the kernel's cork timer."""
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        client = socket.create_connection(server.getsockname())
-        peer, _ = server.accept()
-        with client, peer:
-            corked: list[int] = []
-
-            async def send(message: dict[str, Any]) -> None:
-                corked.append(peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK))
-
-            only = b"data: 1\n\n" + SSE_DONE  # a one-token answer comes whole
-            scope = {**SCOPE, "extensions": {SOCKET_EXTENSION: peer}}
-            await EventStreamResponse(Stream([only]).body())(scope, _quiet_receive, send)
-            assert corked == [1, 1]  # the head and the piece that ends the body
-            assert peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+async def test_queen_ends_a_stream_answered_in_one_piece_with_it() -> None:
+    only = b"data: 1\n\n" + SSE_DONE  # a one-token answer comes whole
+    stream = Stream([only])
+    sent: list[dict[str, Any]] = []
+    await EventStreamResponse(stream.body())(SCOPE, _quiet_receive, _sender(stream.log, sent))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert _bodies(sent) == [(only, False)]
 
 
 async def test_queen_stream_without_done_ends_with_an_empty_piece() -> None:

@@ -64,9 +64,6 @@ def refusal(error: RbeeError) -> bytes:
     return head.encode() + body
 
 
-SOCKET_EXTENSION = "rbee.socket"
-
-
 class LimitedHttpProtocol(HttpToolsProtocol):
     limits: HttpLimits  # set by protocol_class
 
@@ -111,9 +108,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._arm(self.limits.body_timeout_s, "the request body")
-        # The connection's socket, for a response that corks its head with its
-        # first piece (api/event_stream.py).
-        self.scope["extensions"] = {SOCKET_EXTENSION: self.transport.get_extra_info("socket")}
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
