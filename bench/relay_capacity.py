@@ -11,15 +11,15 @@ client) and of the whole machine, which says what bounds the figure.
         [--seconds 10] [--max-tokens 16] [--access ssh|direct] [--profile [FILE]]
 
 Starts its own loopback sshd, queen (as shipped) and one node per worker (all
-on the sshd), and as many workers of the same model and slots for the direct
-path, started by this process (the queen keeps its workers' tokens to
-itself); stops them all after. Each path's windows run alone, the other
-path's workers idle. `--access direct` sets the nodes to `worker_access =
-"direct"` (the queen calls the workers on their port instead of over a
-direct-tcpip channel of sshd). `--profile` samples the queen with py-spy (the
-`bench` extra installs it) during the heaviest queen run and prints where its
-busy time went (bench/queen_profile.py); with FILE, py-spy's raw stacks stay
-there.
+on the sshd), and stops them after. The direct path calls the queen's own
+workers on their port (their node is this machine) with each one's bearer
+token, read from the queen's database (the bench owns that queen). The two
+paths' windows alternate, never overlap. `--access direct` sets the nodes to
+`worker_access = "direct"` (the queen calls the workers on their port instead
+of over a direct-tcpip channel of sshd). `--profile` samples the queen with
+py-spy (the `bench` extra installs it) during the heaviest queen run and
+prints where its busy time went (bench/queen_profile.py); with FILE, py-spy's
+raw stacks stay there.
 """
 
 from __future__ import annotations
@@ -29,19 +29,20 @@ import asyncio
 import json
 import re
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
 from bench.queen_profile import QueenProfile
-from bench.relay_procs import descendants, spawn_worker, start_shipped_queen
+from bench.relay_procs import descendants, start_shipped_queen
 from bench.scale import cpu_seconds, loadavg
 from rbee_worker.tinymodel import write_tiny_model
 from tests.plugins.queen import QueenProcess, stop_queen
@@ -51,8 +52,7 @@ MODEL = "tiny"
 PROMPT = "Once upon a time"
 TOKENS_OUT = re.compile(rb'"tokens_out":\s*(\d+)')
 END_OF_BODY = b"\r\n0\r\n\r\n"  # the chunked body's last chunk
-WARM_S = 1.0  # untimed streams before each window
-WORKER_TOKEN = "bench-token-0123456789"  # what bench.relay_procs.spawn_worker gives its workers
+WARM_S = 1.0  # untimed streams before each window (at most the window's length)
 
 
 @dataclass(frozen=True)
@@ -66,20 +66,19 @@ class Target:
 
 @dataclass(frozen=True)
 class Rig:
-    """The running parts: the queen, its workers' pids, the node side, and
-    the direct path's workers (pid, target)."""
+    """The running parts: the queen, its workers (pid, and where the direct
+    path reaches each), and the node side."""
 
     queen: QueenProcess
-    queen_workers: list[int]
+    workers: list[tuple[int, Target]]
     node_side: list[int]  # sshd and what it started (sessions, helpers), workers excepted
-    direct: list[tuple[int, Target]]
 
     @property
     def queen_target(self) -> Target:
         return Target(int(self.queen.url.rsplit(":", 1)[1]), "/v2/tasks", self.queen.token)
 
     def targets(self, via_queen: bool) -> list[Target]:
-        return [self.queen_target] if via_queen else [target for _, target in self.direct]
+        return [self.queen_target] if via_queen else [target for _, target in self.workers]
 
 
 @dataclass
@@ -171,7 +170,7 @@ def cpu_of(pids: list[int]) -> float:
 
 def measure(rig: Rig, via_queen: bool, n: int, args: argparse.Namespace) -> dict[str, float]:
     """One timed window: the tally, and each part's CPU over the same wall time."""
-    workers = rig.queen_workers if via_queen else [pid for pid, _ in rig.direct]
+    workers = [pid for pid, _ in rig.workers]
     groups = {"queen": [rig.queen.proc.pid], "workers": workers, "node side": rig.node_side}
     before = {name: cpu_of(pids) for name, pids in groups.items()}
     busy0, total0 = machine_busy()
@@ -202,22 +201,13 @@ def measure(rig: Rig, via_queen: bool, n: int, args: argparse.Namespace) -> dict
 @contextmanager
 def rig(workers: int, slots: int, access: str) -> Iterator[Rig]:
     """A shipped queen with model `tiny` on `workers` nodes of one loopback sshd,
-    each worker started and warm; and as many workers of the same model and
-    slots started by this process, for the direct path (the queen keeps its
-    workers' tokens to itself)."""
+    each worker started and warm."""
     root = Path(tempfile.mkdtemp(prefix="rbee-capacity-"))
     sshd_proc, sshd = start_sshd(root / "sshd")
     model = write_tiny_model(root / "model")
-    for i in range(workers):
-        (root / f"direct{i}").mkdir()
     (root / "home").mkdir()
-    pool = ThreadPoolExecutor(workers)  # the direct workers load while the queen starts its own
-    starting = [
-        pool.submit(spawn_worker, model, root / f"direct{i}", slots) for i in range(workers)
-    ]
-    queen: QueenProcess | None = None
+    queen = start_shipped_queen(root / "home")
     try:
-        queen = start_shipped_queen(root / "home")
         nodes = [f"w{i}" for i in range(workers)]
         with queen.client() as c:
             for name in nodes:
@@ -226,27 +216,28 @@ def rig(workers: int, slots: int, access: str) -> Iterator[Rig]:
                 c.post("/v2/registry/beehives/add", json=body).raise_for_status()
             entry = {"name": MODEL, "model_ref": f"file:{model}", "nodes": nodes, "slots": slots}
             c.post("/v2/registry/models/add", json=entry).raise_for_status()
-        pids = _start_workers(queen, workers, slots)
+        listed = _start_workers(queen, workers, slots)
+        pids = [int(w["pid"]) for w in listed]
         side = [p for p in [sshd_proc.pid, *descendants(sshd_proc.pid)] if p not in pids]
-        targets = [
-            (proc.pid, Target(port, "/v1/inference", WORKER_TOKEN))
-            for proc, port in (f.result() for f in starting)
-        ]
-        yield Rig(queen, pids, side, targets)
+        yield Rig(queen, list(zip(pids, _direct_targets(queen, listed), strict=True)), side)
     finally:
-        pool.shutdown()
-        for future in starting:
-            if future.exception() is None:
-                future.result()[0].terminate()
-                future.result()[0].wait()
-        if queen is not None:
-            stop_queen(queen)
+        stop_queen(queen)
         sshd_proc.terminate()
         sshd_proc.wait()
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _start_workers(queen: QueenProcess, workers: int, slots: int) -> list[int]:
+def _direct_targets(queen: QueenProcess, listed: list[dict[str, Any]]) -> list[Target]:
+    """Each worker's own port (its node is this machine) and its bearer token,
+    which the queen keeps in its database (`worker_tokens`) for a queen that
+    takes the node over; this bench owns that database."""
+    uri = f"file:{queen.home / 'queen.db'}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as db:
+        tokens = dict(db.execute("SELECT worker_id, token FROM worker_tokens").fetchall())
+    return [Target(int(w["port"]), "/v1/inference", tokens[w["worker_id"]]) for w in listed]
+
+
+def _start_workers(queen: QueenProcess, workers: int, slots: int) -> list[dict[str, Any]]:
     """Every slot busy until each node runs a ready worker: the queen starts a
     worker on the next node only when the running ones have no free slot."""
     deadline = time.monotonic() + 180
@@ -257,7 +248,7 @@ def _start_workers(queen: QueenProcess, workers: int, slots: int) -> list[int]:
             listed = c.get("/v2/workers/list").json()["workers"]
             ready = [w for w in listed if w["state"] in ("idle", "busy") and w["port"]]
             if len(ready) == workers:
-                return [int(w["pid"]) for w in ready]
+                return ready
     raise RuntimeError(f"the workers did not all start: {listed}")
 
 
@@ -283,7 +274,8 @@ def main() -> None:
             for label in ("direct", "queen"):
                 # Untimed first: the queen's channels to the workers for n
                 # streams are opened here, not in the window.
-                warm = streams(parts.targets(label == "queen"), n, WARM_S, args.max_tokens)
+                untimed = min(WARM_S, args.seconds)
+                warm = streams(parts.targets(label == "queen"), n, untimed, args.max_tokens)
                 uvloop.run(warm)
                 if profile is not None and label == "queen" and n == max(counts):
                     profile.start(args.seconds)

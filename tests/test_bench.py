@@ -26,13 +26,13 @@ SMALLEST = {
     "fanout": (["--rounds", "1", "--sizes", "1"], "fabric warm / rbee warm"),
     "load": (["--requests", "4", "--seconds", "1", "--max-tokens", "2"], "highest rate meeting"),
     "relay_capacity": (
-        ["--workers", "1", "--streams", "1", "--seconds", "0.5", "--max-tokens", "2"],
+        ["--workers", "1", "--streams", "1", "--seconds", "0.2", "--max-tokens", "2"],
         "| 1 | queen |",
     ),
     "lease": (["--nodes", "2", "--rounds", "3"], "| 2 |"),
     "scale": (
-        ["--sizes", "2", "--rounds", "2", "--interval", "1", "--concurrency", "1,2", "--slow", "1"],
-        "1 of 2 hosts' links slowed",
+        ["--sizes", "2", "--rounds", "2", "--interval", "1", "--concurrency", "1,2"],
+        "queen process, health interval 1 s",
     ),
 }
 # Run by the others (bench.relay starts it), never on its own.
