@@ -31,7 +31,12 @@ log = logging.getLogger("rbee_worker")
 WORKER_ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 # Shorter than the owner's 10 s stop grace: a job in flight may finish, then it is cut.
 GRACEFUL_SHUTDOWN_S = 8
-GIL_HANDOFF_S = 0.0005  # see serve()
+# A token made in the generation thread reaches the client only once the event
+# loop's thread holds the GIL, which CPython takes from a busy thread after its
+# switch interval (5 ms by default; a small model's generation loop is always
+# busy). Traces put up to 8.6 ms between a token made and its event loop having
+# it at the default, 0.1-1.1 ms at this, under load (docs/benchmarks.md).
+GIL_HANDOFF_S = 0.0005
 
 
 class OneLineFormatter(logging.Formatter):
@@ -219,12 +224,6 @@ def serve(args: argparse.Namespace, token: str | None = None) -> int:
     hosts = args.host + (f" and {args.direct_host}" if args.direct_host else "")
     log.info("listening on %s port %d, pid %d", hosts, port, os.getpid())
     holder.start_loading()
-    # A token made in the generation thread reaches the client only once the
-    # event loop's thread holds the GIL; CPython hands it over only when the
-    # holder has run this long (5 ms by default), which a small model's
-    # generation loop always does. A trace put 1.4-8 ms between a token made
-    # and sent at the default; 0.1-1 ms at this.
-    sys.setswitchinterval(GIL_HANDOFF_S)
     try:
         asyncio.run(server.serve(sockets=sockets))
     finally:
@@ -238,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     token = take_token()  # first: nothing started after this inherits it
     args = _parse_args(argv)
     _configure_logging(args.worker_id)
+    sys.setswitchinterval(GIL_HANDOFF_S)
     return serve(args, token)
 
 
