@@ -17,8 +17,9 @@ removes them at the end. For each size N:
   node, and `rbee-keeper nodes status` end to end;
 - with --cut K, at the largest size: K links down, a warm and a cold round;
   with --slow K, K links slowed (tc tbf and a filler stream), three warm
-  rounds, a cold one and the next: when the others answered next to the slowed ones
-  (bench/scale_links.py);
+  rounds, a cold one and the next: when the others answered next to the
+  slowed ones (bench/scale_links.py); then a cold connect of the slowed
+  hosts in this process, with no round's time limit;
 - what one test host costs (MemAvailable; its processes' RSS while connected).
 
 The machine may be shared: the load average is printed with each figure.
