@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -221,8 +222,17 @@ def keeper(*argv: str, env: dict[str, str] | None = None, **popen: Any) -> subpr
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=environment,
+        preexec_fn=ctrl_c_as_at_a_terminal,
         **popen,
     )
+
+
+def ctrl_c_as_at_a_terminal() -> None:
+    """Give the child SIGINT's default disposition, so that Python turns it into
+    KeyboardInterrupt as it does at a terminal: a suite started in the
+    background by a non-interactive shell inherits SIGINT ignored, and a Python
+    started with SIGINT ignored never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_until(stream: Any, wanted: bytes, timeout_s: float = 10.0) -> bytes:

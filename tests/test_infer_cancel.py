@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.keeper_support import ctrl_c_as_at_a_terminal
 from tests.plugins.queen import QueenProcess
 from tests.plugins.sshd import SshServer
 
@@ -51,7 +52,13 @@ def test_ctrl_c_cancels_the_job_on_the_worker_and_exits_130(
     argv += ["--model", f"file:{tiny_model_dir}", "--prompt", "Once upon a time"]
     argv += ["--max-tokens", str(MAX_TOKENS), "--temperature", "0"]  # greedy: no EOS here
     env = {**os.environ, "RBEE_HOME": str(queen.home), "RBEE_QUEEN_URL": queen.url}
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=ctrl_c_as_at_a_terminal,
+    )
     try:
         assert process.stdout is not None
         before = read_some(process.stdout, at_least=40)  # tokens are streaming

@@ -48,7 +48,9 @@ def test_worker_killed_mid_stream_is_restarted(
     stream.join(30)
     assert stream.events[-1]["type"] == "error"
     assert stream.events[-1]["code"] == "WORKER_DIED"
-    assert stream.ended_at is not None and stream.ended_at - killed_at < 2.0
+    # Ended once the helper says the process is gone and whether an OOM kill took
+    # it (at most 2 s of asking), well before a keepalive (6 to 8 s) would notice.
+    assert stream.ended_at is not None and stream.ended_at - killed_at < 5.0
     after = wait_for(
         lambda: [
             w for w in workers(fast_queen) if w["state"] == "idle" and w["pid"] != before["pid"]
