@@ -97,13 +97,7 @@ class Services:
         db, recovery = open_store(
             config.store_location, config.db_busy_timeout_ms, config.db_password_file
         )  # a damaged SQLite file set aside, a backup restored
-        pool = SessionPool(
-            HostKeyStore(config.known_hosts_path),
-            config.ssh_connect_timeout_s,
-            PoolLimits(
-                connects=config.ssh_connect_concurrency, backoff_max_s=config.reconnect_max_s
-            ),
-        )
+        pool = session_pool(config)
         inventory = NodeInventory(pool)
         keys = KeyRing(config.home, config.token_file)
         keys.load()
@@ -130,12 +124,8 @@ class Services:
             check_messages=config.check_messages,
             leases=leases,
         )
-        health = HealthMonitor(pool, config.health_interval_s, gpu_interval_s=config.gpu_interval_s)
+        health = health_monitor(config, pool, bus.publish)
         wire_leases(leases, workers, health, bus.publish)
-        health.listener = lambda node, status, latency_ms, last_error, gpus: bus.publish(
-            node_changed(node, status, latency_ms, last_error, gpus)
-        )
-        health.publish = bus.publish
         models = ModelManager(config, inventory)
         models.publish = bus.publish
         return cls(
@@ -154,20 +144,9 @@ class Services:
             health=health,
             installer=Installer(pool, config.home),
             models=models,
-            backups=BackupKeeper(
-                config.db_path,
-                BackupSettings(config.db_backups, config.db_backup_interval_s),
-                HistoryRetention(
-                    RetentionSettings(config.db_history_keep_s, config.db_stopped_workers_keep_s)
-                ),
-            ),
+            backups=backup_keeper(config),
             notices=notices,
-            audit_disk=AuditDiskWatch(
-                config.audit_dir,
-                notices,
-                metrics.registry,
-                AuditDiskSettings(int(config.audit_min_free_mb * 2**20), config.audit_disk_check_s),
-            ),
+            audit_disk=audit_disk_watch(config, notices, metrics),
             leases=leases,
         )
 
@@ -300,3 +279,47 @@ def node_changed(
 def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
+
+
+def session_pool(config: QueenConfig) -> SessionPool:
+    """The SSH sessions to the nodes, with the connect bound and backoff of the settings."""
+    return SessionPool(
+        HostKeyStore(config.known_hosts_path),
+        config.ssh_connect_timeout_s,
+        PoolLimits(connects=config.ssh_connect_concurrency, backoff_max_s=config.reconnect_max_s),
+    )
+
+
+def backup_keeper(config: QueenConfig) -> BackupKeeper:
+    """The store's periodic work: backups (SQLite), the WAL's checkpoint, the history's prune."""
+    return BackupKeeper(
+        config.db_path,
+        BackupSettings(config.db_backups, config.db_backup_interval_s),
+        HistoryRetention(
+            RetentionSettings(config.db_history_keep_s, config.db_stopped_workers_keep_s)
+        ),
+    )
+
+
+def health_monitor(
+    config: QueenConfig, pool: SessionPool, publish: Callable[[QueenEvent], object]
+) -> HealthMonitor:
+    """The health loop, publishing each node's change as a node_changed event."""
+    health = HealthMonitor(pool, config.health_interval_s, gpu_interval_s=config.gpu_interval_s)
+    health.listener = lambda node, status, latency_ms, last_error, gpus: publish(
+        node_changed(node, status, latency_ms, last_error, gpus)
+    )
+    health.publish = publish
+    return health
+
+
+def audit_disk_watch(
+    config: QueenConfig, notices: Notices, metrics: QueenMetrics
+) -> AuditDiskWatch:
+    """The audit folder's free space, watched: a notice and a metric when it runs low."""
+    return AuditDiskWatch(
+        config.audit_dir,
+        notices,
+        metrics.registry,
+        AuditDiskSettings(int(config.audit_min_free_mb * 2**20), config.audit_disk_check_s),
+    )
