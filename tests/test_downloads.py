@@ -97,6 +97,13 @@ def cache_on_tmpfs(rbee_home: Path, tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def wait_until_written(path: Path, size: int) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists() or path.stat().st_size < size:
+        assert time.monotonic() < deadline, f"{path.name} never reached {size} bytes"
+        time.sleep(0.02)
+
+
 def fill(directory: Path) -> Path:
     filler = directory / "filler"
     with open(filler, "wb") as f:
@@ -127,10 +134,11 @@ def test_a_disk_that_fills_mid_download_is_insufficient_disk(
     )
     runner.start()
     wait_until_fetching(fakehub)
+    cached = cache_on_tmpfs / "Org" / "Tiny" / COMMIT / WEIGHTS
+    wait_until_written(cached, half)  # the first half on disk: a slow writer lags the hub
     filler = fill(cache_on_tmpfs)  # while the hub holds the second half
     runner.join(timeout=60)
     assert result[-1]["type"] == "error" and result[-1]["code"] == "INSUFFICIENT_DISK", result
-    cached = cache_on_tmpfs / "Org" / "Tiny" / COMMIT / WEIGHTS
     assert cached.stat().st_size >= half  # what was there is kept
     filler.unlink()
     del fakehub.pause[WEIGHTS]
