@@ -174,8 +174,14 @@ async def _stream(
                     yield b"".join(out)
                 continue
             yield b"".join(out) + fmt.DONE
-            return
-        yield fmt.DONE
+            break
+        else:
+            yield fmt.DONE
+        # The client has it all: read the worker's [DONE] and its body's end,
+        # which may come a moment after its `end`, so that its connection is
+        # kept for the next request (closed early, the next one opens another).
+        async for _ in relay:
+            pass
     finally:
         await relay.aclose()
 
