@@ -1,5 +1,7 @@
 """How a token stream leaves the queen and the worker: the queen's response
-takes its first piece before sending its head, sends the piece that ends the
+sends its head before it asks for the first piece (the worker prefills
+meanwhile), renders an error raised before the first piece in the route's
+shape, lets the accepted worker go when the body never started, sends the piece that ends the
 stream (`[DONE]`) with the body's end in one message, reads its stream to the
 end after that (the worker's connection is kept), and ends the stream when its
 client leaves; the worker's response ends its body with its last piece too.
@@ -17,6 +19,7 @@ import pytest
 
 from rbee_queen.api.event_stream import EventStreamResponse
 from rbee_queen.api.openai_format import Shape, token_literal
+from rbee_queen.errors import AllSlotsBusy, RbeeError
 from rbee_wire.codec import SSE_DONE
 from rbee_wire.worker_events import Token, encode
 from rbee_worker.streaming import JobStream, JobStreamResponse
@@ -60,16 +63,24 @@ def _sender(log: list[str], sent: list[dict[str, Any]]) -> Any:
     return send
 
 
+def _no_error(exc: RbeeError) -> bytes:
+    raise AssertionError(f"on_error called for a stream that raised nothing: {exc!r}")
+
+
+def _response(body: AsyncGenerator[bytes, None], **kw: Any) -> EventStreamResponse:
+    return EventStreamResponse(body, on_error=kw.pop("on_error", _no_error), **kw)
+
+
 def _bodies(sent: list[dict[str, Any]]) -> list[tuple[bytes, bool]]:
     return [(m["body"], m["more_body"]) for m in sent if m["type"] == "http.response.body"]
 
 
-async def test_queen_sends_its_head_after_the_first_piece_and_the_end_with_the_last() -> None:
+async def test_queen_sends_its_head_before_the_first_piece_and_the_end_with_the_last() -> None:
     last = b"data: {}\n\n" + SSE_DONE
     stream = Stream([b"data: 1\n\n", b"data: 2\n\n", last])
     sent: list[dict[str, Any]] = []
-    await EventStreamResponse(stream.body())(SCOPE, _quiet_receive, _sender(stream.log, sent))
-    assert stream.log[:2] == ["piece", "http.response.start"]
+    await _response(stream.body())(SCOPE, _quiet_receive, _sender(stream.log, sent))
+    assert stream.log[:2] == ["http.response.start", "piece"]
     assert sent[0]["status"] == 200
     assert (b"content-type", b"text/event-stream; charset=utf-8") in sent[0]["headers"]
     assert _bodies(sent) == [(b"data: 1\n\n", True), (b"data: 2\n\n", True), (last, False)]
@@ -80,7 +91,7 @@ async def test_queen_ends_a_stream_answered_in_one_piece_with_it() -> None:
     only = b"data: 1\n\n" + SSE_DONE  # a one-token answer comes whole
     stream = Stream([only])
     sent: list[dict[str, Any]] = []
-    await EventStreamResponse(stream.body())(SCOPE, _quiet_receive, _sender(stream.log, sent))
+    await _response(stream.body())(SCOPE, _quiet_receive, _sender(stream.log, sent))
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert _bodies(sent) == [(only, False)]
 
@@ -88,8 +99,41 @@ async def test_queen_ends_a_stream_answered_in_one_piece_with_it() -> None:
 async def test_queen_stream_without_done_ends_with_an_empty_piece() -> None:
     stream = Stream([b"data: 1\n\n"])
     sent: list[dict[str, Any]] = []
-    await EventStreamResponse(stream.body())(SCOPE, _quiet_receive, _sender(stream.log, sent))
+    await _response(stream.body())(SCOPE, _quiet_receive, _sender(stream.log, sent))
     assert _bodies(sent) == [(b"data: 1\n\n", True), (b"", False)]
+
+
+async def test_an_error_before_the_first_piece_is_the_streams_one_event() -> None:
+    async def fails() -> AsyncGenerator[bytes, None]:
+        raise AllSlotsBusy("every slot is busy")
+        yield b""  # an async generator that raises at its first step
+
+    rendered: list[str] = []
+
+    def render(exc: RbeeError) -> bytes:
+        rendered.append(exc.code)
+        return b"data: {}\n\n" + SSE_DONE
+
+    sent: list[dict[str, Any]] = []
+    await _response(fails(), on_error=render)(SCOPE, _quiet_receive, _sender([], sent))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert rendered == ["ALL_SLOTS_BUSY"]
+    assert _bodies(sent) == [(b"data: {}\n\n" + SSE_DONE, False)]
+
+
+async def test_release_runs_when_the_body_never_started() -> None:
+    stream = Stream([b"data: 1\n\n"])
+    released: list[bool] = []
+
+    async def release() -> None:
+        released.append(stream.log == [])  # the body never asked for a piece
+
+    async def refused(message: dict[str, Any]) -> None:
+        raise OSError("the client is gone")  # the head's write fails
+
+    with pytest.raises(OSError):
+        await _response(stream.body(), release=release)(SCOPE, _quiet_receive, refused)
+    assert released == [True]
 
 
 async def test_a_client_that_leaves_ends_the_queen_stream() -> None:
@@ -100,7 +144,7 @@ async def test_a_client_that_leaves_ends_the_queen_stream() -> None:
         await asyncio.sleep(0)
         return {"type": "http.disconnect"}
 
-    response = EventStreamResponse(stream.body())
+    response = _response(stream.body())
     async with asyncio.timeout(5):  # in this task: its cancel must be taken back
         await response(SCOPE, leaves, _sender(stream.log, sent))
     assert stream.closed and not stream.finished

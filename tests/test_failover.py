@@ -36,15 +36,20 @@ def two_workers(rbee_home: Path, sshd: SshServer, tiny_model_dir: Path) -> Itera
     try:
         for name in ("a", "b"):
             queen.add_node(sshd.node_body(name, rbee_home / name, accept_new_host_key=True))
-        entry = {"name": "two", "model_ref": f"file:{tiny_model_dir}", "nodes": ["a", "b"]}
-        with queen.client() as c:
-            assert c.post("/v2/registry/models/add", json=entry).status_code == 201
-            assert c.post("/v2/tasks", json=TASK).status_code == 200  # starts a
-            with frozen_slot_of(queen, pid_on(queen, "a"), "two"):  # a is full: b starts
-                assert c.post("/v2/tasks", json=TASK).status_code == 200
+        warm_two(queen, tiny_model_dir)
         yield queen
     finally:
         stop_queen(queen)
+
+
+def warm_two(queen: QueenProcess, model: Path) -> None:
+    """Catalog model `two` on nodes a and b (added), a worker warm on each."""
+    entry = {"name": "two", "model_ref": f"file:{model}", "nodes": ["a", "b"]}
+    with queen.client() as c:
+        assert c.post("/v2/registry/models/add", json=entry).status_code == 201
+        assert c.post("/v2/tasks", json=TASK).status_code == 200  # starts a
+        with frozen_slot_of(queen, pid_on(queen, "a"), "two"):  # a is full: b starts
+            assert c.post("/v2/tasks", json=TASK).status_code == 200
 
 
 def pid_on(queen: QueenProcess, node: str) -> int:

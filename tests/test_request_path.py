@@ -2,8 +2,9 @@
 client has the whole answer: the worker's `[DONE]` and its body's end often
 come a moment after its `end` event, and a worker connection closed before
 them cannot be kept, so the next request to that worker would open another
-(an SSH channel or a TCP connection) before it could be written. A client
-that leaves mid-stream still closes the worker's stream at once."""
+(an SSH channel or a TCP connection) before it could be written; the answer
+that is not streamed does the same. A client that leaves mid-stream still
+closes the worker's stream at once."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ async def _answer(stream: Stream) -> list[tuple[bytes, bool]]:
     sent: list[dict[str, Any]] = []
     body = openai._stream(shape, stream.body(), include_usage=False)
     async with asyncio.timeout(5):
-        await EventStreamResponse(body)(SCOPE, _quiet_receive, _sender([], sent))
+        response = EventStreamResponse(body, on_error=openai._error_chunk)
+        await response(SCOPE, _quiet_receive, _sender([], sent))
     return _bodies(sent)
 
 
@@ -64,6 +66,14 @@ async def test_chat_stream_whose_end_and_done_come_together_is_read_to_its_end()
     assert stream.finished and stream.closed
 
 
+async def test_chat_answer_not_streamed_reads_the_worker_stream_past_its_end_event() -> None:
+    stream = Stream([_token("a", 0), _token("b", 1), END, SSE_DONE])
+    async with asyncio.timeout(5):
+        text, end = await openai._collect(stream.body())
+    assert text == "ab" and end["type"] == "end"
+    assert stream.finished  # read to its end: the connection is kept
+
+
 async def test_a_client_that_leaves_still_closes_the_worker_stream_at_once() -> None:
     stream = Stream([_token("a", 0)], then_wait=True)
     shape = fmt.Shape("chat", "tiny", "job-0123")
@@ -75,5 +85,6 @@ async def test_a_client_that_leaves_still_closes_the_worker_stream_at_once() -> 
 
     body = openai._stream(shape, stream.body(), include_usage=False)
     async with asyncio.timeout(5):
-        await EventStreamResponse(body)(SCOPE, leaves, _sender([], sent))
+        response = EventStreamResponse(body, on_error=openai._error_chunk)
+        await response(SCOPE, leaves, _sender([], sent))
     assert stream.closed and not stream.finished

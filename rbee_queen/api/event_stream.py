@@ -1,28 +1,29 @@
-"""The response of an inference stream: the relay's pieces as they come, sent
-with as few writes and wake-ups as a stream allows.
+"""The response of an inference stream: its head as soon as a worker accepted
+the request, then the relay's pieces as they come, with as few writes and
+wake-ups as a stream allows.
 
-Starlette's StreamingResponse (under uvicorn's ASGI 2.3) runs an anyio task
-group per response to notice a client that leaves, and sends its head before
-asking for the first piece: a per-hop trace put 0.18-0.24 ms between the
-failover seeing the first token and the head leaving. Here the first piece,
-already in the worker connection's buffer when the route answers (the
-failover waited for it), is taken before the head, so the two leave back to
-back (still two writes: uvicorn writes each message at once; corking them
-into one segment measured no gain and was not kept); one plain task waits
-for the client to leave; and the piece that ends the stream (`[DONE]`,
-always in the worker's last piece) goes out with the chunked body's end, one
-write instead of two. The stream is still read to its end after that, so the
-worker's connection is kept for its next request.
+The head leaves while the worker prefills, not with the first token: a client
+parses a response's head before its body (httpx took 0.3-0.4 ms here), and a
+head sent with the first token put that parse on the path of every first
+token, where a worker's own head, sent at once, hides it behind the prefill
+(`docs/benchmarks.md`). The body's first piece is the failover's to give
+(workers/failover.py): an error before it is rendered by `on_error` in the
+route's shape as the stream's one event. One plain task (not Starlette's anyio
+task group) waits for the client to leave, and the piece that ends the stream
+(`[DONE]`, always in the worker's last piece) goes out with the chunked body's
+end, one write instead of two. The stream is still read to its end after
+that, so the worker's connection is kept for its next request.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from rbee_queen.errors import RbeeError
 from rbee_wire.codec import SSE_DONE
 
 SSE_HEADERS = [
@@ -33,10 +34,19 @@ SSE_HEADERS = [
 
 
 class EventStreamResponse(Response):
-    """An ASGI response over `body`, an async generator of SSE bytes."""
+    """An ASGI response over `body`, an async generator of SSE bytes. `on_error`
+    renders an RbeeError that `body` raises before its first piece; `release`
+    runs at the end, for what a body that never started would have let go."""
 
-    def __init__(self, body: AsyncGenerator[bytes, None]) -> None:  # no super(): no body
+    def __init__(  # no super(): no body
+        self,
+        body: AsyncGenerator[bytes, None],
+        on_error: Callable[[RbeeError], bytes],
+        release: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.body_iterator = body
+        self.on_error = on_error
+        self.release = release
         self.status_code = 200
         self.raw_headers = list(SSE_HEADERS)
         self.background = None
@@ -55,12 +65,17 @@ class EventStreamResponse(Response):
         finally:
             watcher.cancel()
             await self.body_iterator.aclose()
+            if self.release is not None:
+                await self.release()
 
     async def _send_all(self, send: Send, watcher: asyncio.Task[None]) -> None:
         body = self.body_iterator
-        piece: bytes | None = await anext(body, b"")
-        assert piece is not None
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        try:
+            piece: bytes | None = await anext(body, b"")
+        except RbeeError as exc:
+            piece = self.on_error(exc)
+        assert piece is not None
         last = await _send_piece(send, piece)
         while not last:
             piece = await anext(body, None)

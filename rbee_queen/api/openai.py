@@ -107,25 +107,33 @@ async def _complete(request: Request, f: Fields, kind: str, content: dict[str, A
     where = services(request).catalog.placement(model, nodes, device, node_field="nodes")
     job_id = inference.new_job_id()
     svc = services(request)
+    attempt = failover.FailoverStream(
+        svc.router,
+        svc.workers.relay,
+        where,
+        {"job_id": job_id, **content, **params},
+        key=request.state.principal.name,  # the queue's turns are per key
+    )
     async with before_deadline():
-        live, response = await failover.open_stream(
-            svc.router,
-            svc.workers.relay,
-            where,
-            {"job_id": job_id, **content, **params},
-            key=request.state.principal.name,  # the queue's turns are per key
-            gone=request.receive,  # the body is read: what comes next is the client leaving
-        )
-    relay = svc.workers.relay.relay(live, response, job_id)
+        # The body is read: what comes next on `receive` is the client leaving.
+        await attempt.open(gone=request.receive)
+    relay = attempt.stream()
     shape = fmt.Shape(kind, model, job_id)
     if stream:
         body = _stream(shape, relay, include_usage)
-        return EventStreamResponse(body)
+        return EventStreamResponse(body, on_error=_error_chunk, release=attempt.close)
     try:
         text, end = await _collect(relay)
     finally:
         await relay.aclose()
+        await attempt.close()
     return JSONResponse(shape.whole(text, end))
+
+
+def _error_chunk(exc: RbeeError) -> bytes:
+    """A request that failed after its head had left: OpenAI's error shape as
+    the stream's one event, then [DONE]."""
+    return fmt.sse(fmt.error_body(exc, ctx.correlation_id.get())) + fmt.DONE
 
 
 def _include_usage(f: Fields) -> bool:
@@ -140,6 +148,10 @@ async def _collect(relay: AsyncGenerator[bytes, None]) -> tuple[str, dict[str, A
         if kind == "token":
             pieces.append(str(event.get("t", "")))
         elif kind == "end":
+            # The worker's [DONE] and its body's end may come a moment later:
+            # read them, so that its connection is kept for the next request.
+            async for _ in relay:
+                pass
             return "".join(pieces), event
         elif kind == "error":
             raise _stream_error(event)

@@ -14,10 +14,12 @@ from rbee_queen.api import inference
 from rbee_queen.api.auth import require_model
 from rbee_queen.api.body import json_body
 from rbee_queen.api.event_stream import EventStreamResponse
+from rbee_queen.errors import RbeeError
 from rbee_queen.services import services
 from rbee_queen.validation import IDENTIFIER, MODEL_REF, Fields
 from rbee_queen.workers import failover
 from rbee_queen.workers.routing import before_deadline
+from rbee_wire import worker_events
 
 
 async def create_task(request: Request) -> EventStreamResponse:
@@ -33,16 +35,23 @@ async def create_task(request: Request) -> EventStreamResponse:
     where = services(request).catalog.placement(model, [node] if node else None, device)
     payload = {"job_id": inference.new_job_id(), "prompt": prompt, **params}
     svc = services(request)
+    attempt = failover.FailoverStream(
+        svc.router,
+        svc.workers.relay,
+        where,
+        payload,
+        key=request.state.principal.name,  # the queue's turns are per key
+    )
     async with before_deadline():
-        live, response = await failover.open_stream(
-            svc.router,
-            svc.workers.relay,
-            where,
-            payload,
-            key=request.state.principal.name,  # the queue's turns are per key
-            gone=request.receive,  # the body is read: what comes next is the client leaving
-        )
-    return EventStreamResponse(svc.workers.relay.relay(live, response, payload["job_id"]))
+        # The body is read: what comes next on `receive` is the client leaving.
+        await attempt.open(gone=request.receive)
+    return EventStreamResponse(attempt.stream(), on_error=error_event, release=attempt.close)
+
+
+def error_event(exc: RbeeError) -> bytes:
+    """A request that failed after its head had left: the worker's own `error`
+    event, with the queen's code."""
+    return worker_events.error(exc.code, exc.message, exc.details)
 
 
 routes = [Route("/v2/tasks", create_task, methods=["POST"])]
