@@ -38,9 +38,11 @@ FIRST_TOKEN_HOPS = (
     ("w.tok_loop", "w.tok_out", "worker: event loop has it -> written"),
     ("w.tok_out", "q.tok_in", "-> queen has it"),
     ("q.tok_in", "q.tok_seen", "queen: first token in -> the failover has seen it"),
-    ("q.tok_seen", "q.head_out", "queen: -> the response's head is sent"),
-    ("q.head_out", "q.tok_out", "queen: -> the first token is sent"),
+    ("q.tok_seen", "q.tok_out", "queen: -> the first token is sent"),
     ("q.tok_out", "c.tok_in", "-> client has it"),
+    # Not on the first token's path: the head leaves once the worker accepted
+    # the request, while it prefills.
+    ("q.req_out", "q.head_out", "(aside) queen: request written -> its head sent"),
 )
 DIRECT_HOPS = (
     ("c.start", "w.req_in", "client -> worker's uvicorn has the request"),
