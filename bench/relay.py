@@ -20,9 +20,14 @@ callgrind and prints the instructions it ran per request of each queen path
 the queen's CPU time per request of each queen path.
 
 Starts its own loopback sshd, queen and a worker of its own in a temp dir, and
-stops them after. Prints medians and each path's ratio to the direct worker
-(for the chat paths, to the direct worker sent the same messages: the worker
-renders the chat template, which a prompt does not pay for),
+stops them after. The same requests also go straight to each of the queen's
+two workers (found in its worker list, each called on its own port with its
+own token from the queen's database): worker processes decode at different
+speeds from run to run, so each queen path's ratio is to its OWN worker called
+straight (for the chat paths, sent the same messages: the worker renders the
+chat template, which a prompt does not pay for), and every other path's to
+the bench's own worker (bench/relay_paths.py; each row names its base).
+Prints medians and those ratios,
 the worker's own decode time for each path (from its `end` event), and the
 time from the first token event to the last and from the last to the
 response's end (a relay's cost during the stream and at its end).
@@ -43,7 +48,6 @@ decode-time column shows what sharing costs the worker.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -53,14 +57,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from bench import hop_trace
+from bench.relay_paths import (
+    CONCURRENCY,
+    Ports,
+    QueenWorker,
+    Sample,
+    add_nodes_and_models,
+    base_of,
+    build_paths,
+)
 from bench.relay_procs import (
     byte_relay,
     callgrind_prefix,
@@ -75,42 +83,10 @@ from bench.relay_procs import (
 )
 from rbee_worker.tinymodel import write_tiny_model
 from tests.plugins.queen import stop_queen
-from tests.plugins.sshd import SshServer, start_sshd
+from tests.plugins.sshd import start_sshd
 
-CONCURRENCY = 8
 CHECKOUT = Path(__file__).resolve().parent.parent
-CHAT_BASE = "worker direct, messages"
 TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-# Seconds to first token, seconds to end, tokens, the worker's decode time (ms),
-# seconds to the last token (where a relay's cost during the stream and at its
-# end part ways).
-Sample = tuple[float, float, int, float, float]
-
-
-def stream(client: httpx.Client, path: str, body: dict[str, Any]) -> Sample:
-    """One streamed request; every path's events are read the same way."""
-    started = time.perf_counter()
-    first = last = None
-    tokens = 0
-    decode_ms = 0.0
-    with client.stream("POST", path, json=body) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            event = json.loads(line[6:])
-            if event.get("type") == "token" or event.get("choices"):
-                last = time.perf_counter()
-                first = first or last
-            if event.get("type") == "end":
-                tokens = event["tokens_out"]
-                decode_ms = event["decode_time_ms"]
-            elif event.get("usage"):
-                tokens = event["usage"]["completion_tokens"]
-                # OpenAI's usage has no decode time: that column stays empty.
-    assert first is not None and last is not None and tokens, "no tokens came back"
-    end = time.perf_counter()
-    return first - started, end - started, tokens, decode_ms, last - started
 
 
 def sequential(paths: dict[str, Callable[[], Sample]], runs: int) -> dict[str, dict[str, float]]:
@@ -118,8 +94,8 @@ def sequential(paths: dict[str, Callable[[], Sample]], runs: int) -> dict[str, d
     spell then slows every path alike instead of the one measured at the time.
     Each round takes the paths in a new (seeded) order: the first request a
     worker gets after other workers served some is a millisecond or two slower,
-    and in any fixed cyclic order that always fell on the same paths (two paths
-    share each worker, so one of them always came second, warm)."""
+    and in any fixed cyclic order that always fell on the same paths (several
+    paths share each worker, so one of them always came second, warm)."""
     samples: dict[str, list[Sample]] = {name: [] for name in paths}
     order = random.Random(0)
     for _ in range(runs):
@@ -167,7 +143,7 @@ def _count_instructions(
         each = (
             f"{per_request:6.2f} M per request, {per_request / max_tokens * 1e3:6.1f} k per token"
         )
-        print(f"  {name:36s} {each} [{', '.join(f'{c:.2f}' for c in got)}]")
+        print(f"  {name:39s} {each} [{', '.join(f'{c:.2f}' for c in got)}]")
 
 
 def _medians(samples: dict[str, list[Sample]]) -> dict[str, dict[str, float]]:
@@ -217,21 +193,20 @@ def main() -> None:
         token = (home / "api-token").read_text().strip() if (home / "api-token").exists() else ""
         auth = {"Authorization": f"Bearer {token}"}
         python = hop_trace.worker_python(root, CHECKOUT, trace) if args.trace else None
-        _add_nodes_and_models(queen.url, auth, sshd, root, model, python)
+        add_nodes_and_models(queen.url, auth, sshd, root, model, python)
         tunnel_proc, forwarded = forward(sshd, worker_port)
         helpers.append(tunnel_proc)
         relays = _byte_relays(worker_port)
         helpers += [proc for proc, _ in relays]
         ports = Ports(worker=worker_port, forwarded=forwarded, relays=[p for _, p in relays])
-        paths = _paths(queen.url, auth, ports, args.max_tokens)
-        for call in paths.values():  # warm: the queen's worker loads on demand here
-            call()
+        paths, queen_workers = build_paths(queen.url, auth, home, ports, args.max_tokens)
+        _say_which(queen_workers)
         cpus = os.sched_getaffinity(0)
         if args.pin != "none" and len(cpus) > 1:
             node_side = [sshd_proc.pid, *descendants(sshd_proc.pid)]
             relay_pids = [tunnel_proc.pid, *(p.pid for p, _ in relays)]
             relay_pids += [d for p, _ in relays for d in descendants(p.pid)]  # socat forks
-            workers = [worker.pid, *_queen_worker_pids(queen.url, auth)]
+            workers = [worker.pid, *(w.pid for w in queen_workers.values())]
             pin_all(args.pin, cpus, workers, node_side, queen.proc.pid, relay_pids)
         if args.trace:
             hop_trace.traced_rounds(paths, args.runs, trace)
@@ -262,99 +237,12 @@ def _parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _add_nodes_and_models(
-    queen_url: str,
-    auth: dict[str, str],
-    sshd: SshServer,
-    root: Path,
-    model: Path,
-    python: Path | None,
-) -> None:
-    with httpx.Client(base_url=queen_url, headers=auth, timeout=60) as c:
-        # One sshd, two nodes: the queen forwards to "bench"'s worker and calls
-        # "bench-direct"'s on the node's address (loopback here).
-        for name, access in (("bench", "ssh"), ("bench-direct", "direct")):
-            body = sshd.node_body(name, root / "install", accept_new_host_key=True)
-            body["worker_access"] = access
-            if python is not None:
-                body["worker_python"] = str(python)
-            c.post("/v2/registry/beehives/add", json=body).raise_for_status()
-        for name, node in (("tiny", "bench"), ("tiny-direct", "bench-direct")):
-            entry = {"name": name, "model_ref": f"file:{model}", "nodes": [node]}
-            c.post("/v2/registry/models/add", json={**entry, "slots": CONCURRENCY})
-
-
 def _byte_relays(worker_port: int) -> list[tuple[subprocess.Popen[bytes], int]]:
     relays = [byte_relay(worker_port)]
     socat = socat_relay(worker_port)
     if socat is not None:
         relays.append(socat)
     return relays
-
-
-@dataclass(frozen=True)
-class Ports:
-    """Where the worker is reached without the queen: its own port, the SSH
-    forward's, and each byte relay's (Python's, then socat's where installed)."""
-
-    worker: int
-    forwarded: int
-    relays: list[int]
-
-
-def _paths(
-    queen_url: str, auth: dict[str, str], ports: Ports, max_tokens: int
-) -> dict[str, Callable[[], Sample]]:
-    """Every path measured, by name: each call sends one streamed request."""
-    prompt = "Once upon a time"
-    params = {"max_tokens": max_tokens, "temperature": 0.0}
-    worker_auth = {"Authorization": "Bearer bench-token-0123456789"}
-    limits = httpx.Limits(max_connections=CONCURRENCY * 2)
-    direct = httpx.Client(
-        base_url=f"http://127.0.0.1:{ports.worker}", headers=worker_auth, limits=limits
-    )
-    tunnel = httpx.Client(
-        base_url=f"http://127.0.0.1:{ports.forwarded}", headers=worker_auth, limits=limits
-    )
-    floors = {
-        f"worker via byte relay ({kind})": httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers=worker_auth, limits=limits
-        )
-        for kind, port in zip(("Python", "socat"), ports.relays, strict=False)
-    }
-    via_queen = httpx.Client(base_url=queen_url, headers=auth, limits=limits, timeout=300)
-    counter = iter(range(10**9))
-    messages = [{"role": "user", "content": prompt}]
-    chat_options = {"stream": True, "stream_options": {"include_usage": True}}
-
-    def on_worker(client: httpx.Client, **content: Any) -> Callable[[], Sample]:
-        """A request to the worker's own API, each with a job id of its own."""
-        return lambda: stream(
-            client, "/v1/inference", {"job_id": f"j{next(counter)}", **content, **params}
-        )
-
-    paths: dict[str, Callable[[], Sample]] = {
-        "worker direct": on_worker(direct, prompt=prompt),
-        "worker via SSH forward": on_worker(tunnel, prompt=prompt),
-        # The chat paths' baseline: the worker renders the chat template itself,
-        # which a prompt does not pay for.
-        CHAT_BASE: on_worker(direct, messages=messages),
-        **{label: on_worker(client, prompt=prompt) for label, client in floors.items()},
-    }
-    for suffix, name in (("", "tiny"), (", direct", "tiny-direct")):
-        task = {"model": name, "prompt": prompt, **params}
-        chat = {"model": name, "messages": messages, **params, **chat_options}
-        paths[f"queen /v2/tasks{suffix}"] = partial(stream, via_queen, "/v2/tasks", task)
-        paths[f"queen /v1/chat/completions{suffix}"] = partial(
-            stream, via_queen, "/v1/chat/completions", chat
-        )
-    return paths
-
-
-def _queen_worker_pids(queen_url: str, auth: dict[str, str]) -> list[int]:
-    with httpx.Client(base_url=queen_url, headers=auth) as c:
-        listed = c.get("/v2/workers/list").json()["workers"]
-    return [w["pid"] for w in listed]
 
 
 def _measure_and_print(
@@ -368,18 +256,23 @@ def _measure_and_print(
         },
     }
     for title, run in modes.items():
-        print(f"\n{title} ({max_tokens} tokens per request):")
+        print(f"\n{title} ({max_tokens} tokens per request; +ms and % against [vs ...]):")
         results = run()
         for name, r in results.items():
-            base = results[CHAT_BASE if "chat" in name else "worker direct"]
-            print(_row(name, r, base))
+            print(_row(name, r, base_of(name), results[base_of(name)]))
 
 
-def _row(name: str, r: dict[str, float], base: dict[str, float]) -> str:
-    """One path's line: its medians and how they compare with the direct worker's."""
+def _say_which(queen_workers: dict[str, QueenWorker]) -> None:
+    """Which of the queen's workers each node's direct paths call (no token)."""
+    for node, w in queen_workers.items():
+        print(f"node {node}: the queen's worker {w.worker_id}, port {w.port}, pid {w.pid}")
+
+
+def _row(name: str, r: dict[str, float], base_name: str, base: dict[str, float]) -> str:
+    """One path's line: its medians and how they compare with its base's."""
     return (
-        f"  {name:36s} first token {r['ttft_ms']:7.2f} ms "
-        f"(+{r['ttft_ms'] - base['ttft_ms']:5.2f})  {r['tok_s']:7.0f} tok/s "
+        f"  {name:39s} first token {r['ttft_ms']:7.2f} ms "
+        f"({r['ttft_ms'] - base['ttft_ms']:+6.2f})  {r['tok_s']:7.0f} tok/s "
         f"({r['tok_s'] / base['tok_s'] * 100:5.1f} %)"
         + (f"  worker decode {r['decode_ms']:5.1f} ms" if r["decode_ms"] else "")
         + (
@@ -392,6 +285,7 @@ def _row(name: str, r: dict[str, float], base: dict[str, float]) -> str:
             if name.startswith("queen") and "queen_cpu_ms" in r
             else ""
         )
+        + f"  [vs {base_name}]"
     )
 
 

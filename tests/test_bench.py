@@ -35,9 +35,26 @@ SMALLEST = {
         "queen process, health interval 1 s",
     ),
 }
+# bench.relay's rows and the base each one's ratios use: each queen path its
+# own worker called straight (chat: sent the same messages), the rest the
+# bench's own worker.
+RELAY_BASES = {
+    "worker direct": "worker direct",
+    "worker direct, messages": "worker direct",
+    "worker via SSH forward": "worker direct",
+    "worker via byte relay (Python)": "worker direct",
+    "ssh node's worker, direct": "worker direct",
+    "ssh node's worker, direct, messages": "worker direct, messages",
+    "direct node's worker, direct": "worker direct",
+    "direct node's worker, direct, messages": "worker direct, messages",
+    "queen /v2/tasks": "ssh node's worker, direct",
+    "queen /v1/chat/completions": "ssh node's worker, direct, messages",
+    "queen /v2/tasks, direct": "direct node's worker, direct",
+    "queen /v1/chat/completions, direct": "direct node's worker, direct, messages",
+}
 # Run by the others (bench.relay starts it), never on its own.
 HELPERS = {
-    *("byte_relay", "relay_procs", "hop_trace", "load_soak"),
+    *("byte_relay", "relay_procs", "relay_paths", "hop_trace", "load_soak"),
     *("scale_queen", "scale_links", "queen_profile"),
 }
 
@@ -64,6 +81,23 @@ def test_benchmark_runs_its_smallest_configuration(name: str) -> None:
     done = _run(name, args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert expected in done.stdout, done.stdout[-3000:]
+    if name == "relay":
+        _check_relay_bases(done.stdout)
+
+
+def _check_relay_bases(out: str) -> None:
+    """Every row in each of the three blocks (interleaved, back to back,
+    concurrent), each with the base its ratios use."""
+    seen: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        if " first token " in line and "  [vs " in line:
+            row = line.split(" first token ")[0].strip()
+            seen.setdefault(row, []).append(line.rsplit("  [vs ", 1)[1].rstrip("]"))
+    for row, base in RELAY_BASES.items():
+        assert seen.get(row) == [base] * 3, (row, seen.get(row), out[-3000:])
+    # Each node's direct paths call the queen's own worker there, not the bench's.
+    for node in ("bench", "bench-direct"):
+        assert f"node {node}: the queen's worker w-" in out, out[-3000:]
 
 
 @pytest.mark.parametrize("name", ["fanout", "scale"])
