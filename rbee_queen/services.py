@@ -112,6 +112,7 @@ class Services:
         if recovery is not None:
             notices.recovered(recovery)
         leases = node_leases(config)
+        metrics.count_leases(leases.held)
         workers = WorkerCore.build(
             config,
             inventory,

@@ -11,7 +11,7 @@ process-global state. Every label value is bounded (`labels.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -47,6 +47,7 @@ class QueenMetrics:
             "health_round": self.fleet.round_done,
             "node_disk": self.fleet.disk,
             "ssh_connect": self.fleet.ssh_connect,
+            "node_takeover": self.fleet.takeover,
             "model_download": self.fleet.download,
         }
 
@@ -61,6 +62,11 @@ class QueenMetrics:
     ) -> None:
         """One answer of the queen's HTTP API (the timing middleware)."""
         self.requests.http(route, method, status, code, took)
+
+    def count_leases(self, held: Callable[[], Collection[str]]) -> None:
+        """`rbee_node_leases_held` reads the nodes whose lease this queen holds
+        at each scrape (nodes/lease.py), so it never lags a lapse or a takeover."""
+        self.fleet.leases_held.set_function(lambda: len(held()))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rbee_queen.eventbus import Event
 from rbee_queen.metrics import labels
@@ -161,6 +161,17 @@ class FleetMetrics:
             registry=r,
         )
 
+        self.takeovers = Counter(
+            "rbee_node_takeovers",
+            "Nodes whose lease this queen took: at its start, when a node is added, "
+            "or from a queen on the same database that stopped renewing",
+            registry=r,
+        )
+        # Read at scrape time from the leases (QueenMetrics.count_leases).
+        self.leases_held = Gauge(
+            "rbee_node_leases_held", "Nodes whose lease this queen holds now", registry=r
+        )
+
         for source in SOURCES:
             self.downloads.labels(source, "ok")
             self.download_bytes.labels(source)
@@ -179,6 +190,9 @@ class FleetMetrics:
 
     def round_done(self, event: Event) -> None:
         self.health_round.observe(event["duration_s"])
+
+    def takeover(self, event: Event) -> None:
+        self.takeovers.inc(len(event["nodes"]))  # one per node taken
 
     def ssh_connect(self, event: Event) -> None:
         self.ssh_connects.labels(event["node"]).inc()

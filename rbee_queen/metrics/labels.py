@@ -25,6 +25,14 @@ def error_code(code: object) -> str:
     return code if isinstance(code, str) and code in ERROR_CODES else OTHER
 
 
+def api_error_code(code: object) -> str:
+    """An API answer's code: the OpenAI-compatible routes write the queen's
+    codes in lower case (`node_held_elsewhere`), counted as the same code."""
+    if isinstance(code, str) and code.islower():
+        code = code.upper()
+    return error_code(code)
+
+
 def outcome(value: object) -> str:
     """A request's end: a stop reason, an error code, or OTHER."""
     if isinstance(value, str) and value in STOP_REASONS:

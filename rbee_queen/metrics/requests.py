@@ -87,7 +87,7 @@ class RequestMetrics:
     def http(self, route: str, method: str, status: int, code: str | None, took: float) -> None:
         self.http_duration.labels(route, method, labels.status_class(status)).observe(took)
         if status >= 400:
-            self.errors.labels(labels.error_code(code), "api").inc()
+            self.errors.labels(labels.api_error_code(code), "api").inc()
 
     def queued(self, event: Event) -> None:
         self.queue_depth.inc()

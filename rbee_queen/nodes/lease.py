@@ -91,6 +91,10 @@ class NodeLeases:
     def driven(self) -> set[str]:
         return {n for n in self._driven if self.holds(n)}
 
+    def held(self) -> set[str]:
+        """The nodes whose lease is this queen's now (taken over or being taken)."""
+        return {n for n in self._valid if self.holds(n)}
+
     def held_elsewhere(self, nodes: list[str]) -> set[str]:
         """Those of `nodes` whose lease another queen holds and has not let lapse."""
         rows = NodeLease.select().where(

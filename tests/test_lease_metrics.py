@@ -1,0 +1,155 @@
+"""The two-queen figures: `rbee_node_takeovers_total` (one per node of each
+`node_takeover` event), `rbee_node_leases_held` (the nodes whose lease this
+queen holds, read at each scrape) and NODE_HELD_ELSEWHERE answers under
+`rbee_errors_total`, in whichever shape the route answers.
+
+In process with the real metrics and real leases on a SQLite file, and with
+two real queen processes on one SQLite file and the loopback sshd as node.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rbee_queen.metrics import QueenMetrics
+from rbee_queen.nodes.lease import LeaseSettings, NodeLeases
+from rbee_queen.store.db import open_database
+from rbee_queen.store.tables import Node
+from rbee_wire.queen_events import NodeTakeover
+from tests.lifecycle_support import add_node, wait_for
+from tests.plugins.queen import QueenProcess, start_queen, stop_queen
+from tests.plugins.sshd import SshServer
+
+HELD = "rbee_node_leases_held"
+TAKEN = "rbee_node_takeovers_total"
+# Leases short enough for a test: a released node is taken within half a second.
+FAST_LEASES = {"RBEE_LEASE_TTL": "2", "RBEE_LEASE_RENEW": "0.5", "RBEE_HEALTH_INTERVAL": "0"}
+
+
+def figure(text: str | bytes, name: str, **labels: str) -> float | None:
+    """The sum of the samples of `name` whose labels include `labels`; None if none."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    found = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    ]
+    return sum(found) if found else None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def two_nodes(tmp_path: Path) -> Iterator[None]:
+    db = open_database(tmp_path / "queen.db")
+    for name in ("n1", "n2"):
+        Node.create(name=name, ssh_host="h", ssh_user="u", ssh_key_path="k", install_path="/i")
+    yield
+    db.close()
+
+
+def takeover(queen: str, nodes: list[str]) -> dict[str, Any]:
+    """A `node_takeover` event as the bus hands it to its listeners."""
+    event = NodeTakeover(type="node_takeover", queen=queen, nodes=nodes, adopted=0, cleaned=0)
+    return {**event, "at": 0.0}
+
+
+@pytest.mark.usefixtures("two_nodes")
+def test_leases_held_follow_the_leases_and_takeovers_count_nodes() -> None:
+    clock = Clock()
+    a = NodeLeases(LeaseSettings("queen-a", ttl_s=10, renew_s=3), clock, clock)
+    b = NodeLeases(LeaseSettings("queen-b", ttl_s=10, renew_s=3), clock, clock)
+    seen_a, seen_b = QueenMetrics(), QueenMetrics()
+    seen_a.count_leases(a.held)
+    seen_b.count_leases(b.held)
+    assert figure(seen_a.render(), HELD) == 0 and figure(seen_a.render(), TAKEN) == 0
+    a.renew_round()
+    seen_a.observe(takeover("queen-a", ["n1", "n2"]))
+    assert b.renew_round() == set()
+    assert (figure(seen_a.render(), HELD), figure(seen_b.render(), HELD)) == (2, 0)
+    assert figure(seen_a.render(), TAKEN) == 2  # one per node, not one per event
+    clock.now += 7.5  # A stopped renewing: it stops counting them before they lapse
+    assert figure(seen_a.render(), HELD) == 0
+    clock.now += 3  # lapsed: B takes both
+    assert b.renew_round() == {"n1", "n2"}
+    seen_b.observe(takeover("queen-b", ["n1", "n2"]))
+    assert (figure(seen_a.render(), HELD), figure(seen_b.render(), HELD)) == (0, 2)
+    assert figure(seen_b.render(), TAKEN) == 2 and figure(seen_a.render(), TAKEN) == 2
+
+
+def test_an_openai_routes_lower_case_code_counts_as_the_queens_code() -> None:
+    metrics = QueenMetrics()
+    metrics.observe_http("/v1/chat/completions", "POST", 503, "node_held_elsewhere", 0.01)
+    metrics.observe_http("/v2/tasks", "POST", 503, "NODE_HELD_ELSEWHERE", 0.01)
+    metrics.observe_http("/v1/chat/completions", "POST", 400, "no_such_code", 0.01)
+    text = metrics.render()
+    assert figure(text, "rbee_errors_total", code="NODE_HELD_ELSEWHERE", source="api") == 2
+    assert figure(text, "rbee_errors_total", code="OTHER", source="api") == 1
+
+
+def scrape(queen: QueenProcess) -> str:
+    with queen.client() as c:
+        return c.get("/metrics").text
+
+
+def refused_at(queen: QueenProcess, model: Path) -> None:
+    """One request in each shape for the node the other queen holds."""
+    with queen.client() as c:
+        task = c.post("/v2/tasks", json={"node": "n1", "model": f"file:{model}", "prompt": "hi"})
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+        chat = c.post("/v1/chat/completions", json=body)
+    assert task.status_code == 503, task.text
+    assert task.json()["error"]["code"] == "NODE_HELD_ELSEWHERE"
+    assert chat.status_code == 503, chat.text
+    assert chat.json()["error"]["code"] == "node_held_elsewhere"
+
+
+def test_two_queens_figures_show_who_holds_the_node_and_each_takeover(
+    rbee_home: Path,
+    sshd: SshServer,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RBEE_DATABASE", str(tmp_path / "shared.db"))
+    for name, value in FAST_LEASES.items():
+        monkeypatch.setenv(name, value)
+    home_b = tmp_path / "home-b"
+    home_b.mkdir()
+    a = start_queen(rbee_home)
+    try:
+        add_node(a, sshd, tmp_path)  # A takes n1's lease there and then
+        shutil.copy(rbee_home / "known_hosts", home_b / "known_hosts")
+        b = start_queen(home_b)
+        try:
+            with a.client() as c:
+                model = {"name": "tiny", "model_ref": f"file:{tiny_model_dir}", "nodes": ["n1"]}
+                assert c.post("/v2/registry/models/add", json=model).status_code == 201
+            refused_at(b, tiny_model_dir)
+            held_a, held_b = scrape(a), scrape(b)
+            assert (figure(held_a, HELD), figure(held_a, TAKEN)) == (1, 1)
+            assert (figure(held_b, HELD), figure(held_b, TAKEN)) == (0, 0)
+            errors = figure(held_b, "rbee_errors_total", code="NODE_HELD_ELSEWHERE", source="api")
+            assert errors == 2
+            assert figure(held_a, "rbee_errors_total", code="NODE_HELD_ELSEWHERE") is None
+            stop_queen(a)  # a clean stop gives the lease up: B takes it at its next round
+            wait_for(lambda: figure(scrape(b), TAKEN) == 1, timeout=10)
+            assert figure(scrape(b), HELD) == 1
+        finally:
+            stop_queen(b)
+    finally:
+        stop_queen(a)
