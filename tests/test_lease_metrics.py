@@ -3,13 +3,13 @@
 queen holds, read at each scrape) and NODE_HELD_ELSEWHERE answers under
 `rbee_errors_total`, in whichever shape the route answers.
 
-In process with the real metrics and real leases on a SQLite file, and with
-two real queen processes on one SQLite file and the loopback sshd as node.
+In process with the real metrics and real leases on a SQLite file; with two
+real queen processes on one SQLite file in tests/test_newcomer_hints_leases.py
+(which checks troubleshooting.md's rows against the same run).
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,9 @@ from rbee_queen.nodes.lease import LeaseSettings, NodeLeases
 from rbee_queen.store.db import open_database
 from rbee_queen.store.tables import Node
 from rbee_wire.queen_events import NodeTakeover
-from tests.lifecycle_support import add_node, wait_for
-from tests.plugins.queen import QueenProcess, start_queen, stop_queen
-from tests.plugins.sshd import SshServer
 
 HELD = "rbee_node_leases_held"
 TAKEN = "rbee_node_takeovers_total"
-# Leases short enough for a test: a released node is taken within half a second.
-FAST_LEASES = {"RBEE_LEASE_TTL": "2", "RBEE_LEASE_RENEW": "0.5", "RBEE_HEALTH_INTERVAL": "0"}
 
 
 def figure(text: str | bytes, name: str, **labels: str) -> float | None:
@@ -99,57 +94,3 @@ def test_an_openai_routes_lower_case_code_counts_as_the_queens_code() -> None:
     text = metrics.render()
     assert figure(text, "rbee_errors_total", code="NODE_HELD_ELSEWHERE", source="api") == 2
     assert figure(text, "rbee_errors_total", code="OTHER", source="api") == 1
-
-
-def scrape(queen: QueenProcess) -> str:
-    with queen.client() as c:
-        return c.get("/metrics").text
-
-
-def refused_at(queen: QueenProcess, model: Path) -> None:
-    """One request in each shape for the node the other queen holds."""
-    with queen.client() as c:
-        task = c.post("/v2/tasks", json={"node": "n1", "model": f"file:{model}", "prompt": "hi"})
-        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
-        chat = c.post("/v1/chat/completions", json=body)
-    assert task.status_code == 503, task.text
-    assert task.json()["error"]["code"] == "NODE_HELD_ELSEWHERE"
-    assert chat.status_code == 503, chat.text
-    assert chat.json()["error"]["code"] == "node_held_elsewhere"
-
-
-def test_two_queens_figures_show_who_holds_the_node_and_each_takeover(
-    rbee_home: Path,
-    sshd: SshServer,
-    tiny_model_dir: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("RBEE_DATABASE", str(tmp_path / "shared.db"))
-    for name, value in FAST_LEASES.items():
-        monkeypatch.setenv(name, value)
-    home_b = tmp_path / "home-b"
-    home_b.mkdir()
-    a = start_queen(rbee_home)
-    try:
-        add_node(a, sshd, tmp_path)  # A takes n1's lease there and then
-        shutil.copy(rbee_home / "known_hosts", home_b / "known_hosts")
-        b = start_queen(home_b)
-        try:
-            with a.client() as c:
-                model = {"name": "tiny", "model_ref": f"file:{tiny_model_dir}", "nodes": ["n1"]}
-                assert c.post("/v2/registry/models/add", json=model).status_code == 201
-            refused_at(b, tiny_model_dir)
-            held_a, held_b = scrape(a), scrape(b)
-            assert (figure(held_a, HELD), figure(held_a, TAKEN)) == (1, 1)
-            assert (figure(held_b, HELD), figure(held_b, TAKEN)) == (0, 0)
-            errors = figure(held_b, "rbee_errors_total", code="NODE_HELD_ELSEWHERE", source="api")
-            assert errors == 2
-            assert figure(held_a, "rbee_errors_total", code="NODE_HELD_ELSEWHERE") is None
-            stop_queen(a)  # a clean stop gives the lease up: B takes it at its next round
-            wait_for(lambda: figure(scrape(b), TAKEN) == 1, timeout=10)
-            assert figure(scrape(b), HELD) == 1
-        finally:
-            stop_queen(b)
-    finally:
-        stop_queen(a)

@@ -50,6 +50,8 @@ COVERED = {
     "!! the database failed": "queen:a_damaged_database_matches_its_rows",
     "!! … no good backup": "queen:a_damaged_database_matches_its_rows",
     "[STORE_UNAVAILABLE]": "queen:a_held_database_lock_matches_its_row",
+    "[NODE_HELD_ELSEWHERE]": "leases:two_queens_answers_and_takeovers_match_their_rows_and_figures",
+    "queen … takes over": "leases:two_queens_answers_and_takeovers_match_their_rows_and_figures",
     "!! the audit log's disk": "queen:a_low_audit_disk_matches_its_row",
     "[DOWNLOAD_TIMEOUT]": "models:a_stalled_download_matches_its_row",
     # The GPU section's table: its reasons.
