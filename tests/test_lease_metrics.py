@@ -10,6 +10,7 @@ real queen processes on one SQLite file in tests/test_newcomer_hints_leases.py
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from rbee_wire.queen_events import NodeTakeover
 
 HELD = "rbee_node_leases_held"
 TAKEN = "rbee_node_takeovers_total"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def figure(text: str | bytes, name: str, **labels: str) -> float | None:
@@ -94,3 +96,20 @@ def test_an_openai_routes_lower_case_code_counts_as_the_queens_code() -> None:
     text = metrics.render()
     assert figure(text, "rbee_errors_total", code="NODE_HELD_ELSEWHERE", source="api") == 2
     assert figure(text, "rbee_errors_total", code="OTHER", source="api") == 1
+
+
+@pytest.mark.usefixtures("two_nodes")
+def test_every_figure_the_queen_exports_is_in_the_references() -> None:
+    """docs/monitoring.md's tables and docs/api.md's list name each family."""
+    metrics = QueenMetrics()
+    metrics.count_leases(set)
+    exported = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in text_string_to_metric_families(metrics.render().decode())
+        if not family.name.endswith("_created")  # prometheus_client's own, per counter
+    }
+    assert {HELD, TAKEN} <= exported
+    for doc in ("monitoring.md", "api.md"):
+        text = (DOCS / doc).read_text()
+        named = set(re.findall(r"`(rbee_[a-z_]+)", text))
+        assert sorted(exported - named) == [], doc
