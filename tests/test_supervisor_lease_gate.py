@@ -36,6 +36,7 @@ from rbee_queen.store.db import open_database
 from rbee_queen.store.tables import Node, Worker, WorkerEvent
 from rbee_queen.workers.core import WorkerCore
 from rbee_queen.workers.live import LiveWorker
+from rbee_queen.workers.supervisor import Supervisor
 from tests.plugins.sshd import SshServer
 
 ELSEWHERE = ("w-n2-healthy", "w-n2-gone")
@@ -90,24 +91,28 @@ def live_worker(core: WorkerCore, worker_id: str, node: str, health: HealthServe
     return live
 
 
-async def test_a_round_checks_the_workers_of_held_nodes_only(
-    rbee_home: Path, sshd: SshServer, tmp_path: Path, stand_in: subprocess.Popen[bytes]
-) -> None:
-    db = open_database(tmp_path / "queen.db")
-    pool = SessionPool(HostKeyStore(rbee_home / "known_hosts"), 5.0)
-    inventory = NodeInventory(pool)
+async def held_here_and_elsewhere(
+    inventory: NodeInventory, sshd: SshServer, tmp_path: Path
+) -> NodeLeases:
+    """n1 added for real and driven by this queen; n2 the same sshd under
+    another install path, its lease the other queen's. This queen's leases."""
     n1 = sshd.node_body("n1", tmp_path / "n1", accept_new_host_key=True)
     await inventory.add(NodeSpec.parse(n1))
-    Node.create(
-        **{**Node.get_by_id("n1").__data__, "name": "n2", "install_path": str(tmp_path / "n2")}
-    )
+    n2 = {**Node.get_by_id("n1").__data__, "name": "n2", "install_path": str(tmp_path / "n2")}
+    Node.create(**n2)
     here = NodeLeases(LeaseSettings("queen-a"))
-    assert NodeLeases(LeaseSettings("queen-b")).acquire("n2")  # the other queen's node
+    assert NodeLeases(LeaseSettings("queen-b")).acquire("n2")
     await here.ensure("n1")
     with pytest.raises(NodeHeldElsewhere):
         await here.ensure("n2")
+    return here
 
-    events: list[dict[str, Any]] = []
+
+def worker_core(
+    rbee_home: Path, inventory: NodeInventory, leases: NodeLeases, events: list[dict[str, Any]]
+) -> tuple[WorkerCore, Supervisor]:
+    """The queen's worker core and its supervisor as services.py wires them,
+    with an idle stop after a millisecond."""
     config = dataclasses.replace(QueenConfig.from_env(home=rbee_home), idle_stop_s=0.001)
     core = WorkerCore.build(
         config,
@@ -116,9 +121,21 @@ async def test_a_round_checks_the_workers_of_held_nodes_only(
         on_transition=lambda *change: None,
         audit=AuditLog(rbee_home / "audit"),
         model_dir=lambda node, ref: None,
-        leases=here,
+        leases=leases,
     )
-    supervisor = supervisor_for(config, core, here)  # the queen's own wiring of the gate
+    return core, supervisor_for(config, core, leases)  # the queen's own wiring of the gate
+
+
+async def test_a_round_checks_the_workers_of_held_nodes_only(
+    rbee_home: Path, sshd: SshServer, tmp_path: Path, stand_in: subprocess.Popen[bytes]
+) -> None:
+    db = open_database(tmp_path / "queen.db")
+    pool = SessionPool(HostKeyStore(rbee_home / "known_hosts"), 5.0)
+    inventory = NodeInventory(pool)
+    events: list[dict[str, Any]] = []
+    core, supervisor = worker_core(
+        rbee_home, inventory, await held_here_and_elsewhere(inventory, sshd, tmp_path), events
+    )
     servers = {name: HealthServer() for name in ("w-n1", *ELSEWHERE)}
     try:
         busy = live_worker(core, "w-n1", "n1", servers["w-n1"])
@@ -134,10 +151,10 @@ async def test_a_round_checks_the_workers_of_held_nodes_only(
         assert servers["w-n1"].calls == 1  # held: asked the helper, then /health
         assert [servers[w].calls for w in ELSEWHERE] == [0, 0]  # never health-checked
         assert pool.peek("n2") is None  # no SSH session to the other queen's node
-        assert {w.worker_id: w.state for w in Worker.select()} == dict.fromkeys(
-            ("w-n1", *ELSEWHERE), "idle"
-        )
-        assert WorkerEvent.select().count() == 0  # nothing failed, restarted or stopped
+        elsewhere = Worker.select().where(Worker.worker_id.in_(ELSEWHERE))
+        assert [w.state for w in elsewhere] == ["idle", "idle"]
+        # Nothing failed, restarted or stopped there: no history, no event, still live.
+        assert WorkerEvent.select().where(WorkerEvent.worker_id.in_(ELSEWHERE)).count() == 0
         assert [e for e in events if e.get("worker_id") in ELSEWHERE] == []
         assert set(core.registry.live) == {"w-n1", *ELSEWHERE}
         assert stand_in.poll() is None  # no stop signalled its process
