@@ -52,15 +52,15 @@ def takeover_line(queen: QueenProcess) -> str:
 def test_two_queens_answers_and_takeovers_match_their_rows_and_figures(
     rbee_home: Path,
     sshd: SshServer,
-    tiny_model_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("RBEE_DATABASE", str(tmp_path / "shared.db"))
     for name, value in FAST_LEASES.items():
         monkeypatch.setenv(name, value)
-    home_b = tmp_path / "home-b"
+    home_b, model = tmp_path / "home-b", tmp_path / "model"  # nothing loads it: refused first
     home_b.mkdir()
+    model.mkdir()
     a = start_queen(rbee_home)
     try:
         add_node(a, sshd, tmp_path)  # A takes n1's lease there and then
@@ -68,11 +68,9 @@ def test_two_queens_answers_and_takeovers_match_their_rows_and_figures(
         b = start_queen(home_b)
         try:
             with a.client() as c:
-                model = {"name": "tiny", "model_ref": f"file:{tiny_model_dir}", "nodes": ["n1"]}
-                assert c.post("/v2/registry/models/add", json=model).status_code == 201
-            assert_row(
-                "[NODE_HELD_ELSEWHERE]", refused_at(b, tiny_model_dir, default_queen_id(a.home))
-            )
+                entry = {"name": "tiny", "model_ref": f"file:{model}", "nodes": ["n1"]}
+                assert c.post("/v2/registry/models/add", json=entry).status_code == 201
+            assert_row("[NODE_HELD_ELSEWHERE]", refused_at(b, model, default_queen_id(a.home)))
             held_a, held_b = scrape(a), scrape(b)
             assert (figure(held_a, HELD), figure(held_a, TAKEN)) == (1, 1)
             assert (figure(held_b, HELD), figure(held_b, TAKEN)) == (0, 0)
