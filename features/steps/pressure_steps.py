@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from behave import given, then, when
@@ -29,13 +30,24 @@ def metric(context: Context, name: str) -> float:
     return float(samples[0]) if samples else 0.0
 
 
-def run_task(context: Context, body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
-    """The task's status and its events, without the closing [DONE]."""
+def run_task(
+    context: Context, body: dict[str, Any], on_first_token: Callable[[], object] = lambda: None
+) -> tuple[int, list[dict[str, Any]]]:
+    """The task's status and its events, without the closing [DONE];
+    `on_first_token` runs as its first token arrives (when it was served: with
+    one slot, a task's first token comes only after the task before it ended,
+    where the moments the clients finish reading may cross)."""
     with queen(context) as c, c.stream("POST", "/v2/tasks", json=body) as r:
         if r.status_code != 200:
             return r.status_code, [json.loads(r.read())]
-        events = sse_events(r.iter_lines())
-        return r.status_code, [e for e in events if e["type"] != "DONE"]
+        events: list[dict[str, Any]] = []
+        for line in r.iter_lines():  # one at a time: the first token is noted as it comes
+            for event in sse_events([line]):
+                if event["type"] == "token" and not any(e["type"] == "token" for e in events):
+                    on_first_token()
+                if event["type"] != "DONE":
+                    events.append(event)
+        return r.status_code, events
 
 
 @given("the request queue holds at most {count:d} request")
@@ -49,14 +61,13 @@ def step_queue_length(context: Context, count: int) -> None:
 @when('{count:d} more tasks for {ref} on "{node}" arrive one after another')
 @given('{count:d} more task for {ref} on "{node}" waits in the queue')
 def step_more_tasks(context: Context, count: int, ref: str, node: str) -> None:
-    context.served: list[int] = []
+    context.served: list[int] = []  # in the order their first token reached them
     context.waiting = []
     for i in range(count):
 
         def one(i: int = i) -> tuple[int, list[dict[str, Any]]]:
-            answer = run_task(context, task(expand(context, ref), node, max_tokens=3))
-            context.served.append(i)
-            return answer
+            body = task(expand(context, ref), node, max_tokens=3)
+            return run_task(context, body, on_first_token=lambda: context.served.append(i))
 
         context.waiting.append(in_thread(one))
         wait_until(lambda i=i: metric(context, "rbee_queue_depth") == i + 1, f"task {i} queued")
