@@ -26,6 +26,13 @@ from rbee_worker.jobs import Job, Slots
 from rbee_worker.params import InferenceRequest
 
 log = logging.getLogger(__name__)
+# How long the generation thread waits, after the first token, for the event
+# loop to have written it. The loop's thread needs the GIL to write it, and a
+# generation thread that goes straight on to the next token keeps the GIL for
+# up to the switch interval each time it takes it back: traces put 0.08-2.9 ms
+# between the first token made and its loop having it (docs/benchmarks.md).
+# Waiting hands the GIL over; it is bounded for a client that reads nothing.
+FIRST_TOKEN_HANDOFF_S = 0.005
 
 
 class JobStream:
@@ -47,6 +54,7 @@ class JobStream:
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._accepted = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
+        self._first_sent = threading.Event()  # the first token's write has returned
 
     def start(self) -> None:
         if self._deadline is not None:
@@ -74,6 +82,8 @@ class JobStream:
                     yield b"".join(cast(list[bytes], batch[:-1])) + events.DONE
                     return
                 yield b"".join(cast(list[bytes], batch))
+                if not self._first_sent.is_set():  # resumed: the batch was written
+                    self._first_sent.set()
         finally:
             self._job.cancel.set()
 
@@ -106,10 +116,11 @@ class JobStream:
                 except StopIteration as stop:
                     result = stop.value
                     break
-                if first_token_ms is None:
-                    first_token_ms = round((time.monotonic() - self._accepted) * 1000)
                 self._put(events.token(piece, index))
                 index += 1
+                if first_token_ms is None:
+                    first_token_ms = round((time.monotonic() - self._accepted) * 1000)
+                    self._first_sent.wait(FIRST_TOKEN_HANDOFF_S)
             if not isinstance(result, GenerationResult):
                 raise TypeError("the backend returned no generation result")
         except VramOom as exc:  # the backend let go of the request's memory already
