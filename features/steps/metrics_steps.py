@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -81,12 +82,23 @@ def step_add_closed(context: Context, name: str) -> None:
     assert r.status_code >= 400, r.text
 
 
+def settled(context: Context, holds: Callable[[Samples], bool]) -> Samples:
+    """The queen's metrics once `holds` is true of them, or after 5 s: a stream's
+    figures are counted at the queen's next turn after its last bytes left
+    (relay.py), which a scrape sent at once may come before."""
+    deadline = time.monotonic() + 5
+    while not holds(now := samples(context)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return now
+
+
 @then("the metric {name} for {labels} went up by {count:d}")
 def step_went_up(context: Context, name: str, labels: str, count: int) -> None:
     wanted = labels_of(context, labels)
-    now = samples(context)
+    before = value(context.metrics_before, name, wanted)
+    now = settled(context, lambda now: value(now, name, wanted) - before == count)
     assert exported(now, name), f"the queen exports no {name}"
-    change = value(now, name, wanted) - value(context.metrics_before, name, wanted)
+    change = value(now, name, wanted) - before
     assert change == count, f"{name}{wanted} went up by {change}, not {count}"
 
 
@@ -99,7 +111,7 @@ def step_is_for(context: Context, name: str, labels: str, expected: float) -> No
 
 @then("the metric {name} is {expected:g}")
 def step_is(context: Context, name: str, expected: float) -> None:
-    now = samples(context)
+    now = settled(context, lambda now: value(now, name, {}) == expected)
     assert exported(now, name), f"the queen exports no {name}"
     assert value(now, name, {}) == expected
 
