@@ -50,6 +50,7 @@ DIRECT_HOPS = (
     ("w.tok_made", "w.tok_loop", "worker: first token made -> its event loop has it"),
     ("w.tok_loop", "w.tok_out", "worker: event loop has it -> written"),
     ("w.tok_out", "c.tok_in", "-> client has it"),
+    ("w.end_out", "c.end", "worker writes `end` -> client has the whole response"),
 )
 END_HOPS = (
     ("w.end_out", "q.end_in", "worker writes `end` -> queen has it"),
