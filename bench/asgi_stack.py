@@ -1,0 +1,150 @@
+"""What the queen's ASGI stack itself costs a request, warm and in one process:
+its three middlewares (timing, correlation id and deadline, bearer auth with
+the real key ring, audit log, metrics and SQLite store in a temp home) and Starlette's router around
+an endpoint that reads a small JSON body and answers, against that endpoint
+called alone. No sockets, no other process: the instructions of the stack,
+not the queen waking on a CPU it shares (which a per-hop trace includes).
+
+    .venv/bin/python -m bench.asgi_stack [--requests 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Message
+
+from rbee_queen.api import auth
+from rbee_queen.api.context import RequestContext
+from rbee_queen.api.timing import RequestTiming
+from rbee_queen.audit import AuditLog
+from rbee_queen.keys import KeyRing
+from rbee_queen.metrics import QueenMetrics
+from rbee_queen.store.db import open_database
+
+BODY = b'{"model": "tiny", "prompt": "Once upon a time", "max_tokens": 64}'
+Call = Callable[[], Awaitable[None]]
+
+
+async def endpoint(request: Request) -> Response:
+    await request.body()
+    return Response(b"{}", media_type="application/json")
+
+
+def build(home: Path) -> tuple[Starlette, str]:
+    """The queen's middleware, in its order, around `endpoint` at /v2/tasks
+    (first of the routes, as in the queen), 40 other routes after it."""
+    routes = [Route("/v2/tasks", endpoint, methods=["POST"])]
+    routes += [Route(f"/v2/other/{i}", endpoint) for i in range(40)]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(RequestTiming),
+            Middleware(RequestContext, control_timeout_s=30.0),
+            Middleware(auth.BearerAuth),
+        ],
+    )
+    open_database(home / "queen.db")  # the metrics read the store at each scrape
+    keys = KeyRing(home, None)
+    keys.load()
+    audit = AuditLog(home / "audit")
+    metrics = QueenMetrics({"home": home, "audit_log": home / "audit"})
+    app.state.services = SimpleNamespace(keys=keys, audit=audit, metrics=metrics)
+    return app, (home / "api-token").read_text().strip()
+
+
+def scope_for(token: str) -> dict[str, Any]:
+    headers = [
+        (b"host", b"127.0.0.1:7833"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(BODY)).encode()),
+        (b"authorization", f"Bearer {token}".encode()),
+    ]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v2/tasks",
+        "raw_path": b"/v2/tasks",
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 7833),
+        "headers": headers,
+    }
+
+
+async def receive() -> Message:
+    return {"type": "http.request", "body": BODY, "more_body": False}
+
+
+async def send(message: Message) -> None:
+    return None
+
+
+async def per_request_us(call: Call, requests: int) -> float:
+    """Each call, then a turn of the event loop (what a request queued for its
+    next turn, as its audit entry, runs there and is counted)."""
+    for _ in range(min(500, requests)):  # warm
+        await call()
+        await asyncio.sleep(0)
+    started = time.perf_counter()
+    for _ in range(requests):
+        await call()
+        await asyncio.sleep(0)
+    return (time.perf_counter() - started) / requests * 1e6
+
+
+async def measure(requests: int) -> None:
+    home = Path(tempfile.mkdtemp(prefix="rbee-asgi-"))
+    try:
+        app, token = build(home)
+        scope = scope_for(token)
+
+        async def through_the_stack() -> None:
+            await app(dict(scope), receive, send)
+
+        async def endpoint_alone() -> None:
+            response = await endpoint(Request(dict(scope), receive))
+            await response(scope, receive, send)
+
+        stack = await per_request_us(through_the_stack, requests)
+        alone = await per_request_us(endpoint_alone, requests)
+        audit = AuditLog(home / "audit-alone")
+
+        async def one_entry() -> None:
+            audit.record("auth.success", key="owner", method="POST", path="/v2/tasks")
+
+        entries = await per_request_us(one_entry, requests)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    print(f"{requests} requests, warm, one process:")
+    print(f"  through the queen's middleware and router  {stack:7.1f} us per request")
+    print(f"  the endpoint alone                          {alone:7.1f} us per request")
+    print(f"  the stack's own share                       {stack - alone:7.1f} us per request")
+    print(f"  one audit entry (hash chain, one write)     {entries:7.1f} us, a loop turn included")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=5000)
+    asyncio.run(measure(parser.parse_args().requests))
+
+
+if __name__ == "__main__":
+    main()
