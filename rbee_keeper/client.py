@@ -127,6 +127,9 @@ class QueenClient:
     def add_catalog(self, body: Json) -> Json:
         return self._call("POST", "/v2/registry/models/add", json=body)
 
+    def update_catalog(self, body: Json) -> Json:
+        return self._call("POST", "/v2/registry/models/update", json=body)
+
     def remove_catalog(self, name: str) -> Json:
         return self._call("POST", "/v2/registry/models/remove", json={"name": name})
 

@@ -17,11 +17,11 @@ from rich.progress import (
 )
 
 from rbee_keeper.client import TaskStream, error_from_event
-from rbee_keeper.commands import Subcommands
+from rbee_keeper.commands import Subcommands, models_catalog
 from rbee_keeper.local_queen import connect
 from rbee_keeper.output import cell, note, print_json, print_json_line, print_table
 
-REF_HELP = "hf:Org/Repo[@revision]"
+REF_HELP = models_catalog.REF_HELP
 
 
 def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
@@ -31,9 +31,7 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     register_download(actions, common)
     register_copy(actions, common)
     register_remove(actions, common)
-    register_catalog(actions, common)
-    register_serve(actions, common)
-    register_unserve(actions, common)
+    models_catalog.register_actions(actions, common)
 
 
 def register_list(actions: Subcommands, common: argparse.ArgumentParser) -> None:
@@ -75,59 +73,6 @@ def register_remove(actions: Subcommands, common: argparse.ArgumentParser) -> No
     remove.set_defaults(handler=remove_model)
 
 
-def register_catalog(actions: Subcommands, common: argparse.ArgumentParser) -> None:
-    catalog = actions.add_parser(
-        "catalog",
-        parents=[common],
-        help="the model names the queen serves (/v1/models) and the nodes it routes them to",
-    )
-    catalog.set_defaults(handler=list_catalog)
-
-
-def register_serve(actions: Subcommands, common: argparse.ArgumentParser) -> None:
-    serve = actions.add_parser(
-        "serve",
-        parents=[common],
-        help="add a name to the catalog: the queen serves it on the nodes given (/v1 API)",
-    )
-    serve.add_argument("name", help="the name clients ask for (OpenAI's `model`)")
-    serve.add_argument(
-        "--model", required=True, metavar="REF", help="file:/absolute/path or " + REF_HELP
-    )
-    serve.add_argument(
-        "--node",
-        required=True,
-        action="append",
-        metavar="NODE",
-        help="a node it may run on; repeat for several, in order of preference",
-    )
-    serve.add_argument("--slots", type=int, default=1, help="requests one worker serves at once")
-    serve.add_argument(
-        "--backend",
-        choices=("cpu", "cuda"),
-        help="cuda runs exllamav2 workers, cpu torch workers (default: cpu)",
-    )
-    serve.add_argument(
-        "--device", type=int, metavar="N", help="pin GPU N (default: most free VRAM)"
-    )
-    serve.add_argument(
-        "--memory-limit",
-        type=int,
-        metavar="MIB",
-        help="each worker's RAM bound in MiB, before the node's and the queen's setting "
-        "(-1: no bound; default: theirs, else the model's RAM estimate plus the runtime's)",
-    )
-    serve.set_defaults(handler=serve_model)
-
-
-def register_unserve(actions: Subcommands, common: argparse.ArgumentParser) -> None:
-    unserve = actions.add_parser(
-        "unserve", parents=[common], help="remove a name from the catalog (files stay on nodes)"
-    )
-    unserve.add_argument("name")
-    unserve.set_defaults(handler=unserve_model)
-
-
 def list_models(args: argparse.Namespace) -> int:
     with connect(args.queen_url) as queen:
         answer = queen.list_node_models(args.node)
@@ -139,66 +84,6 @@ def list_models(args: argparse.Namespace) -> int:
     else:
         headers = ["NODE", "MODEL", "STATUS", "SIZE", "FILES", "DOWNLOADED", "LAST USED"]
         print_table(headers, [model_row(m) for m in models])
-    return 0
-
-
-def list_catalog(args: argparse.Namespace) -> int:
-    with connect(args.queen_url) as queen:
-        answer = queen.list_catalog()
-    models = answer.get("models") or []
-    if args.json:
-        print_json(answer)
-    elif not models:
-        note("no models in the catalog")
-    else:
-        rows = [
-            [cell(m.get("name")), cell(m.get("model_ref")), ",".join(m.get("nodes") or [])]
-            + [cell(m.get("slots")), cell(m.get("device")), memory_cell(m)]
-            for m in models
-        ]
-        print_table(["NAME", "MODEL", "NODES", "SLOTS", "DEVICE", "MEMORY"], rows)
-    return 0
-
-
-def serve_model(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {
-        "name": args.name,
-        "model_ref": args.model,
-        "nodes": args.node,
-        "slots": args.slots,
-    }
-    if args.backend is not None:
-        body["backend"] = args.backend
-    if args.device is not None:
-        body["device"] = args.device
-    if args.memory_limit is not None:
-        body["memory_limit_mib"] = args.memory_limit
-    with connect(args.queen_url) as queen:
-        answer = queen.add_catalog(body)
-    if args.json:
-        print_json(answer)
-    else:
-        entry = answer["model"]
-        nodes = ", ".join(entry["nodes"])
-        print(f"serving {entry['name']} ({entry['model_ref']}) on {nodes}, {entry['device']}")
-    return 0
-
-
-def memory_cell(entry: dict[str, Any]) -> str:
-    """The catalog model's RAM bound setting: `-` where the node's or queen's applies."""
-    mib = entry.get("memory_limit_mib")
-    if not isinstance(mib, int) or mib == 0:
-        return "-"
-    return "none" if mib < 0 else f"{mib} MiB"
-
-
-def unserve_model(args: argparse.Namespace) -> int:
-    with connect(args.queen_url) as queen:
-        answer = queen.remove_catalog(args.name)
-    if args.json:
-        print_json(answer)
-    else:
-        print(f"no longer serving {args.name}")
     return 0
 
 

@@ -41,6 +41,14 @@ from rbee_queen.api.openapi_schemas import (
 from rbee_queen.nodes.inventory import MEMORY_LIMIT_MIB
 from rbee_wire.limits import LIMITS
 
+# What `add` sets and `update` changes (rbee_queen.api.models.model_settings).
+MODEL_SETTINGS: dict[str, Schema] = {
+    "nodes": {"type": "array", "items": NAME, "minItems": 1, "maxItems": 64},
+    "slots": int_range(1, 64),
+    "memory_limit_mib": int_range(*MEMORY_LIMIT_MIB),
+    **DEVICE,
+}
+
 PATHS: Schema = {
     "/health": {"get": operation("Liveness and version", public=True)},
     "/openapi.json": {"get": operation("This document")},
@@ -136,10 +144,7 @@ PATHS: Schema = {
                 {
                     "name": string(MODEL_NAME.pattern, 64),
                     "model_ref": string(r"^(file:/|hf:)[A-Za-z0-9\-_/:.@]+$", 512),
-                    "nodes": {"type": "array", "items": NAME, "minItems": 1, "maxItems": 64},
-                    "slots": int_range(1, 64),
-                    "memory_limit_mib": int_range(*MEMORY_LIMIT_MIB),
-                    **DEVICE,
+                    **MODEL_SETTINGS,
                 },
                 ("name", "model_ref", "nodes"),
             ),
@@ -147,6 +152,15 @@ PATHS: Schema = {
         )
     },
     "/v2/registry/models/list": {"get": operation("The model catalog")},
+    "/v2/registry/models/update": {
+        "post": operation(
+            "Change a catalog model's settings, those given only (admin)",
+            body={
+                **obj({"name": string(MODEL_NAME.pattern, 64), **MODEL_SETTINGS}, ("name",)),
+                "anyOf": [{"required": [field]} for field in MODEL_SETTINGS],
+            },
+        )
+    },
     "/v2/registry/models/remove": {
         "post": operation(
             "Remove a catalog model (admin)",

@@ -33,7 +33,7 @@ class Placement:
 class ModelCatalog:
     """The catalog's rows, with what requests look up kept in memory: every
     inference resolves its model here, and a query costs more than all the rest
-    of its routing. `add` and `remove` forget what was remembered. An answer
+    of its routing. `add`, `update` and `remove` forget what was remembered. An answer
     older than `max_age_s` (a change made through another queen on the same
     database) is read again at the event loop's next turn, once the request
     that found it old has gone on to its worker: that request, and only it,
@@ -68,6 +68,19 @@ class ModelCatalog:
             device=device,
             memory_limit_mib=memory_limit_mib,
         )
+        self._lookups.clear()
+        return entry
+
+    def update(self, name: str, changes: dict[str, Any]) -> ModelEntry:
+        """Change the settings given (nodes, slots, device, memory_limit_mib) in
+        one UPDATE. Workers already running keep what they started with; the
+        next placement and the workers started after it see the new settings."""
+        entry = get_model(name)
+        for node in changes.get("nodes") or []:
+            get_node(node)  # NODE_NOT_FOUND before anything is written
+        for field, value in changes.items():
+            setattr(entry, field, value)
+        entry.save(only=[getattr(ModelEntry, field) for field in changes])
         self._lookups.clear()
         return entry
 
