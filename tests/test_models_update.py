@@ -97,7 +97,12 @@ def test_bad_updates_are_refused_and_write_nothing(
     assert (r.status_code, r.json()["error"]["code"]) == (404, "MODEL_NOT_FOUND"), r.text
     with two_node_queen.client() as c:
         r = c.post("/v2/registry/models/update", json={"slots": 2})  # no name
-    assert r.status_code == 400 and r.json()["error"]["details"]["fields"][0]["field"] == "name"
+        assert r.status_code == 400 and r.json()["error"]["details"]["fields"][0]["field"] == "name"
+        plain = c.post("/v2/keys/add", json={"name": "reader", "admin": False}).json()["token"]
+    with two_node_queen.client(token=plain) as c:  # admin only, as add and remove are
+        r = c.post("/v2/registry/models/update", json={"name": catalog_model, "slots": 7})
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "FORBIDDEN"), r.text
+    assert listed(two_node_queen) == before
 
 
 def test_the_cli_updates_and_prints_the_row(
