@@ -23,6 +23,7 @@ from rbee_queen.nodes.lease import LeaseSettings, NodeLeases
 from rbee_queen.store.db import open_database
 from rbee_queen.store.tables import Node
 from rbee_wire.queen_events import NodeTakeover
+from tests.test_node_lease import Clock
 
 HELD = "rbee_node_leases_held"
 TAKEN = "rbee_node_takeovers_total"
@@ -40,14 +41,6 @@ def figure(text: str | bytes, name: str, **labels: str) -> float | None:
         if sample.name == name and labels.items() <= sample.labels.items()
     ]
     return sum(found) if found else None
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
