@@ -26,9 +26,19 @@ class ReconnectingPostgres(PostgresqlDatabase):
     """A PostgresqlDatabase that drops a broken connection between statements."""
 
     def cursor(self, named_cursor: Any = None) -> Any:
-        if not self.is_closed() and not self.in_transaction() and not self.is_connection_usable():
+        if not self.is_closed() and not self.in_transaction() and not self._usable():
             self.discard_connection()
         return super().cursor(named_cursor)
+
+    def _usable(self) -> bool:
+        """peewee's check, and not still "running a command" between statements:
+        a statement the server's drop cut short can leave the connection so,
+        and its next query then fails with "another command is already in
+        progress" (peewee counts that state usable)."""
+        from psycopg.pq import TransactionStatus  # the `postgres` extra's
+
+        status = self.connection().pgconn.transaction_status
+        return bool(self.is_connection_usable()) and status != TransactionStatus.ACTIVE
 
     def discard_connection(self) -> None:
         """Forget this thread's connection; the next statement connects anew."""
