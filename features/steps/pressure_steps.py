@@ -66,7 +66,8 @@ def step_more_tasks(context: Context, count: int, ref: str, node: str) -> None:
     for i in range(count):
 
         def one(i: int = i) -> tuple[int, list[dict[str, Any]]]:
-            body = task(expand(context, ref), node, max_tokens=3)
+            # Greedy: sampled, the tiny model may end at EOS before any token.
+            body = task(expand(context, ref), node, max_tokens=3, temperature=0)
             return run_task(context, body, on_first_token=lambda: context.served.append(i))
 
         context.waiting.append(in_thread(one))
