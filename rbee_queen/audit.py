@@ -21,7 +21,6 @@ prompt are refused outright, and strings are cut to one short line.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import hmac
@@ -35,6 +34,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from rbee_queen import deferred
 
 GENESIS = "0" * 64
 KEY_FILE_NAME = "audit.key"  # beside the audit folder, never in it
@@ -112,14 +113,17 @@ class AuditLog:
         return 0, GENESIS, files[-1] if files else self.directory / "audit-000001.jsonl"
 
     def record_soon(self, event: str, **fields: Any) -> None:
-        """Record once the running request has moved on (at the event loop's next
-        turn): for entries on the path of every request, where a write would
-        delay the request itself. Entries keep their order."""
+        """Record a moment later (rbee_queen/deferred.py), once the running
+        request's bytes have moved on: for entries on the path of every
+        request, where a write would delay the request itself."""
         _refuse_secrets(fields)
-        asyncio.get_running_loop().call_soon(functools.partial(self.record, event, **fields))
+        deferred.later(functools.partial(self.record, event, **fields))
 
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Record now, after the entries deferred before this one: they keep
+        their order."""
         _refuse_secrets(fields)
+        deferred.flush()
         with self._lock:
             replaced = self._replaced()
             if replaced is not None:

@@ -3,7 +3,11 @@
 Publishing never blocks and never waits for a subscriber: each subscriber has a
 bounded queue, and one that falls behind (its queue is full) is dropped with a
 final `dropped` event instead of slowing the queen. Synchronous listeners (the
-metrics) see every event as it is published.
+metrics, the audit trail) see every event, in order.
+
+An event is stamped (`seq`, `at`) as it is published and handed on a moment
+later (rbee_queen/deferred.py): the requests whose claims and ends publish
+most of them do not carry the listeners' work on their paths.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from rbee_queen import deferred
 from rbee_wire import queen_events
 from rbee_wire.queen_events import QueenEvent
 
@@ -63,8 +68,20 @@ class EventBus:
         self._seq = itertools.count(1)
 
     def publish(self, message: QueenEvent) -> Event:
-        """Stamp the event (`seq`, `at`) and hand it to every listener and subscriber."""
+        """Stamp the event (`seq`, `at`) now; hand it to every listener and
+        subscriber a moment later, after the events published before it."""
         event: Event = {**message, "seq": next(self._seq), "at": time.time()}
+        deferred.later(lambda: self._deliver(event))
+        return event
+
+    def publish_built(self, build: Callable[[], QueenEvent]) -> None:
+        """Publish the event `build` makes, its place (`seq`, `at`) taken now
+        and `build` called when it is handed on: for an event whose making (a
+        stream's figures, read from its last bytes) would delay a response."""
+        seq, at = next(self._seq), time.time()
+        deferred.later(lambda: self._deliver({**build(), "seq": seq, "at": at}))
+
+    def _deliver(self, event: Event) -> None:
         if self.check_messages:
             for problem in queen_events.problems(event):
                 log.error("message contract violated: %s in %s", problem, event)
@@ -73,9 +90,11 @@ class EventBus:
         for sub in list(self._subscriptions):
             if not sub.offer(event):
                 self._subscriptions.discard(sub)
-        return event
 
     def subscribe(self) -> Subscription:
+        """A new subscriber gets the events published from now on: the ones
+        published before are handed to the others first."""
+        deferred.flush()
         sub = Subscription(self, self.queue_size)
         self._subscriptions.add(sub)
         return sub

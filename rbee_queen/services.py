@@ -16,6 +16,7 @@ from typing import Any
 from peewee import Database, DatabaseError
 from starlette.requests import Request
 
+from rbee_queen import deferred
 from rbee_queen.audit import AuditLog
 from rbee_queen.audit_disk import AuditDiskSettings, AuditDiskWatch
 from rbee_queen.audit_trail import AuditTrail
@@ -117,6 +118,7 @@ class Services:
             config,
             inventory,
             publish=bus.publish,
+            publish_built=bus.publish_built,
             on_transition=lambda w, before, after, reason: bus.publish(
                 worker_changed(w, before, after, reason)
             ),
@@ -181,6 +183,7 @@ class Services:
         await self.workers.aclose()
         await self.pool.close_all()
         self.audit_disk.stop()
+        deferred.flush()  # the last requests' audit entries and events
         await self.backups.stop()  # the shutdown backup
         self.db.close()
 

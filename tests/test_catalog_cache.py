@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from peewee import Database
 
+from rbee_queen import deferred
 from rbee_queen.errors import ModelNotFound
 from rbee_queen.models.catalog import ModelCatalog
 from rbee_queen.store.db import open_database
@@ -42,7 +43,7 @@ async def test_an_old_answer_is_read_again_after_the_request_that_found_it(
     moved_elsewhere()
     # The request that finds the answer old gets it as it was: no read on its path.
     assert catalog.placement("tiny", None, None).nodes == ["n1"]
-    await asyncio.sleep(0)  # the loop's next turn: the read
+    await asyncio.sleep(deferred.DELAY_S * 5)  # a moment later: the read
     placed = catalog.placement("tiny", None, None)
     assert (placed.nodes, placed.slots) == (["n2"], 3)
 
@@ -53,7 +54,7 @@ async def test_a_model_removed_elsewhere_is_not_found_from_the_next_request_on(
     assert catalog.placement("tiny", None, None).model_ref == "hf:Org/Tiny"
     ModelEntry.delete().where(ModelEntry.name == "tiny").execute()
     catalog.placement("tiny", None, None)  # the old answer; the read is queued
-    await asyncio.sleep(0)
+    await asyncio.sleep(deferred.DELAY_S * 5)
     with pytest.raises(ModelNotFound):
         catalog.placement("tiny", None, None)
 

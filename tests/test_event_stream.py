@@ -172,6 +172,7 @@ def test_sliced_token_makes_the_chunk_a_decode_would(kind: str, piece: str) -> N
     literal = token_literal(event.removeprefix(b"data: ").removesuffix(b"\n\n"))
     assert literal is not None
     assert shape.token_chunk_of(literal) == shape.chunk(piece)
+    assert shape.token_chunk_of(literal, first=True) == shape.chunk(piece, first=True)
 
 
 @pytest.mark.parametrize(

@@ -154,6 +154,50 @@ def test_a_body_sent_a_byte_at_a_time_is_cut_on_an_inference_route(
     assert time.monotonic() - started < 5
 
 
+def _post_head(token: str, *extra: str) -> bytes:
+    lines = [
+        "POST /v2/tasks HTTP/1.1",
+        "Host: q",
+        f"Authorization: Bearer {token}",
+        "Content-Type: application/json",
+        "Content-Length: 2",
+        "Connection: close",
+        *extra,
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def nothing_comes_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""  # closed counts as an answer: not nothing
+    except TimeoutError:
+        return True
+    finally:
+        sock.settimeout(10)
+
+
+def test_a_small_body_is_read_whole_before_the_app_runs(probed: QueenProcess) -> None:
+    """The app (auth included) starts once the announced body is in, not at
+    the head: a client sends them in two writes, and the queen's middleware,
+    run between them, held up the body on a shared CPU."""
+    with connect(probed) as sock:
+        sock.sendall(_post_head("not-a-valid-token"))
+        assert nothing_comes_within(sock, 0.5)  # started at the head: 401 at once
+        sock.sendall(b"{}")
+        status, body = read_answer(sock)
+    assert (status, code_of(body)) == (401, "INVALID_API_KEY")
+
+
+def test_a_client_waiting_for_100_continue_is_answered_at_its_head(
+    probed: QueenProcess,
+) -> None:
+    with connect(probed) as sock:
+        sock.sendall(_post_head("not-a-valid-token", "Expect: 100-continue"))
+        status, body = read_answer(sock)  # no body sent: it waits for the queen
+    assert (status, code_of(body)) == (401, "INVALID_API_KEY")
+
+
 def test_one_address_cannot_hold_more_connections_than_the_cap(probed: QueenProcess) -> None:
     held = [connect(probed) for _ in range(16)]
     try:

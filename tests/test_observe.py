@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from rbee_queen import deferred
 from rbee_queen.eventbus import EventBus
 from rbee_queen.workers.registry import STATE_RECORD_DELAY_S
 from rbee_wire.queen_events import HealthFailed
@@ -38,6 +39,7 @@ async def test_slow_consumer_is_dropped_with_a_final_event() -> None:
     task = asyncio.create_task(drain_fast())
     for n in range(10):
         bus.publish(tick(n))  # never blocks, whatever the subscribers do
+        deferred.flush()  # handed on now, not a moment later: one at a time
         await asyncio.sleep(0)
     await asyncio.wait_for(task, 5)
     assert [e["worker_id"] for e in received] == [f"w-{n}" for n in range(10)]

@@ -6,6 +6,17 @@ requests could take the queen's memory and file descriptors. This protocol
 class adds: a cap on the request head's bytes (431), a time limit for the head
 (408 and close) and for the body (the same), and a cap on open connections per
 client address (503 and close). Every refusal is the error envelope.
+
+It also starts a request's app once its body is whole, when the body is
+small and announced (`Content-Length` up to uvicorn's 64 KiB buffer): a
+client (httpx) writes the head and the body in two sends, and a queen on the
+client's CPU, woken by the head, ran its middleware before the client could
+send the body, which then came 0.25 ms later (`docs/benchmarks.md`). Started
+at the head, the app would only wait for that body. A request that asks for
+`100-continue`, a chunked or larger body, still starts at its head. From
+a request's first byte to its last, the queen's deferred bookkeeping waits
+(rbee_queen/deferred.py; the app's middleware holds it on until the answer
+starts): run there, it was what the client's body waited behind.
 """
 
 from __future__ import annotations
@@ -16,8 +27,11 @@ from asyncio import TimerHandle, Transport
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from rbee_queen import deferred
 from rbee_queen.config import QueenConfig
 from rbee_queen.errors import (
     ClientTooSlow,
@@ -72,6 +86,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._timer: TimerHandle | None = None
+        # A request whose app starts once its body is whole.
+        self._unstarted: tuple[RequestResponseCycle, ASGI3Application] | None = None
+        self._arriving: deferred.Hold | None = None  # a request read in part
 
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -85,6 +102,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._unstarted = None  # its body never came: no app to run
+        self._arrived()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -105,6 +124,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._head_bytes += len(part)
             super().data_received(part)
 
+    def on_message_begin(self) -> None:
+        self._arrived()
+        self._arriving = deferred.Hold()
+        super().on_message_begin()
+
+    def _arrived(self) -> None:
+        if self._arriving is not None:
+            self._arriving.release()
+            self._arriving = None
+
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._arm(self.limits.body_timeout_s, "the request body")
@@ -114,6 +143,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._disarm()
         self._in_head, self._head_bytes = True, 0
         super().on_message_complete()
+        if self._unstarted is not None:
+            cycle, app = self._unstarted
+            self._unstarted = None
+            super()._start_asgi_task(cycle, app)
+        self._arrived()  # the app's middleware holds on, from its first step
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        if cycle.more_body and not self.expect_100_continue and _small_body(self.headers):
+            self._unstarted = (cycle, app)  # on_message_complete starts it
+            return
+        super()._start_asgi_task(cycle, app)
 
     def _arm(self, seconds: float, what: str) -> None:
         self._disarm()
@@ -141,6 +181,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 def _address(protocol: object) -> str | None:
     client = getattr(protocol, "client", None)
     return client[0] if client else None
+
+
+def _small_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """The head announces a body of 1 to HIGH_WATER_LIMIT bytes, not chunked."""
+    length = None
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            return False
+        if name == b"content-length":
+            length = value
+    return length is not None and length.isdigit() and 0 < int(length) <= HIGH_WATER_LIMIT
 
 
 def protocol_class(limits: HttpLimits) -> type[LimitedHttpProtocol]:

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from rbee_queen import deferred
 from rbee_queen.eventbus import Event, Subscription
 from rbee_queen.metrics import CONTENT_TYPE
 from rbee_queen.nodes.inventory import node_json
@@ -49,6 +50,7 @@ async def events(request: Request) -> StreamingResponse:
 
 
 async def metrics(request: Request) -> Response:
+    deferred.flush()  # the figures of the requests that ended a moment ago
     return Response(services(request).metrics.render(), media_type=CONTENT_TYPE)
 
 

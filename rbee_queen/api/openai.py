@@ -9,7 +9,6 @@ mapping for one request, and then `model` may also be a `file:` reference.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
@@ -202,9 +201,9 @@ def _token_chunk(shape: fmt.Shape, event: dict[str, Any], first: bool) -> bytes:
     """A token's chunk: from the worker's own JSON string of its text where the
     reader sliced one out (no decode and encode per token), else from the text."""
     literal = event.get("literal")
-    if literal is not None and not first:
-        return shape.token_chunk_of(literal)
-    text = json.loads(literal) if literal is not None else str(event.get("t", ""))
+    if literal is not None:
+        return shape.token_chunk_of(literal, first)
+    text = str(event.get("t", ""))
     return shape.chunk(text, first=True) if first else shape.token_chunk(text)
 
 

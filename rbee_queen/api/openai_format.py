@@ -76,8 +76,11 @@ class Shape:
         self.object = "chat.completion" if self.chat else "text_completion"
         # Every token's chunk is the same but for its text: encode the rest once,
         # so each token costs one string encode instead of a whole chunk's.
-        before, after = self.chunk(_HOLE).split(json.dumps(_HOLE).encode())
+        hole = json.dumps(_HOLE).encode()
+        before, after = self.chunk(_HOLE).split(hole)
         self._token_template = (before, after)
+        first_before, first_after = self.chunk(_HOLE, first=True).split(hole)
+        self._first_template = (first_before, first_after)  # the first token's
 
     def _head(self, obj: str) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
@@ -106,10 +109,11 @@ class Shape:
         """`chunk(text)`, byte for byte, from the template."""
         return self.token_chunk_of(json.dumps(text, ensure_ascii=False).encode())
 
-    def token_chunk_of(self, literal: bytes) -> bytes:
+    def token_chunk_of(self, literal: bytes, first: bool = False) -> bytes:
         """The same from the text's JSON string as the worker wrote it (the
-        same encoding: rbee_wire.codec), spliced in without a decode."""
-        before, after = self._token_template
+        same encoding: rbee_wire.codec), spliced in without a decode; `first`:
+        `chunk(text, first=True)`'s, with the role."""
+        before, after = self._first_template if first else self._token_template
         return before + literal + after
 
     def usage_chunk(self, end: dict[str, Any]) -> bytes:

@@ -8,6 +8,10 @@ routing gets the route it asked for); an unmatched path is `unmatched`. The
 duration runs to the answer's last byte, so a token stream counts whole. The
 error code is read from the envelope of an error answer (its first body chunk:
 the queen's error answers are one small JSON write).
+
+Until its answer's head leaves, a request also holds back the queen's
+deferred bookkeeping (rbee_queen/deferred.py): an inference's path to its
+worker, a client's body still on its way, are not to wait behind it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rbee_queen import deferred
 
 UNMATCHED = "unmatched"
 
@@ -33,11 +39,13 @@ class RequestTiming:
         started = time.perf_counter()
         status = 500  # what the client sees when the app fails before answering
         code: str | None = None
+        hold = deferred.Hold()
 
         async def timed_send(message: Message) -> None:
             nonlocal status, code
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                hold.release()
             elif message["type"] == "http.response.body" and status >= 400 and code is None:
                 code = _error_code(message.get("body", b"")) or ""  # "": looked once
             await send(message)
@@ -45,11 +53,14 @@ class RequestTiming:
         try:
             await self.app(scope, receive, timed_send)
         finally:
+            hold.release()
             metrics = _metrics(scope)
-            if metrics is not None:
-                route = _route_of(scope)
+            if metrics is not None:  # counted a moment later (rbee_queen/deferred.py)
                 took = time.perf_counter() - started
-                metrics.observe_http(route, scope["method"], status, code or None, took)
+                method, error = scope["method"], code or None
+                deferred.later(
+                    lambda: metrics.observe_http(_route_of(scope), method, status, error, took)
+                )
 
 
 def _route_of(scope: Scope) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from rbee_queen import deferred
 from rbee_queen.errors import InvalidRequest, ModelAlreadyExists, ModelNotFound
 from rbee_queen.nodes.inventory import get_node
 from rbee_queen.store.tables import ModelEntry
@@ -35,7 +36,7 @@ class ModelCatalog:
     inference resolves its model here, and a query costs more than all the rest
     of its routing. `add`, `update` and `remove` forget what was remembered. An answer
     older than `max_age_s` (a change made through another queen on the same
-    database) is read again at the event loop's next turn, once the request
+    database) is read again a moment later (rbee_queen/deferred.py), once the request
     that found it old has gone on to its worker: that request, and only it,
     still gets the old answer, and no request waits for the database (a read
     was 0.1-0.2 ms on the path of every first token that came after a pause).
@@ -129,12 +130,12 @@ class ModelCatalog:
         found: T = remembered[0]
         if time.monotonic() - remembered[1] > self.max_age_s:
             try:
-                loop = asyncio.get_running_loop()
+                asyncio.get_running_loop()
             except RuntimeError:  # no loop to do it later (a script, a test): now
                 return self._read(kind, key, load)
             if (kind, key) not in self._rereading:
                 self._rereading.add((kind, key))
-                loop.call_soon(self._reread, kind, key, load)
+                deferred.later(lambda: self._reread(kind, key, load))
         return found
 
     def _read(self, kind: str, key: str, load: Callable[[], T]) -> T:

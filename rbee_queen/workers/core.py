@@ -22,7 +22,7 @@ from rbee_queen.nodes.lease import NodeLeases
 from rbee_queen.workers.access import WorkerAccess
 from rbee_queen.workers.adoption import WorkerAdoption
 from rbee_queen.workers.recovery import WorkerRecovery
-from rbee_queen.workers.registry import Publish, WorkerRegistry
+from rbee_queen.workers.registry import Publish, PublishBuilt, WorkerRegistry
 from rbee_queen.workers.relay import InferenceRelay
 from rbee_queen.workers.restart_policy import RestartPolicy, RestartSettings
 from rbee_queen.workers.starter import ModelDir, WorkerStarter
@@ -52,6 +52,7 @@ class WorkerCore:
         model_dir: ModelDir,
         check_messages: bool = False,
         leases: NodeLeases | None = None,
+        publish_built: PublishBuilt | None = None,
     ) -> WorkerCore:
         access = WorkerAccess(config.home / "worker-tokens.json")
         registry = WorkerRegistry(StateRecorder(on_transition), publish)
@@ -62,7 +63,9 @@ class WorkerCore:
             access=access,
             registry=registry,
             starter=starter,
-            relay=InferenceRelay(inventory, registry, access, publish, audit, check_messages),
+            relay=InferenceRelay(
+                inventory, registry, access, publish, audit, check_messages, publish_built
+            ),
             stopper=stopper,
             recovery=WorkerRecovery(inventory, registry, starter, stopper, policy, publish),
             adoption=WorkerAdoption(inventory, registry, access),

@@ -22,6 +22,9 @@ from rbee_wire.queen_events import QueenEvent, RequestStarted
 
 S = WorkerState
 Publish = Callable[[QueenEvent], object]
+# Publishes the event a call makes, its place among the events taken now and
+# the call made when it is handed on (EventBus.publish_built).
+PublishBuilt = Callable[[Callable[[], QueenEvent]], object]
 
 # A worker's recorded idle/busy state follows its in-memory request count this
 # long after a change, and only if the change still holds then: a write costs

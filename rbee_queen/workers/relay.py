@@ -32,7 +32,7 @@ from rbee_queen.nodes.inventory import NodeInventory, get_node
 from rbee_queen.workers.access import WorkerAccess
 from rbee_queen.workers.live import LiveWorker
 from rbee_queen.workers.oom import oom_after_lost_stream, oom_mid_stream
-from rbee_queen.workers.registry import Publish, WorkerRegistry
+from rbee_queen.workers.registry import Publish, PublishBuilt, WorkerRegistry
 from rbee_wire import codec, worker_events
 from rbee_wire.queen_events import RequestFinished
 
@@ -49,12 +49,14 @@ class InferenceRelay:
         publish: Publish,
         audit: AuditLog,
         check_messages: bool = False,
+        publish_built: PublishBuilt | None = None,
     ) -> None:
         self.inventory = inventory
         self.audit = audit
         self.registry = registry
         self.access = access
         self.publish = publish
+        self.publish_built = publish_built or (lambda build: publish(build()))
         # Test runs check every worker event against its definition (a cost
         # per chunk, so never on by default).
         self.check_messages = check_messages
@@ -92,7 +94,7 @@ class InferenceRelay:
         # With the request's correlation id, like every line logged for it.
         job_id = payload["job_id"]
         log.info("job %s: streaming from worker %s on %s", job_id, live.worker_id, live.node)
-        self.audit.record(  # ids and counts only: never the prompt's text
+        self.audit.record_soon(  # ids and counts only: never the prompt's text
             "inference.started",
             job_id=job_id,
             worker_id=live.worker_id,
@@ -131,13 +133,10 @@ class InferenceRelay:
             await response.aclose()
             self.audit.record_soon("inference.completed", worker_id=live.worker_id, bytes=sent)
             self.registry.release(live)
-            # The figures at the loop's next turn, after the client's response has
-            # ended (reading them was about 0.1 ms before its last bytes), and
-            # after release()'s idle record, queued the same way: a dashboard
-            # sees the worker idle before the request's figures.
-            asyncio.get_running_loop().call_soon(
-                self._publish_finished, live, job_id, tail, outcome, first_token_s
-            )
+            # The figures are read from the stream's last bytes when they are
+            # handed on, a moment after the client has them; their place among
+            # the events is taken now, after release()'s.
+            self.publish_built(lambda: self._finished(live, job_id, tail, outcome, first_token_s))
 
     async def _lost(
         self, live: LiveWorker, exc: StreamError
@@ -157,9 +156,9 @@ class InferenceRelay:
                 return WorkerOom.code, *oom_mid_stream(live.worker_id, live.node, report)
         return "WORKER_DIED", f"worker {live.worker_id} stopped mid-stream ({exc})", None
 
-    def _publish_finished(
+    def _finished(
         self, live: LiveWorker, job_id: str, tail: bytes, outcome: str, first_token_s: float | None
-    ) -> None:
+    ) -> RequestFinished:
         end = worker_events.last_of(tail, "end") or {}
         error = None if end else worker_events.last_of(tail, "error")
         if end:
@@ -168,18 +167,16 @@ class InferenceRelay:
             outcome = str(error.get("code", outcome))
         tokens = int(end.get("tokens_out") or 0)
         decode_ms = int(end.get("decode_time_ms") or 0)
-        self.publish(
-            RequestFinished(
-                type="request_finished",
-                job_id=job_id,
-                worker_id=live.worker_id,
-                node=live.node,
-                outcome=outcome,
-                tokens_out=tokens,
-                ttft_ms=round(first_token_s * 1000, 2) if first_token_s is not None else None,
-                decode_time_ms=decode_ms,
-                tokens_per_s=round(tokens / (decode_ms / 1000), 1) if decode_ms else None,
-            )
+        return RequestFinished(
+            type="request_finished",
+            job_id=job_id,
+            worker_id=live.worker_id,
+            node=live.node,
+            outcome=outcome,
+            tokens_out=tokens,
+            ttft_ms=round(first_token_s * 1000, 2) if first_token_s is not None else None,
+            decode_time_ms=decode_ms,
+            tokens_per_s=round(tokens / (decode_ms / 1000), 1) if decode_ms else None,
         )
 
     async def _reattach(self, live: LiveWorker) -> None:

@@ -1,0 +1,119 @@
+"""The queen's deferred bookkeeping (rbee_queen/deferred.py): done a moment
+later, in order, held back while a request is unanswered (within a bound), at
+once when flushed; and the event bus and the audit log on top of it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from rbee_queen import deferred
+from rbee_queen.audit import AuditLog, verify
+from rbee_queen.eventbus import EventBus
+from rbee_wire.queen_events import HealthFailed
+
+
+def tick(n: int) -> HealthFailed:
+    return HealthFailed(type="health_failed", worker_id=f"w-{n}", reason="tick")
+
+
+def test_outside_an_event_loop_the_work_is_done_at_once() -> None:
+    done: list[int] = []
+    deferred.later(lambda: done.append(1))
+    assert done == [1]
+
+
+async def test_the_work_is_done_a_moment_later_in_the_order_asked() -> None:
+    done: list[int] = []
+    for n in range(5):
+        deferred.later(lambda n=n: done.append(n))
+    await asyncio.sleep(0)
+    assert done == []  # not at the loop's next turn: the client's CPU first
+    await asyncio.sleep(deferred.DELAY_S * 5)
+    assert done == [0, 1, 2, 3, 4]
+
+
+async def test_an_unanswered_request_holds_the_work_until_its_answer_starts() -> None:
+    done: list[str] = []
+    hold = deferred.Hold()
+    deferred.later(lambda: done.append("figures"))
+    await asyncio.sleep(deferred.DELAY_S * 5)
+    assert done == []
+    hold.release()
+    hold.release()  # once or more: the count is right either way
+    await asyncio.sleep(deferred.DELAY_S * 5)
+    assert done == ["figures"]
+
+
+async def test_a_request_that_never_answers_holds_the_work_no_longer_than_the_bound() -> None:
+    done: list[float] = []
+    hold = deferred.Hold()
+    started = time.monotonic()
+    deferred.later(lambda: done.append(time.monotonic() - started))
+    try:
+        await asyncio.sleep(deferred.MAX_DELAY_S * 4)
+    finally:
+        hold.release()
+    assert len(done) == 1
+    assert deferred.MAX_DELAY_S <= done[0] < deferred.MAX_DELAY_S * 4
+
+
+async def test_flush_does_it_now_and_a_failing_call_stops_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    done: list[int] = []
+    deferred.later(lambda: done.append(1))
+    deferred.later(lambda: 1 / 0)
+    deferred.later(lambda: done.append(3))
+    with caplog.at_level(logging.ERROR, "rbee.queen.deferred"):
+        deferred.flush()
+    assert done == [1, 3]
+    assert "deferred bookkeeping failed" in caplog.text
+    await asyncio.sleep(deferred.DELAY_S * 5)
+    assert done == [1, 3]  # nothing runs twice
+
+
+async def test_events_are_numbered_when_published_and_handed_on_in_that_order() -> None:
+    bus = EventBus()
+    seen: list[tuple[int, str]] = []
+    bus.add_listener(lambda e: seen.append((e["seq"], e["worker_id"])))
+    built: list[str] = []
+
+    def build() -> HealthFailed:
+        built.append("now")
+        return tick(2)
+
+    assert bus.publish(tick(1))["seq"] == 1
+    bus.publish_built(build)  # its place is taken now, its making waits
+    bus.publish(tick(3))
+    assert seen == [] and built == []
+    await asyncio.sleep(deferred.DELAY_S * 5)
+    assert seen == [(1, "w-1"), (2, "w-2"), (3, "w-3")]
+    assert built == ["now"]
+
+
+async def test_a_new_subscriber_gets_only_what_is_published_after_it() -> None:
+    bus = EventBus()
+    bus.publish(tick(1))  # before: delivered to the subscribers there were
+    sub = bus.subscribe()
+    bus.publish(tick(2))
+    await asyncio.sleep(deferred.DELAY_S * 5)
+    first = await asyncio.wait_for(anext(aiter(sub.events())), 1)
+    assert first["worker_id"] == "w-2"
+
+
+async def test_an_audit_entry_written_now_comes_after_the_ones_deferred_before_it(
+    tmp_path: Path,
+) -> None:
+    audit = AuditLog(tmp_path / "audit")
+    audit.record_soon("inference.started", job_id="j1")
+    audit.record("key.created", key="k")  # synchronous: the deferred one first
+    text = next((tmp_path / "audit").iterdir()).read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [e["event"] for e in lines] == ["inference.started", "key.created"]
+    assert verify(tmp_path / "audit").ok  # the chain is whole
