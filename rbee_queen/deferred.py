@@ -12,10 +12,10 @@ a request's head and its body held up the client's sending of the body
 (`docs/benchmarks.md`). Done a millisecond later, the queen's event loop
 sleeps first and they run; under load the work is done in batches instead.
 While a request has not been answered yet (a `Hold`, from the request's
-first middleware until its response's head: for an inference, until a
-worker accepted it) the work waits on, at most MAX_DELAY_S, so that it
-falls in the worker's prefill instead of between the client and the queen
-or between the queen and sshd.
+first byte until its answer's body begins: for an inference, its first
+token) the work waits on, at most MAX_DELAY_S, so that it falls between
+tokens or after the stream instead of between the client and the queen, the
+queen and sshd, or the worker's first token and the client.
 
 Outside a running event loop (a command, a test's plain function) the work is
 done at once. `flush()` does what is pending now: before a reader that must

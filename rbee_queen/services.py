@@ -183,8 +183,8 @@ class Services:
         await self.workers.aclose()
         await self.pool.close_all()
         self.audit_disk.stop()
-        deferred.flush()  # the last requests' audit entries and events
         await self.backups.stop()  # the shutdown backup
+        deferred.flush()  # the last audit entries and events, while the store is open
         self.db.close()
 
 

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from rbee_queen import deferred
+from rbee_queen.api.timing import RequestTiming
 from rbee_queen.audit import AuditLog, verify
 from rbee_queen.eventbus import EventBus
 from rbee_wire.queen_events import HealthFailed
@@ -117,3 +119,33 @@ async def test_an_audit_entry_written_now_comes_after_the_ones_deferred_before_i
     lines = [json.loads(line) for line in text.splitlines()]
     assert [e["event"] for e in lines] == ["inference.started", "key.created"]
     assert verify(tmp_path / "audit").ok  # the chain is whole
+
+
+async def test_a_stream_holds_the_work_until_its_first_body_bytes_not_its_head() -> None:
+    """A stream's head leaves while the worker prefills; its first token is
+    the body's first piece: bookkeeping held until then stays off its path."""
+    done: list[str] = []
+    first_token = asyncio.Event()
+
+    async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        deferred.later(lambda: done.append("bookkeeping"))
+        await first_token.wait()
+        await send({"type": "http.response.body", "body": b"data: token\n\n", "more_body": True})
+        await asyncio.sleep(deferred.DELAY_S * 5)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and message["body"]:
+            assert done == []  # not run between the head and the first piece
+
+    scope = {"type": "http", "method": "POST", "path": "/v2/tasks", "headers": []}
+    app = asyncio.create_task(RequestTiming(stream)(scope, receive, send))
+    await asyncio.sleep(deferred.DELAY_S * 5)
+    assert done == []  # the head has left; the body has not begun
+    first_token.set()
+    await app
+    assert done == ["bookkeeping"]

@@ -15,8 +15,8 @@ send the body, which then came 0.25 ms later (`docs/benchmarks.md`). Started
 at the head, the app would only wait for that body. A request that asks for
 `100-continue`, a chunked or larger body, still starts at its head. From
 a request's first byte to its last, the queen's deferred bookkeeping waits
-(rbee_queen/deferred.py; the app's middleware holds it on until the answer
-starts): run there, it was what the client's body waited behind.
+(rbee_queen/deferred.py; the app's middleware holds it on until the answer's
+body begins): run there, it was what the client's body waited behind.
 """
 
 from __future__ import annotations

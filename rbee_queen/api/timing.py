@@ -9,9 +9,11 @@ duration runs to the answer's last byte, so a token stream counts whole. The
 error code is read from the envelope of an error answer (its first body chunk:
 the queen's error answers are one small JSON write).
 
-Until its answer's head leaves, a request also holds back the queen's
+Until its answer's body begins, a request also holds back the queen's
 deferred bookkeeping (rbee_queen/deferred.py): an inference's path to its
-worker, a client's body still on its way, are not to wait behind it.
+worker and back to its first token is not to wait behind it. Not the head:
+a stream's head leaves while the worker prefills, and bookkeeping run then
+landed on the first token of a short prefill.
 """
 
 from __future__ import annotations
@@ -45,9 +47,10 @@ class RequestTiming:
             nonlocal status, code
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+            elif message["type"] == "http.response.body":
                 hold.release()
-            elif message["type"] == "http.response.body" and status >= 400 and code is None:
-                code = _error_code(message.get("body", b"")) or ""  # "": looked once
+                if status >= 400 and code is None:
+                    code = _error_code(message.get("body", b"")) or ""  # "": looked once
             await send(message)
 
         try:
