@@ -7,8 +7,9 @@ that only copy bytes (bench/byte_relay.py in Python, and socat where it is
 installed: what one more hop costs here, the floor for the queen's addition),
 on the tiny model:
 sequentially with the paths interleaved (every process idle for a while
-before each request), sequentially back to back (one path at a time, as under
-steady load), and with 8 concurrent clients.
+before each request), sequentially back to back (4 requests of one path in a
+row, as under steady load, the paths taking turns), and with 8 concurrent
+clients.
 
     .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64]
         [--pin workers|node|clients|none] [--trace | --instructions]
@@ -86,6 +87,7 @@ from tests.plugins.queen import stop_queen
 from tests.plugins.sshd import start_sshd
 
 CHECKOUT = Path(__file__).resolve().parent.parent
+BLOCK = 4  # requests in a row per path and turn, back to back
 TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 
 
@@ -109,22 +111,30 @@ def sequential(paths: dict[str, Callable[[], Sample]], runs: int) -> dict[str, d
 def back_to_back(
     paths: dict[str, Callable[[], Sample]], runs: int, queen_pid: int
 ) -> dict[str, dict[str, float]]:
-    """Each path's requests in a row (after 3 not counted), the paths in a
-    seeded order: the queen and the worker as they are under steady load,
-    where the interleaved rounds catch each process after ~0.4 s asleep.
-    With each path's figures, the queen's CPU time per request meanwhile."""
-    samples: dict[str, list[Sample]] = {}
-    cpu: dict[str, float] = {}
-    names = list(paths)
-    random.Random(1).shuffle(names)
-    for name in names:
-        for _ in range(3):
-            paths[name]()
-        started = cpu_seconds(queen_pid)
-        samples[name] = [paths[name]() for _ in range(runs)]
-        cpu[name] = (cpu_seconds(queen_pid) - started) / runs * 1000
-    medians = _medians({name: samples[name] for name in paths})
-    return {name: {**medians[name], "queen_cpu_ms": cpu[name]} for name in paths}
+    """Each path's requests in a row: the queen and the worker as they are
+    under steady load, where the interleaved rounds catch each process after
+    ~0.4 s asleep. In blocks of BLOCK (after 2 not counted), the paths taking
+    turns in a new seeded order each round: one path's 30 requests in one
+    stretch, minutes from its base's, put the machine's drift between the two
+    into the ratio (a base 20 % slow or fast in one stretch). With each path's
+    figures, the queen's CPU time per request meanwhile."""
+    samples: dict[str, list[Sample]] = {name: [] for name in paths}
+    cpu = dict.fromkeys(paths, 0.0)
+    order = random.Random(1)
+    for _ in range(-(-runs // BLOCK)):
+        names = list(paths)
+        order.shuffle(names)
+        for name in names:
+            for _ in range(2):
+                paths[name]()
+            started = cpu_seconds(queen_pid)
+            samples[name] += [paths[name]() for _ in range(BLOCK)]
+            cpu[name] += cpu_seconds(queen_pid) - started
+    medians = _medians(samples)
+    return {
+        name: {**medians[name], "queen_cpu_ms": cpu[name] / len(samples[name]) * 1000}
+        for name in paths
+    }
 
 
 def _count_instructions(
