@@ -84,8 +84,9 @@ def step_add_closed(context: Context, name: str) -> None:
 
 def settled(context: Context, holds: Callable[[Samples], bool]) -> Samples:
     """The queen's metrics once `holds` is true of them, or after 5 s: a stream's
-    figures are counted at the queen's next turn after its last bytes left
-    (relay.py), which a scrape sent at once may come before."""
+    figures are counted a moment after its last bytes left (rbee_queen/
+    deferred.py; a scrape does what is waiting first, but the stream's own
+    cleanup may still be running when a scrape sent at once arrives)."""
     deadline = time.monotonic() + 5
     while not holds(now := samples(context)) and time.monotonic() < deadline:
         time.sleep(0.02)

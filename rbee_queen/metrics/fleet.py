@@ -160,7 +160,6 @@ class FleetMetrics:
             buckets=DOWNLOAD_BUCKETS,
             registry=r,
         )
-
         self.takeovers = Counter(
             "rbee_node_takeovers",
             "Nodes whose lease this queen took: at its start, when a node is added, "
