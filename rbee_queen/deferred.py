@@ -6,8 +6,9 @@ Why not at once, or at the event loop's next turn: the client, and sshd on
 the way to a worker, often run on the CPU the queen runs on (a laptop running
 rbee-keeper and the queen; every node reached over SSH). Work the queen does
 right after a write is work that client or sshd waits behind before it can
-read that write: a stream's bookkeeping after its last bytes doubled the time
-the client took to see the response end, and an audit entry written between
+read that write: with a stream's bookkeeping after its last bytes, its
+client saw the response end 0.56 ms after the last write instead of 0.3, and
+an audit entry written between
 a request's head and its body held up the client's sending of the body
 (`docs/benchmarks.md`). Done a millisecond later, the queen's event loop
 sleeps first and they run; under load the work is done in batches instead.
@@ -40,7 +41,8 @@ class _Pending:
     """One event loop's queue of deferred calls and its timer."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # Weakly: this object is the value of a dictionary whose key is the loop.
+        self.loop = weakref.ref(loop)
         self.calls: deque[Callable[[], object]] = deque()
         self.timer: asyncio.TimerHandle | None = None
         self.running = False
@@ -52,14 +54,19 @@ class _Pending:
             self.since = time.monotonic()
         self.calls.append(call)
         if self.timer is None and not self.running:
-            self.timer = self.loop.call_later(DELAY_S, self.due)
+            self._arm()
+
+    def _arm(self) -> None:
+        loop = self.loop()
+        if loop is not None:
+            self.timer = loop.call_later(DELAY_S, self.due)
 
     def due(self) -> None:
         """The timer: run, unless a request is waiting for its answer and the
         oldest call has waited less than MAX_DELAY_S."""
         self.timer = None
         if self.held and time.monotonic() - self.since < MAX_DELAY_S:
-            self.timer = self.loop.call_later(DELAY_S, self.due)
+            self._arm()
             return
         self.run()
 

@@ -5,9 +5,11 @@ once when flushed; and the event bus and the audit log on top of it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,17 @@ async def test_a_stream_holds_the_work_until_its_first_body_bytes_not_its_head()
     first_token.set()
     await app
     assert done == ["bookkeeping"]
+
+
+def test_a_loop_that_ends_is_not_kept_alive_by_its_queue() -> None:
+    async def queue_one() -> None:
+        deferred.later(lambda: None)
+        deferred.flush()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(queue_one())
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None
