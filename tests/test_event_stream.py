@@ -6,11 +6,13 @@ stream (`[DONE]`) with the body's end in one message, reads its stream to the
 end after that (the worker's connection is kept), and ends the stream when its
 client leaves; the worker's response ends its body with its last piece too.
 The chat route splices the worker's own JSON string of a token's text into
-the chunk, which must be the chunk a decode and encode would make."""
+the chunk, which must be the chunk a decode and encode would make, and its
+end's finish and usage chunks into templates made after the first token."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncGenerator
 from types import SimpleNamespace
 from typing import Any, cast
@@ -18,10 +20,12 @@ from typing import Any, cast
 import pytest
 
 from rbee_queen.api.event_stream import EventStreamResponse
-from rbee_queen.api.openai_format import Shape, token_literal
+from rbee_queen.api.openai_format import Shape, finish_reason, token_literal
 from rbee_queen.errors import AllSlotsBusy, RbeeError
 from rbee_wire.codec import SSE_DONE
 from rbee_wire.worker_events import Token, encode
+from rbee_worker import events
+from rbee_worker.backends.base import GenerationResult, StopReason
 from rbee_worker.streaming import JobStream, JobStreamResponse
 from tests.test_relay_format import PIECES
 
@@ -181,3 +185,27 @@ def test_sliced_token_makes_the_chunk_a_decode_would(kind: str, piece: str) -> N
 )
 def test_other_events_are_not_sliced(data: bytes) -> None:
     assert token_literal(data) is None
+
+
+@pytest.mark.parametrize("kind", ["chat", "text"])
+@pytest.mark.parametrize(("reason", "tokens", "prompt"), [("MAX_TOKENS", 64, 7), ("EOS", 0, 0)])
+def test_the_ends_templates_make_the_chunks_a_whole_encode_would(
+    kind: str, reason: str, tokens: int, prompt: int
+) -> None:
+    """The finish and usage chunks spliced into templates made after the
+    first token, from the worker's own `end` event, against the same encoded
+    whole (the first token's finish chunk, with its role, is always whole)."""
+    data = events.end(GenerationResult(StopReason(reason), tokens, prompt), 34, 3)
+    end = json.loads(data.removeprefix(b"data: "))
+    shape = Shape(kind, "tiny", "job-0123")
+    finish = finish_reason(end)
+    whole = (shape.finish_chunk(finish), shape.usage_chunk(end))
+    shape.prepare_end()
+    assert (shape.finish_chunk(finish), shape.usage_chunk(end)) == whole
+    assert whole[0] == shape.chunk(None, finish)
+    assert shape.finish_chunk(finish, first=True) == shape.chunk(None, finish, first=True)
+    assert json.loads(whole[1].removeprefix(b"data: "))["usage"] == {
+        "prompt_tokens": prompt,
+        "completion_tokens": tokens,
+        "total_tokens": prompt + tokens,
+    }

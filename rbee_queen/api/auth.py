@@ -86,13 +86,12 @@ class BearerAuth:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
         svc: Services = scope["app"].state.services
         try:
-            principal = authenticate(request, svc.keys, svc.audit)
+            principal = authenticate(scope, svc.keys, svc.audit)
         except RbeeError as exc:
             headers = {"www-authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
-            response = error_response(request, exc)
+            response = error_response(Request(scope), exc)
             response.headers.update(headers)
             await response(scope, receive, send)
             return
@@ -100,10 +99,9 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def authenticate(request: Request, keys: KeyRing, audit: AuditLog) -> Principal:
+def authenticate(scope: Scope, keys: KeyRing, audit: AuditLog) -> Principal:
     # From the scope as it is: this runs before every request, and building
-    # the request's URL object alone cost more than the checks.
-    scope = request.scope
+    # a Request (its URL object above all) cost more than the checks.
     method, path = scope["method"], scope["path"]
     client = scope.get("client")
     where = {"method": method, "path": path, "client": client[0] if client else "-"}

@@ -3,7 +3,7 @@ the stream a request gets once routed: one place that claims, opens and relays."
 
 from __future__ import annotations
 
-import secrets
+import os
 from typing import Any
 
 from rbee_queen.validation import Fields
@@ -16,7 +16,7 @@ SAMPLED = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_p
 
 
 def new_job_id() -> str:
-    return f"job-{secrets.token_hex(8)}"
+    return f"job-{os.urandom(8).hex()}"  # secrets.token_hex(8), in one call
 
 
 def sampling(f: Fields, surface: str) -> dict[str, Any]:

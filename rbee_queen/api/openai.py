@@ -162,7 +162,7 @@ async def _stream(
 ) -> AsyncGenerator[bytes, None]:
     """The worker's events as OpenAI's chunks: what arrived together leaves in
     one write, [DONE] with the last."""
-    first = True
+    first, prepared = True, False
     try:
         async for batch in fmt.worker_event_batches(relay, sliced=True):
             out: list[bytes] = []
@@ -172,7 +172,7 @@ async def _stream(
                     out.append(_token_chunk(shape, event, first))
                     first = False
                 elif kind == "end":
-                    out.append(shape.chunk(None, fmt.finish_reason(event), first=first))
+                    out.append(shape.finish_chunk(fmt.finish_reason(event), first=first))
                     if include_usage:
                         out.append(shape.usage_chunk(event))
                     break
@@ -183,6 +183,9 @@ async def _stream(
             else:
                 if out:
                     yield b"".join(out)
+                    if not prepared:  # the first piece is out: the end's templates now
+                        shape.prepare_end()
+                        prepared = True
                 continue
             yield b"".join(out) + fmt.DONE
             break

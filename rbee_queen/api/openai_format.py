@@ -23,6 +23,7 @@ FINISH_REASONS = {
     "CANCELLED": "stop",
 }
 DONE = b"data: [DONE]\n\n"
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 _HOLE = "\x00"  # stands for a token's text in a chunk template; JSON writes it "\u0000"
 # A worker's token event, as rbee_wire.codec writes it, around its text.
 _TOKEN_HEAD = b'{"type": "token", "t": '
@@ -81,6 +82,8 @@ class Shape:
         self._token_template = (before, after)
         first_before, first_after = self.chunk(_HOLE, first=True).split(hole)
         self._first_template = (first_before, first_after)  # the first token's
+        self._finish_template: tuple[bytes, bytes] | None = None  # prepare_end()'s
+        self._usage_template: list[bytes] | None = None
 
     def _head(self, obj: str) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
@@ -117,8 +120,31 @@ class Shape:
         return before + literal + after
 
     def usage_chunk(self, end: dict[str, Any]) -> bytes:
+        counts = usage(end)
+        if self._usage_template is None:
+            obj = "chat.completion.chunk" if self.chat else "text_completion"
+            return sse({**self._head(obj), "choices": [], "usage": counts})
+        numbers = (str(counts[name]).encode() for name in USAGE_FIELDS)
+        parts = self._usage_template
+        return parts[0] + b"".join(n + part for n, part in zip(numbers, parts[1:], strict=True))
+
+    def finish_chunk(self, reason: str, first: bool = False) -> bytes:
+        """`chunk(None, reason, first)`, from the template where there is one."""
+        if self._finish_template is None or first:
+            return self.chunk(None, reason, first=first)
+        before, after = self._finish_template
+        return before + json.dumps(reason).encode() + after
+
+    def prepare_end(self) -> None:
+        """Templates for the finish and usage chunks, so that a stream's end
+        costs a splice as its tokens do (whole, they took 0.1 ms on the
+        stream's last bytes). Made between tokens, off the first one's path."""
+        hole = json.dumps(_HOLE).encode()
+        before, after = self.chunk(None, _HOLE).split(hole)
+        self._finish_template = (before, after)
         obj = "chat.completion.chunk" if self.chat else "text_completion"
-        return sse({**self._head(obj), "choices": [], "usage": usage(end)})
+        counts = dict.fromkeys(USAGE_FIELDS, _HOLE)
+        self._usage_template = sse({**self._head(obj), "choices": [], "usage": counts}).split(hole)
 
 
 def sse(payload: dict[str, Any]) -> bytes:
