@@ -23,7 +23,7 @@ SMALLEST = {
     "relay": (["--runs", "1", "--max-tokens", "2"], "queen /v1/chat/completions, direct"),
     "first_token": (["--runs", "1", "--max-tokens", "2"], "warm over 1 runs: first token median"),
     "auth": (["--requests", "5"], "bearer token /v2/registry/models/list"),
-    "asgi_stack": (["--requests", "20"], "the stack's own share"),
+    "asgi_stack": (["--requests", "20", "--cold"], "Starlette's router alone"),
     "fanout": (["--rounds", "1", "--sizes", "1"], "fabric warm / rbee warm"),
     "load": (["--requests", "4", "--seconds", "1", "--max-tokens", "2"], "highest rate meeting"),
     "relay_capacity": (
