@@ -20,7 +20,10 @@ from tests.plugins.testbed import unavailable_reason
 ROOT = Path(__file__).resolve().parent.parent
 # Each benchmark's smallest configuration and a line its report always prints.
 SMALLEST = {
-    "relay": (["--runs", "1", "--max-tokens", "2"], "queen /v1/chat/completions, direct"),
+    "relay": (
+        ["--runs", "1", "--max-tokens", "2"],
+        "queen cells meeting both targets (sequential, both orders): ",
+    ),
     "first_token": (["--runs", "1", "--max-tokens", "2"], "warm over 1 runs: first token median"),
     "auth": (["--requests", "5"], "bearer token /v2/registry/models/list"),
     "asgi_stack": (["--requests", "20", "--cold"], "Starlette's router alone"),
@@ -96,6 +99,8 @@ def _check_relay_bases(out: str) -> None:
             seen.setdefault(row, []).append(line.rsplit("  [vs ", 1)[1].rstrip("]"))
     for row, base in RELAY_BASES.items():
         assert seen.get(row) == [base] * 3, (row, seen.get(row), out[-3000:])
+    # The targets' count covers the 4 queen paths in both sequential orders.
+    assert out.rstrip().splitlines()[-1].endswith(" of 8"), out[-3000:]
     # Each node's direct paths call the queen's own worker there, not the bench's.
     for node in ("bench", "bench-direct"):
         assert f"node {node}: the queen's worker w-" in out, out[-3000:]
