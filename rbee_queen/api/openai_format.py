@@ -25,6 +25,7 @@ FINISH_REASONS = {
 DONE = b"data: [DONE]\n\n"
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 _HOLE = "\x00"  # stands for a token's text in a chunk template; JSON writes it "\u0000"
+_HOLE_JSON = json.dumps(_HOLE).encode()
 # A worker's token event, as rbee_wire.codec writes it, around its text.
 _TOKEN_HEAD = b'{"type": "token", "t": '
 _TOKEN_INDEX = b', "i": '
@@ -75,12 +76,12 @@ class Shape:
         self.model = model
         self.created = int(time.time())
         self.object = "chat.completion" if self.chat else "text_completion"
+        self.chunk_object = "chat.completion.chunk" if self.chat else "text_completion"
         # Every token's chunk is the same but for its text: encode the rest once,
         # so each token costs one string encode instead of a whole chunk's.
-        hole = json.dumps(_HOLE).encode()
-        before, after = self.chunk(_HOLE).split(hole)
+        before, after = self.chunk(_HOLE).split(_HOLE_JSON)
         self._token_template = (before, after)
-        first_before, first_after = self.chunk(_HOLE, first=True).split(hole)
+        first_before, first_after = self.chunk(_HOLE, first=True).split(_HOLE_JSON)
         self._first_template = (first_before, first_after)  # the first token's
         self._finish_template: tuple[bytes, bytes] | None = None  # prepare_end()'s
         self._usage_template: list[bytes] | None = None
@@ -97,7 +98,6 @@ class Shape:
         return {**self._head(self.object), "choices": [choice], "usage": usage(end)}
 
     def chunk(self, text: str | None, finish: str | None = None, first: bool = False) -> bytes:
-        obj = "chat.completion.chunk" if self.chat else "text_completion"
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
         if self.chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
@@ -106,7 +106,7 @@ class Shape:
             choice["delta"] = delta
         else:
             choice |= {"text": text or "", "logprobs": None}
-        return sse({**self._head(obj), "choices": [choice]})
+        return sse({**self._head(self.chunk_object), "choices": [choice]})
 
     def token_chunk(self, text: str) -> bytes:
         """`chunk(text)`, byte for byte, from the template."""
@@ -122,8 +122,7 @@ class Shape:
     def usage_chunk(self, end: dict[str, Any]) -> bytes:
         counts = usage(end)
         if self._usage_template is None:
-            obj = "chat.completion.chunk" if self.chat else "text_completion"
-            return sse({**self._head(obj), "choices": [], "usage": counts})
+            return sse({**self._head(self.chunk_object), "choices": [], "usage": counts})
         numbers = (str(counts[name]).encode() for name in USAGE_FIELDS)
         parts = self._usage_template
         return parts[0] + b"".join(n + part for n, part in zip(numbers, parts[1:], strict=True))
@@ -139,12 +138,11 @@ class Shape:
         """Templates for the finish and usage chunks, so that a stream's end
         costs a splice as its tokens do (whole, they took 0.1 ms on the
         stream's last bytes). Made between tokens, off the first one's path."""
-        hole = json.dumps(_HOLE).encode()
-        before, after = self.chunk(None, _HOLE).split(hole)
+        before, after = self.chunk(None, _HOLE).split(_HOLE_JSON)
         self._finish_template = (before, after)
-        obj = "chat.completion.chunk" if self.chat else "text_completion"
         counts = dict.fromkeys(USAGE_FIELDS, _HOLE)
-        self._usage_template = sse({**self._head(obj), "choices": [], "usage": counts}).split(hole)
+        usage_chunk = {**self._head(self.chunk_object), "choices": [], "usage": counts}
+        self._usage_template = sse(usage_chunk).split(_HOLE_JSON)
 
 
 def sse(payload: dict[str, Any]) -> bytes:
