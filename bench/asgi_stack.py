@@ -1,8 +1,9 @@
 """What the queen's ASGI stack itself costs a request, warm and in one process:
-its three middlewares (timing, correlation id and deadline, bearer auth with
-the real key ring, audit log, metrics and SQLite store in a temp home) and Starlette's router around
-an endpoint that reads a small JSON body and answers, against that endpoint
-called alone. No sockets, no other process: the instructions of the stack,
+its front (rbee_queen/api/front.py: timing, correlation id and deadline,
+bearer auth with the real key ring, audit log, metrics and SQLite store in a
+temp home) serving an endpoint that reads a small JSON body and answers at
+/v2/tasks, as the queen serves that route (past the router), against that
+endpoint called alone. No sockets, no other process: the instructions of the stack,
 not the queen waking on a CPU it shares (which a per-hop trace includes).
 
     .venv/bin/python -m bench.asgi_stack [--requests 5000] [--cold]
@@ -12,8 +13,10 @@ to every 64-byte line of a buffer larger than the last-level cache), which is
 how a request finds the queen after a pause while other processes ran: the
 per-hop trace of bench.relay sees the stack 4-7 times slower than warm, and so
 does this, where evicting only the per-core caches (8 MiB) does not. Medians
-of single requests, with and without the eviction, through the stack, through
-Starlette's router alone and for the endpoint alone.
+of single requests, with and without the eviction, through the front as the
+queen has it, through the front with the route left to Starlette's router and
+exception middleware (as before the front served it), through Starlette's
+router alone and for the endpoint alone.
 """
 
 from __future__ import annotations
@@ -37,9 +40,8 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from rbee_queen import deferred
-from rbee_queen.api import auth
-from rbee_queen.api.context import RequestContext
-from rbee_queen.api.timing import RequestTiming
+from rbee_queen.api.front import Front
+from rbee_queen.app import HANDLERS
 from rbee_queen.audit import AuditLog
 from rbee_queen.keys import KeyRing
 from rbee_queen.metrics import QueenMetrics
@@ -54,19 +56,16 @@ async def endpoint(request: Request) -> Response:
     return Response(b"{}", media_type="application/json")
 
 
-def build(home: Path) -> tuple[Starlette, str]:
-    """The queen's middleware, in its order, around `endpoint` at /v2/tasks
-    (first of the routes, as in the queen), 40 other routes after it."""
+def build(home: Path, *, direct: bool = True) -> tuple[Starlette, str]:
+    """The queen's front around `endpoint` at /v2/tasks (first of the routes,
+    as in the queen), 40 other routes after it; with `direct`, the front
+    serves /v2/tasks itself, as the queen's does."""
     routes = [Route("/v2/tasks", endpoint, methods=["POST"])]
     routes += [Route(f"/v2/other/{i}", endpoint) for i in range(40)]
-    app = Starlette(
-        routes=routes,
-        middleware=[
-            Middleware(RequestTiming),
-            Middleware(RequestContext, control_timeout_s=30.0),
-            Middleware(auth.BearerAuth),
-        ],
+    front = Middleware(
+        Front, control_timeout_s=30.0, direct=routes[:1] if direct else [], handlers=HANDLERS
     )
+    app = Starlette(routes=routes, middleware=[front], exception_handlers=HANDLERS)
     open_database(home / "queen.db")  # the metrics read the store at each scrape
     keys = KeyRing(home, None)
     keys.load()
@@ -159,10 +158,13 @@ async def cold(requests: int) -> None:
     evict = Evictor()
     try:
         app, token = build(home)
+        routed, _ = build(home, direct=False)
+        routed.state.services = app.state.services
         scope = scope_for(token)
         bare = Starlette(routes=list(app.router.routes))  # the same routes, no middleware
         calls: dict[str, Call] = {
-            "through the queen's middleware and router": lambda: app(dict(scope), receive, send),
+            "through the queen's front": lambda: app(dict(scope), receive, send),
+            "the front, the route through the router": lambda: routed(dict(scope), receive, send),
             "Starlette's router alone": lambda: bare(dict(scope), receive, send),
             "the endpoint alone": lambda: _endpoint_alone(scope),
         }
@@ -200,7 +202,7 @@ async def measure(requests: int) -> None:
     finally:
         shutil.rmtree(home, ignore_errors=True)
     print(f"{requests} requests, warm, one process:")
-    print(f"  through the queen's middleware and router  {stack:7.1f} us per request")
+    print(f"  through the queen's front                   {stack:7.1f} us per request")
     print(f"  the endpoint alone                          {alone:7.1f} us per request")
     print(f"  the stack's own share                       {stack - alone:7.1f} us per request")
     print(f"  one audit entry (hash chain, one write)     {entries:7.1f} us, a loop turn included")

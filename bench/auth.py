@@ -1,13 +1,13 @@
 """What bearer auth costs per request: the same cheap route
 (`GET /v2/registry/models/list`, an empty catalog) on two queens started the
-same way, one as shipped and one with the auth middleware replaced by a
-pass-through, plus the public `GET /health` of the first for reference.
+same way, one as shipped and one whose auth step (`auth.admit`) lets every
+request pass, plus the public `GET /health` of the first for reference.
 
     .venv/bin/python -m bench.auth [--requests 2000]
 
 Requests alternate between the queens over keep-alive connections, so drift in
 the machine's load falls on both alike. Auth as measured here is everything
-the middleware does for a valid token: strict header parsing, the
+the auth step does for a valid token: strict header parsing, the
 constant-time key lookup and the `auth.success` entry in the hash-chained
 audit log. Prints median, mean and p90 latencies, and each one's difference
 from and ratio to the queen without auth.
@@ -33,20 +33,16 @@ WARMUP = 200
 
 
 def serve(argv: list[str]) -> None:
-    """`--serve-no-auth PORT`: a queen whose auth middleware passes everything."""
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    """`--serve-no-auth PORT`: a queen whose auth lets every request pass."""
+    from starlette.types import Scope
 
     from rbee_queen import __main__ as queen_main
     from rbee_queen.api import auth
 
-    class PassThrough:
-        def __init__(self, app: ASGIApp) -> None:
-            self.app = app
+    def admit_all(scope: Scope) -> None:
+        pass
 
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            await self.app(scope, receive, send)
-
-    auth.BearerAuth = PassThrough  # type: ignore[misc,assignment]
+    auth.admit = admit_all
     queen_main.main(argv)
 
 

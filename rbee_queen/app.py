@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from peewee import DatabaseError
 from starlette.applications import Starlette
@@ -28,7 +29,6 @@ from rbee_queen.api import (
     workers,
 )
 from rbee_queen.api import models as model_catalog
-from rbee_queen.api.context import RequestContext
 from rbee_queen.api.errors import (
     RedactQuery,
     http_error_handler,
@@ -36,12 +36,20 @@ from rbee_queen.api.errors import (
     store_error_handler,
     unexpected_error_handler,
 )
-from rbee_queen.api.timing import RequestTiming
+from rbee_queen.api.front import Front
 from rbee_queen.config import QueenConfig
 from rbee_queen.errors import RbeeError
 from rbee_queen.services import Services
 
 log = logging.getLogger("rbee.queen")
+
+
+HANDLERS: dict[Any, Any] = {
+    RbeeError: rbee_error_handler,
+    HTTPException: http_error_handler,
+    DatabaseError: store_error_handler,
+    Exception: unexpected_error_handler,
+}
 
 
 def create_app(config: QueenConfig) -> Starlette:
@@ -64,8 +72,8 @@ def create_app(config: QueenConfig) -> Starlette:
 
     return Starlette(
         routes=[
-            # Inference first: Starlette tries the routes in order, a regex each,
-            # and these are the ones on the path to a first token.
+            # The inference routes are served by the front (front.py) before the
+            # router; here too, for a wrong method's 405.
             *tasks.routes,
             *openai.routes,
             *health.routes,
@@ -82,17 +90,15 @@ def create_app(config: QueenConfig) -> Starlette:
             *openapi.routes,
         ],
         middleware=[
-            # Outermost, so a refused request is timed and its error code counted.
-            Middleware(RequestTiming),
-            # Next, so even a refused request has a correlation id.
-            Middleware(RequestContext, control_timeout_s=config.control_timeout_s),
-            Middleware(auth.BearerAuth),
+            # Timing, correlation id, deadline and auth for every request, in
+            # one layer; the inference routes served from it straight.
+            Middleware(
+                Front,
+                control_timeout_s=config.control_timeout_s,
+                direct=[*tasks.routes, *openai.inference_routes],
+                handlers=HANDLERS,
+            ),
         ],
-        exception_handlers={
-            RbeeError: rbee_error_handler,
-            HTTPException: http_error_handler,
-            DatabaseError: store_error_handler,
-            Exception: unexpected_error_handler,
-        },
+        exception_handlers=HANDLERS,
         lifespan=lifespan,
     )

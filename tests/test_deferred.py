@@ -16,7 +16,7 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from rbee_queen import deferred
-from rbee_queen.api.timing import RequestTiming
+from rbee_queen.api.front import Front
 from rbee_queen.audit import AuditLog, verify
 from rbee_queen.eventbus import EventBus
 from rbee_wire.queen_events import HealthFailed
@@ -144,8 +144,9 @@ async def test_a_stream_holds_the_work_until_its_first_body_bytes_not_its_head()
         if message["type"] == "http.response.body" and message["body"]:
             assert done == []  # not run between the head and the first piece
 
-    scope = {"type": "http", "method": "POST", "path": "/v2/tasks", "headers": []}
-    app = asyncio.create_task(RequestTiming(stream)(scope, receive, send))
+    # A public path: the queen's front holds the work without a key to check.
+    scope = {"type": "http", "method": "GET", "path": "/health", "headers": []}
+    app = asyncio.create_task(Front(stream)(scope, receive, send))
     await asyncio.sleep(deferred.DELAY_S * 5)
     assert done == []  # the head has left; the body has not begun
     first_token.set()

@@ -17,7 +17,8 @@ import logging
 import re
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from rbee_queen.api import config_reload
 from rbee_queen.api.errors import error_response
@@ -76,27 +77,24 @@ def require_model(request: Request, model_ref: str) -> None:
         raise ModelNotAllowed(f"key {shown(principal.name)} may not use this model")
 
 
-class BearerAuth:
-    """Pure ASGI middleware: nothing is buffered, so token streams pass straight through."""
+def admit(scope: Scope) -> None:
+    """Authenticates a request (every route but /health) and keeps who it
+    comes from in its scope's state; RbeeError when it may not pass. Called
+    by the queen's front (front.py), for every request: nothing is buffered,
+    so token streams pass straight through."""
+    if scope["path"] in PUBLIC_PATHS:
+        return
+    svc: Services = scope["app"].state.services
+    scope.setdefault("state", {})["principal"] = authenticate(scope, svc.keys, svc.audit)
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
-            await self.app(scope, receive, send)
-            return
-        svc: Services = scope["app"].state.services
-        try:
-            principal = authenticate(scope, svc.keys, svc.audit)
-        except RbeeError as exc:
-            headers = {"www-authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
-            response = error_response(Request(scope), exc)
-            response.headers.update(headers)
-            await response(scope, receive, send)
-            return
-        scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
+def refusal(scope: Scope, exc: RbeeError) -> Response:
+    """The answer to a request `admit` refused: the envelope, and for a missing
+    or invalid key `WWW-Authenticate: Bearer`."""
+    response = error_response(Request(scope), exc)
+    if isinstance(exc, Unauthorized):
+        response.headers["www-authenticate"] = "Bearer"
+    return response
 
 
 def authenticate(scope: Scope, keys: KeyRing, audit: AuditLog) -> Principal:

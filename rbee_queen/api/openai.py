@@ -219,8 +219,8 @@ def _stream_error(event: dict[str, Any]) -> RbeeError:
     return InferenceFailed(message, worker_code=code)
 
 
-routes = [
-    Route("/v1/models", list_models, methods=["GET"]),
+inference_routes = [
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
 ]
+routes = [Route("/v1/models", list_models, methods=["GET"]), *inference_routes]

@@ -1,8 +1,9 @@
-"""Pure ASGI middleware: each answer's route, status, error code and duration
-go to the metrics (`rbee_http_request_duration_seconds`, `rbee_errors_total`).
+"""Each answer's route, status, error code and duration, for the metrics
+(`rbee_http_request_duration_seconds`, `rbee_errors_total`); the queen's front
+(front.py) times every request with one `Timed`, from its first step, so a
+request refused by the auth or the deadline check is counted too.
 
-Outermost, so a request refused by the auth or the deadline check is counted
-too. The route is the matched route's template (`/v2/workers/{worker_id}/events`),
+The route is the matched route's template (`/v2/workers/{worker_id}/events`),
 never the raw path, so the label stays bounded (a request refused before
 routing gets the route it asked for); an unmatched path is `unmatched`. The
 duration runs to the answer's last byte, so a token stream counts whole. The
@@ -23,47 +24,46 @@ import time
 from typing import Any
 
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Scope
 
 from rbee_queen import deferred
 
 UNMATCHED = "unmatched"
 
 
-class RequestTiming:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+class Timed:
+    """One request's answer as the metrics see it."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+    __slots__ = ("code", "hold", "started", "status")
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.status = 500  # what the client sees when the app fails before answering
+        self.code: str | None = None
+        self.hold = deferred.Hold()
+
+    def saw(self, message: Message) -> None:
+        """A message of the answer, on its way out."""
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        elif message["type"] == "http.response.body":
+            self.hold.release()
+            if self.status >= 400 and self.code is None:
+                self.code = _error_code(message.get("body", b"")) or ""  # "": looked once
+
+    def done(self, scope: Scope) -> None:
+        """The answer is over (or failed): counted a moment later (deferred.py)."""
+        self.hold.release()
+        metrics = _metrics(scope)
+        if metrics is None:
             return
-        started = time.perf_counter()
-        status = 500  # what the client sees when the app fails before answering
-        code: str | None = None
-        hold = deferred.Hold()
+        took = time.perf_counter() - self.started
+        method, status, error = scope["method"], self.status, self.code or None
 
-        async def timed_send(message: Message) -> None:
-            nonlocal status, code
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            elif message["type"] == "http.response.body":
-                hold.release()
-                if status >= 400 and code is None:
-                    code = _error_code(message.get("body", b"")) or ""  # "": looked once
-            await send(message)
+        def observe() -> None:
+            metrics.observe_http(_route_of(scope), method, status, error, took)
 
-        try:
-            await self.app(scope, receive, timed_send)
-        finally:
-            hold.release()
-            metrics = _metrics(scope)
-            if metrics is not None:  # counted a moment later (rbee_queen/deferred.py)
-                took = time.perf_counter() - started
-                method, error = scope["method"], code or None
-                deferred.later(
-                    lambda: metrics.observe_http(_route_of(scope), method, status, error, took)
-                )
+        deferred.later(observe)
 
 
 def _route_of(scope: Scope) -> str:
