@@ -31,6 +31,7 @@ from rbee_queen.fleet.helper_api import HelperApi
 from rbee_queen.fleet.hive_client import HiveClient
 from rbee_queen.fleet.key_files import check_private_key
 from rbee_queen.fleet.known_hosts import HostKeyStore
+from rbee_queen.fleet.ssh_ignore import without_empty_ignores
 from rbee_queen.fleet.stream_upload import stream_bundle
 
 # A link that goes dead mid-stream sends nothing, not even a reset: the node is
@@ -45,6 +46,7 @@ KEEPALIVE_COUNT_MAX = 3
 # several cryptography calls per packet. Measured on a warm health round over
 # 16 nodes, the queen's CPU per round halves (see docs/benchmarks.md). All of
 # these are OpenSSH's own defaults; a node that offers only chacha still works.
+# No CBC: ssh_ignore.py relies on it.
 ENCRYPTION_ALGS = (
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",
@@ -326,7 +328,7 @@ async def _connect(
         host_keys.record(target.host, target.port, key)
         known = host_keys.load()
     try:
-        return await asyncssh.connect(
+        conn = await asyncssh.connect(
             target.host,
             target.port,
             username=target.user,
@@ -359,6 +361,7 @@ async def _connect(
         raise ConnectionTimeout(f"no SSH answer from {where} within {timeout:g}s") from exc
     except asyncssh.Error as exc:
         raise NodeUnreachable(f"SSH to {where} failed: {exc.reason}") from exc
+    return without_empty_ignores(conn)
 
 
 async def accept_changed_host_key(
