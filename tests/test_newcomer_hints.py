@@ -22,7 +22,7 @@ import pytest
 from rbee_keeper.token import TOKEN_FILE_ENV
 from rbee_queen.errors import HelperFailed
 from rbee_queen.fleet.known_hosts import HostKeyStore
-from rbee_queen.fleet.session import NodeTarget, open_session
+from rbee_queen.fleet.session import open_session
 from tests.plugins.queen import QueenProcess
 from tests.plugins.sshd import SshServer, free_port
 from tests.test_newcomer_errors import load_as_nobody, open_dir  # noqa: F401 - fixture
@@ -146,15 +146,7 @@ def test_a_node_without_sftp_whose_python_fails_matches_its_row(
     sshd_without_sftp: SshServer,  # noqa: F811 - the imported fixture
     tmp_path: Path,
 ) -> None:
-    node = NodeTarget(
-        name="n1",
-        host=sshd_without_sftp.host,
-        port=sshd_without_sftp.port,
-        user=sshd_without_sftp.user,
-        key_path=str(sshd_without_sftp.client_key),
-        install_path=str(tmp_path / "inst"),
-        helper_python="/nonexistent/python3",
-    )
+    node = sshd_without_sftp.target(tmp_path / "inst", "/nonexistent/python3")
     store = HostKeyStore(tmp_path / "known_hosts")
     with pytest.raises(HelperFailed) as failure:
         asyncio.run(open_session(node, store, connect_timeout=10, accept_new_host_key=True))
@@ -190,15 +182,7 @@ def test_the_docs_python_minimum_is_the_preflights() -> None:
 
 
 def test_a_node_whose_python_cannot_run_matches_its_row(sshd: SshServer, tmp_path: Path) -> None:
-    node = NodeTarget(
-        name="n1",
-        host=sshd.host,
-        port=sshd.port,
-        user=sshd.user,
-        key_path=str(sshd.client_key),
-        install_path=str(tmp_path / "inst"),
-        helper_python="/nonexistent/python3",
-    )
+    node = sshd.target(tmp_path / "inst", "/nonexistent/python3")
     store = HostKeyStore(tmp_path / "known_hosts")
     with pytest.raises(HelperFailed) as failure:
         asyncio.run(open_session(node, store, connect_timeout=10, accept_new_host_key=True))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import asyncssh
 import pytest
 
 from rbee_queen.fleet.known_hosts import HostKeyStore
-from rbee_queen.fleet.session import ENCRYPTION_ALGS, NodeTarget, open_session
+from rbee_queen.fleet.session import ENCRYPTION_ALGS, open_session
 from rbee_queen.fleet.ssh_ignore import without_empty_ignores
-from tests.plugins.sshd import SSHD, SshServer, _wait_listening, free_port
+from tests.plugins.sshd import SshServer, variant
 
 SENT = re.compile(r"\bSent (MSG_[A-Z_]+) ")
 
@@ -76,14 +75,7 @@ def test_the_queen_offers_no_cbc_cipher() -> None:
 async def test_a_node_link_sends_its_data_without_empty_ignores(
     sshd: SshServer, tmp_path: Path, packet_log: pytest.LogCaptureFixture
 ) -> None:
-    target = NodeTarget(
-        name="n1",
-        host=sshd.host,
-        port=sshd.port,
-        user=sshd.user,
-        key_path=str(sshd.client_key),
-        install_path=str(tmp_path / "inst"),
-    )
+    target = sshd.target(tmp_path / "inst")
     store = HostKeyStore(tmp_path / "known_hosts")
     session = await open_session(target, store, connect_timeout=10, accept_new_host_key=True)
     server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", 0)
@@ -108,19 +100,8 @@ async def test_a_node_link_sends_its_data_without_empty_ignores(
 @pytest.fixture(scope="module")
 def sshd_with_cbc(sshd: SshServer) -> Iterator[SshServer]:
     """The shared sshd's keys and settings, taking aes128-cbc too."""
-    port = free_port()
-    config = (sshd.root / "sshd_config").read_text()
-    config = re.sub(r"(?m)^Port \d+$", f"Port {port}", config) + "Ciphers +aes128-cbc\n"
-    path = sshd.root / "sshd_config_cbc"
-    path.write_text(config)
-    with open(sshd.root / "sshd-cbc.log", "wb") as log:
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(path)], stderr=log)
-    try:
-        _wait_listening(proc, port, sshd.root)
-        yield SshServer(**{**sshd.__dict__, "port": port})
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with variant(sshd, "cbc", lambda config: config + "Ciphers +aes128-cbc\n") as server:
+        yield server
 
 
 async def test_a_cbc_link_keeps_them(

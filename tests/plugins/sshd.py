@@ -7,16 +7,20 @@ queen's known_hosts starts empty and tests decide whether to accept the key.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import re
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from rbee_queen.fleet.session import NodeTarget
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -44,6 +48,18 @@ class SshServer:
             "worker_python": sys.executable,
             **extra,
         }
+
+    def target(self, install_path: Path, python: str = "python3") -> NodeTarget:
+        """A node `n1` on this server, installed under `install_path`."""
+        return NodeTarget(
+            name="n1",
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            key_path=str(self.client_key),
+            install_path=str(install_path),
+            helper_python=python,
+        )
 
 
 def free_port() -> int:
@@ -138,6 +154,24 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, root: Path) -> Non
             break
         except OSError:
             time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def variant(server: SshServer, name: str, edit: Callable[[str], str]) -> Iterator[SshServer]:
+    """A second sshd with `server`'s keys and its config as `edit` returns it,
+    on a port of its own, for as long as the block runs."""
+    port = free_port()
+    config = re.sub(r"(?m)^Port \d+$", f"Port {port}", (server.root / "sshd_config").read_text())
+    path = server.root / f"sshd_config_{name}"
+    path.write_text(edit(config))
+    with open(server.root / f"sshd-{name}.log", "wb") as log:
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(path)], stderr=log)
+    try:
+        _wait_listening(proc, port, server.root)
+        yield SshServer(**{**server.__dict__, "port": port})
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
