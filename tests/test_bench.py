@@ -27,6 +27,7 @@ SMALLEST = {
     "first_token": (["--runs", "1", "--max-tokens", "2"], "warm over 1 runs: first token median"),
     "auth": (["--requests", "5"], "bearer token /v2/registry/models/list"),
     "asgi_stack": (["--requests", "20", "--cold"], "Starlette's router alone"),
+    "ssh_hop": (["--requests", "3"], "  the queen's "),
     "fanout": (["--rounds", "1", "--sizes", "1"], "fabric warm / rbee warm"),
     "load": (["--requests", "4", "--seconds", "1", "--max-tokens", "2"], "highest rate meeting"),
     "relay_capacity": (
@@ -78,7 +79,8 @@ def test_every_bench_module_imports_and_each_benchmark_is_covered() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["relay", "first_token", "auth", "asgi_stack", "load", "relay_capacity", "lease"]
+    "name",
+    ["relay", "first_token", "auth", "asgi_stack", "ssh_hop", "load", "relay_capacity", "lease"],
 )
 def test_benchmark_runs_its_smallest_configuration(name: str) -> None:
     args, expected = SMALLEST[name]
