@@ -44,6 +44,8 @@ from rbee_queen.services import Services
 log = logging.getLogger("rbee.queen")
 
 
+# How an exception becomes an answer: Starlette's router and middleware use
+# these, and so does the front for the routes it serves itself.
 HANDLERS: dict[Any, Any] = {
     RbeeError: rbee_error_handler,
     HTTPException: http_error_handler,

@@ -1,5 +1,5 @@
 """The queen's metrics: label values stay bounded whatever an event says, the
-HTTP timing middleware labels a real queen's answers by route template and
+HTTP timing (in the queen's front) labels a real queen's answers by route template and
 error code, and a model transfer publishes its outcome however it ends."""
 
 from __future__ import annotations

@@ -79,7 +79,8 @@ class Front:
         self.app = app
         self.control_timeout_s = control_timeout_s
         self.direct = {(m, r.path): r for r in direct for m in r.methods or ()}
-        assert all("{" not in path for _, path in self.direct), "direct routes take no parameters"
+        if any("{" in path for _, path in self.direct):
+            raise ValueError("a route served by the front takes no path parameters")
         self.handlers = {k: v for k, v in (handlers or {}).items() if k not in (500, Exception)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,4 +1,4 @@
-"""/v2/keys: named API keys (admin only, enforced by the auth middleware).
+"""/v2/keys: named API keys (admin only, enforced by the auth in the queen's front).
 
 A new key's token is in the answer to `add` and nowhere else: the queen keeps
 its digest only.

@@ -2,10 +2,10 @@
 
 Counters and histograms are fed by the bus (one listener sees every event), so
 nothing in the hot path calls into metrics directly; the one exception is the
-HTTP timing middleware, which hands each answer's route, status and duration
-here. Gauges that describe the present (workers by state, node reachability,
-GPU readings, free disk) are read at scrape time (`store.py`), so they can
-never drift from `workers list`. Each queen has its own registry: no
+HTTP timing in the queen's front (api/front.py), which hands each answer's
+route, status and duration here. Gauges that describe the present (workers
+by state, node reachability, GPU readings, free disk) are read at scrape time
+(`store.py`), so they can never drift from `workers list`. Each queen has its own registry: no
 process-global state. Every label value is bounded (`labels.py`).
 """
 
@@ -60,7 +60,7 @@ class QueenMetrics:
     def observe_http(
         self, route: str, method: str, status: int, code: str | None, took: float
     ) -> None:
-        """One answer of the queen's HTTP API (the timing middleware)."""
+        """One answer of the queen's HTTP API (api/timing.py, for the front)."""
         self.requests.http(route, method, status, code, took)
 
     def count_leases(self, held: Callable[[], Collection[str]]) -> None:

@@ -1,4 +1,4 @@
-"""Figures of requests: the queen's HTTP routes (from the timing middleware) and
+"""Figures of requests: the queen's HTTP routes (timed by its front) and
 inference streams (from `request_started` and `request_finished`)."""
 
 from __future__ import annotations
