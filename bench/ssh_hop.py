@@ -98,19 +98,10 @@ async def measure(sshd: SshServer, port: int, requests: int) -> None:
     transport, tcp = await loop.create_connection(Client, "127.0.0.1", port)
     transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     paths: dict[str, Client] = {"plain TCP (a direct node)": tcp}
-    host_key = asyncssh.import_public_key(sshd.host_public_key)
     conns: list[asyncssh.SSHClientConnection] = []
     try:
         for name, strip in (("asyncssh's channel, its ignores", False), ("the queen's", True)):
-            conn = await asyncssh.connect(
-                sshd.host,
-                sshd.port,
-                username=sshd.user,
-                client_keys=[str(sshd.client_key)],
-                known_hosts=([host_key], [], []),
-                encryption_algs=list(ENCRYPTION_ALGS),
-                config=[],
-            )
+            conn = await sshd.connect(list(ENCRYPTION_ALGS))
             conns.append(without_empty_ignores(conn) if strip else conn)
             _, paths[name] = await conn.create_connection(Client, "127.0.0.1", port)
         await report(paths, requests, Evictor())

@@ -107,16 +107,7 @@ def sshd_with_cbc(sshd: SshServer) -> Iterator[SshServer]:
 async def test_a_cbc_link_keeps_them(
     sshd_with_cbc: SshServer, packet_log: pytest.LogCaptureFixture
 ) -> None:
-    host_key = asyncssh.import_public_key(sshd_with_cbc.host_public_key)
-    conn = await asyncssh.connect(
-        sshd_with_cbc.host,
-        sshd_with_cbc.port,
-        username=sshd_with_cbc.user,
-        client_keys=[str(sshd_with_cbc.client_key)],
-        known_hosts=([host_key], [], []),
-        encryption_algs=["aes128-cbc"],
-        config=[],
-    )
+    conn = await sshd_with_cbc.connect(["aes128-cbc"])
     try:
         assert conn.get_extra_info("send_cipher") == "aes128-cbc"
         assert without_empty_ignores(conn) is conn

@@ -23,7 +23,6 @@ FINISH_REASONS = {
     "CANCELLED": "stop",
 }
 DONE = b"data: [DONE]\n\n"
-USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 _HOLE = "\x00"  # stands for a token's text in a chunk template; JSON writes it "\u0000"
 _HOLE_JSON = json.dumps(_HOLE).encode()
 # A worker's token event, as rbee_wire.codec writes it, around its text.
@@ -123,7 +122,8 @@ class Shape:
         counts = usage(end)
         if self._usage_template is None:
             return sse({**self._head(self.chunk_object), "choices": [], "usage": counts})
-        numbers = (str(counts[name]).encode() for name in USAGE_FIELDS)
+        # usage()'s own keys and order, which the template was made from.
+        numbers = (str(n).encode() for n in counts.values())
         parts = self._usage_template
         return parts[0] + b"".join(n + part for n, part in zip(numbers, parts[1:], strict=True))
 
@@ -140,7 +140,7 @@ class Shape:
         stream's last bytes). Made between tokens, off the first one's path."""
         before, after = self.chunk(None, _HOLE).split(_HOLE_JSON)
         self._finish_template = (before, after)
-        counts = dict.fromkeys(USAGE_FIELDS, _HOLE)
+        counts = dict.fromkeys(usage({}), _HOLE)
         usage_chunk = {**self._head(self.chunk_object), "choices": [], "usage": counts}
         self._usage_template = sse(usage_chunk).split(_HOLE_JSON)
 

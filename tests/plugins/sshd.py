@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from rbee_queen.fleet.session import NodeTarget
@@ -48,6 +49,19 @@ class SshServer:
             "worker_python": sys.executable,
             **extra,
         }
+
+    async def connect(self, encryption_algs: list[str]) -> asyncssh.SSHClientConnection:
+        """A plain asyncssh connection to this server, its host key verified."""
+        host_key = asyncssh.import_public_key(self.host_public_key)
+        return await asyncssh.connect(
+            self.host,
+            self.port,
+            username=self.user,
+            client_keys=[str(self.client_key)],
+            known_hosts=([host_key], [], []),
+            encryption_algs=encryption_algs,
+            config=[],
+        )
 
     def target(self, install_path: Path, python: str = "python3") -> NodeTarget:
         """A node `n1` on this server, installed under `install_path`."""
