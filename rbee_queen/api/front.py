@@ -45,11 +45,12 @@ class Answer:
     correlation id, and the control deadline's timer stopped once it begins
     (the deadline is for an answer to start: a log or a stream may run on)."""
 
-    __slots__ = ("cid", "downstream", "started", "timed", "timer")
+    __slots__ = ("cid", "downstream", "scope", "started", "timed", "timer")
 
-    def __init__(self, send: Send, cid: str) -> None:
+    def __init__(self, send: Send, cid: str, scope: Scope) -> None:
         self.downstream = send
         self.cid = cid
+        self.scope = scope
         self.started = False
         self.timed = Timed()
         self.timer: asyncio.Timeout | None = None
@@ -62,6 +63,8 @@ class Answer:
                 self.timer.reschedule(None)
         self.timed.saw(message)
         await self.downstream(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.timed.done(self.scope)  # its last byte is out: what follows is teardown
 
 
 class Front:
@@ -88,7 +91,7 @@ class Front:
             await self.app(scope, receive, send)
             return
         cid, sent_deadline = context.request_ids(scope)
-        answer = Answer(send, cid)
+        answer = Answer(send, cid, scope)
         cid_token = ctx.correlation_id.set(cid)
         try:
             try:

@@ -34,13 +34,14 @@ UNMATCHED = "unmatched"
 class Timed:
     """One request's answer as the metrics see it."""
 
-    __slots__ = ("code", "hold", "started", "status")
+    __slots__ = ("code", "counted", "hold", "started", "status")
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.status = 500  # what the client sees when the app fails before answering
         self.code: str | None = None
         self.hold = deferred.Hold()
+        self.counted = False
 
     def saw(self, message: Message) -> None:
         """A message of the answer, on its way out."""
@@ -52,8 +53,13 @@ class Timed:
                 self.code = _error_code(message.get("body", b"")) or ""  # "": looked once
 
     def done(self, scope: Scope) -> None:
-        """The answer is over (or failed): counted a moment later (deferred.py)."""
+        """The answer is over, at its last byte's write (a stream's teardown
+        comes a moment after it), or failed: counted a moment later
+        (deferred.py), once."""
         self.hold.release()
+        if self.counted:
+            return
+        self.counted = True
         metrics = _metrics(scope)
         if metrics is None:
             return

@@ -98,8 +98,16 @@ class JobStream:
             self._slots.release(self._job)
             if self._timer is not None:
                 self._call_in_loop(self._timer.cancel)
-        self._put(last)
-        self._put(None)
+        # One call for both: `events()` then finds them queued together and
+        # sends them in one write. Two calls let the loop send the last event
+        # alone (each call wakes it, and hands it the GIL), then [DONE] in a
+        # second write, a second wake-up of every reader on the way.
+        self._call_in_loop(self._finish, last)
+
+    def _finish(self, last: bytes) -> None:
+        """(In the event loop.) The last event, then the end of the queue."""
+        self._queue.put_nowait(last)
+        self._queue.put_nowait(None)
 
     def _generate(self) -> bytes:
         job, cid = self._job.job_id, self._job.correlation_id
