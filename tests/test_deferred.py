@@ -11,6 +11,7 @@ import logging
 import time
 import weakref
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
@@ -152,6 +153,38 @@ async def test_a_stream_holds_the_work_until_its_first_body_bytes_not_its_head()
     first_token.set()
     await app
     assert done == ["bookkeeping"]
+
+
+async def test_a_request_is_timed_to_its_last_byte_and_counted_once() -> None:
+    """Its duration ends at its last byte's write, not after the teardown that
+    follows it (a stream's waits for the bookkeeping's turn), and it is
+    counted once however its app ends."""
+    observed: list[tuple[int, float]] = []
+
+    class Metrics:
+        def observe_http(
+            self, route: str, method: str, status: int, error: str | None, took: float
+        ) -> None:
+            observed.append((status, took))
+
+    async def answer_then_teardown(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok", "more_body": False})
+        await asyncio.sleep(0.3)  # the teardown, after the client has it all
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        pass
+
+    services = SimpleNamespace(metrics=Metrics())
+    app = SimpleNamespace(state=SimpleNamespace(services=services), routes=[])
+    scope = {"type": "http", "method": "GET", "path": "/health", "headers": [], "app": app}
+    await Front(answer_then_teardown)(scope, receive, send)
+    deferred.flush()
+    assert len(observed) == 1
+    assert observed[0][0] == 200 and observed[0][1] < 0.2
 
 
 def test_a_loop_that_ends_is_not_kept_alive_by_its_queue() -> None:
