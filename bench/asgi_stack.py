@@ -6,7 +6,7 @@ temp home) serving an endpoint that reads a small JSON body and answers at
 endpoint called alone. No sockets, no other process: the instructions of the stack,
 not the queen waking on a CPU it shares (which a per-hop trace includes).
 
-    .venv/bin/python -m bench.asgi_stack [--requests 5000] [--cold]
+    .venv/bin/python -m bench.asgi_stack [--requests 5000] [--cold [--pauses 1,5,20]]
 
 `--cold` also times each request after evicting the CPU's caches (one write
 to every 64-byte line of a buffer larger than the last-level cache), which is
@@ -16,7 +16,11 @@ does this, where evicting only the per-core caches (8 MiB) does not. Medians
 of single requests, with and without the eviction, through the front as the
 queen has it, through the front with the route left to Starlette's router and
 exception middleware (as before the front served it), through Starlette's
-router alone and for the endpoint alone.
+router alone and for the endpoint alone. `--pauses` times each also after
+the process slept that many milliseconds (its loop too), which is what a
+request finds between two of a client's: on a virtual machine whose idle
+CPU halts, a pause of a few milliseconds costs as much as the eviction or
+more, one of one millisecond nearly nothing (`docs/benchmarks.md`).
 """
 
 from __future__ import annotations
@@ -137,13 +141,19 @@ class Evictor:
         self.buffer[::64] = bytes([self.turn]) * self.lines
 
 
-async def median_us(call: Call, requests: int, evict: Evictor | None) -> float:
+def pause(ms: float) -> Callable[[], None]:
+    """The process asleep for `ms` (the event loop too), as the queen between
+    two requests: its CPU idle or running others meanwhile."""
+    return lambda: time.sleep(ms / 1000)
+
+
+async def median_us(call: Call, requests: int, before: Callable[[], None] | None) -> float:
     """One call at a time, its deferred work and a loop turn outside the
-    timing; with `evict`, the caches evicted before each."""
+    timing; with `before` (an eviction, a pause), that before each."""
     took = []
     for _ in range(requests):
-        if evict is not None:
-            evict()
+        if before is not None:
+            before()
         started = time.perf_counter()
         await call()
         took.append(time.perf_counter() - started)
@@ -152,8 +162,9 @@ async def median_us(call: Call, requests: int, evict: Evictor | None) -> float:
     return statistics.median(took[requests // 10 :]) * 1e6
 
 
-async def cold(requests: int) -> None:
-    """Warm and cold medians of the stack, Starlette alone and the endpoint."""
+async def cold(requests: int, pauses: list[float]) -> None:
+    """Warm and cold medians of the stack, Starlette alone and the endpoint;
+    and each after each of `pauses` (ms)."""
     home = Path(tempfile.mkdtemp(prefix="rbee-asgi-"))
     evict = Evictor()
     try:
@@ -172,7 +183,11 @@ async def cold(requests: int) -> None:
         for name, call in calls.items():
             warm = await median_us(call, requests, None)
             evicted = await median_us(call, requests, evict)
-            print(f"  {name:42s} warm {warm:6.1f}  cold {evicted:6.1f}  x{evicted / warm:4.1f}")
+            line = f"  {name:42s} warm {warm:6.1f}  cold {evicted:6.1f}  x{evicted / warm:4.1f}"
+            for ms in pauses:
+                slept = await median_us(call, requests, pause(ms))
+                line += f"  after {ms:g} ms asleep {slept:6.1f}"
+            print(line)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -212,10 +227,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--cold", action="store_true", help="also evict the caches per request")
+    parser.add_argument(
+        "--pauses", default="", help="with --cold: also after a pause of each, ms (1,5,20)"
+    )
     args = parser.parse_args()
     run_on_queens_loop(measure(args.requests))
     if args.cold:
-        run_on_queens_loop(cold(min(args.requests, 300)))
+        pauses = [float(ms) for ms in args.pauses.split(",") if ms]
+        run_on_queens_loop(cold(min(args.requests, 300), pauses))
 
 
 def run_on_queens_loop(work: Coroutine[Any, Any, None]) -> None:

@@ -26,7 +26,6 @@ see it (`/metrics`, the audit log's own synchronous entries) and at shutdown.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import weakref
@@ -116,24 +115,6 @@ def later(call: Callable[[], object]) -> None:
         call()
     else:
         pending.add(call)
-
-
-async def turn() -> None:
-    """Returns when the work deferred so far has run: a task's own rest
-    (a stream's teardown after its last write) waits as that work does, for
-    DELAY_S or, while a request waits for its answer, until it has it (at
-    most MAX_DELAY_S)."""
-    pending = _of_loop()
-    if pending is None:
-        return
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    pending.add(functools.partial(_resolve, done))
-    await done
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():  # a task cancelled meanwhile cancelled its future
-        future.set_result(None)
 
 
 class Hold:

@@ -26,7 +26,7 @@ SMALLEST = {
     ),
     "first_token": (["--runs", "1", "--max-tokens", "2"], "warm over 1 runs: first token median"),
     "auth": (["--requests", "5"], "bearer token /v2/registry/models/list"),
-    "asgi_stack": (["--requests", "20", "--cold"], "Starlette's router alone"),
+    "asgi_stack": (["--requests", "20", "--cold", "--pauses", "1"], "ms asleep"),
     "ssh_hop": (["--requests", "3"], "  the queen's "),
     "fanout": (["--rounds", "1", "--sizes", "1"], "fabric warm / rbee warm"),
     "load": (["--requests", "4", "--seconds", "1", "--max-tokens", "2"], "highest rate meeting"),

@@ -19,7 +19,6 @@ from typing import Any, cast
 
 import pytest
 
-from rbee_queen import deferred
 from rbee_queen.api.event_stream import EventStreamResponse
 from rbee_queen.api.openai_format import Shape, finish_reason, token_literal
 from rbee_queen.errors import AllSlotsBusy, RbeeError
@@ -90,26 +89,6 @@ async def test_queen_sends_its_head_before_the_first_piece_and_the_end_with_the_
     assert (b"content-type", b"text/event-stream; charset=utf-8") in sent[0]["headers"]
     assert _bodies(sent) == [(b"data: 1\n\n", True), (b"data: 2\n\n", True), (last, False)]
     assert stream.finished and stream.closed
-
-
-async def test_after_the_last_write_the_stream_is_read_out_and_the_rest_waits() -> None:
-    """The stream (the relay, which lets the worker's slot go) is read to its
-    end at once; the rest of the teardown waits for the deferred bookkeeping's
-    turn, so that a client on the queen's CPU is not kept from its last bytes:
-    what was deferred before the last write has run when `release` runs."""
-    order: list[str] = []
-    stream = Stream([b"data: 1\n\n" + SSE_DONE])
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body" and not message["more_body"]:
-            deferred.later(lambda: order.append("deferred"))
-            order.append("last write")
-
-    async def release() -> None:
-        order.append(f"teardown, stream read out: {stream.finished}")
-
-    await _response(stream.body(), release=release)(SCOPE, _quiet_receive, send)
-    assert order == ["last write", "deferred", "teardown, stream read out: True"]
 
 
 async def test_queen_ends_a_stream_answered_in_one_piece_with_it() -> None:

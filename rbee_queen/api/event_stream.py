@@ -12,9 +12,7 @@ route's shape as the stream's one event. One plain task (not Starlette's anyio
 task group) waits for the client to leave, and the piece that ends the stream
 (`[DONE]`, always in the worker's last piece) goes out with the chunked body's
 end, one write instead of two. The stream is still read to its end after
-that, so the worker's connection is kept for its next request, and its slot
-is let go; the rest of the teardown waits a moment, so that a client on the
-queen's CPU (a laptop running both) is not kept from its last bytes by it.
+that, so the worker's connection is kept for its next request.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from rbee_queen import deferred
 from rbee_queen.errors import RbeeError
 from rbee_wire.codec import SSE_DONE
 
@@ -90,13 +87,8 @@ class EventStreamResponse(Response):
         # disconnect): stop watching, then read the stream to its end so the
         # worker's connection is kept for its next request.
         watcher.cancel()
-        async for _ in body:  # the relay ends here: the worker's slot is free
+        async for _ in body:
             pass
-        # The rest of this request's teardown (this response's, the front's,
-        # uvicorn's: 0.1-0.17 ms of the queen's CPU) waits as bookkeeping
-        # does: a client on the queen's CPU reads its last bytes first, and a
-        # request arriving meanwhile is not kept waiting (`docs/benchmarks.md`).
-        await deferred.turn()
 
 
 async def _send_piece(send: Send, piece: bytes) -> bool:
