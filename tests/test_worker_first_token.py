@@ -4,7 +4,11 @@ straight on to the next token kept the GIL for up to its switch interval each
 time it took it back, and traces put 0.08-2.9 ms between a first token made
 and its loop having it. The real JobStream and response, in a running loop;
 the backend is a scripted generator that notes, when it is asked for its
-second token, whether the first had been written."""
+second token, whether the first had been written. At the end, the thread
+queues the last event and the stream's end in one call: in two, the first
+handed the loop the GIL, which wrote the last event alone and `[DONE]` in a
+second write (every request, 40 of 40), a second wake-up of every reader on
+the way."""
 
 from __future__ import annotations
 
@@ -78,3 +82,12 @@ async def test_a_stream_nobody_reads_waits_no_longer_than_the_bound(
             break
         threading.Event().wait(0.01)
     assert slots.busy == 0 and backend.first_was_out is False
+
+
+async def test_the_last_event_and_done_leave_in_one_write() -> None:
+    for _ in range(10):
+        backend = Scripted([])
+        await _run(backend)
+        ends = [body for body in backend.written if b'"type": "end"' in body]
+        assert len(ends) == 1 and ends[0].endswith(b"data: [DONE]\n\n"), backend.written[-2:]
+        assert backend.written[-1] is ends[0]

@@ -168,20 +168,6 @@ def test_stream_has_started_tokens_end_done_in_order(
     assert isinstance(end["decode_time_ms"], int) and end["decode_time_ms"] >= 0
 
 
-def test_the_end_event_and_done_leave_in_one_write(client: httpx.Client) -> None:
-    """One write, one chunk of the chunked body, for the last event and
-    [DONE]: each reader on the way (sshd, the queen, its client) wakes once at
-    a stream's end, not twice. They went in two writes on every request when
-    the generation thread queued them with two calls."""
-    for n in range(10):
-        body = {"job_id": f"one-write-{n}", "prompt": "Hello", "max_tokens": 8, "temperature": 0}
-        with client.stream("POST", "/v1/inference", json=body) as response:
-            chunks = list(response.iter_raw())  # one per chunk of the chunked body
-        ends = [c for c in chunks if b'"type": "end"' in c]
-        assert len(ends) == 1 and ends[0].endswith(b"data: [DONE]\n\n"), chunks[-2:]
-        assert chunks[-1] is ends[0]
-
-
 def test_default_max_tokens_is_20(client: httpx.Client) -> None:
     events = infer(client, job_id="default-1", prompt="Hello", temperature=0)
     assert end_of(events)["tokens_out"] == 20
