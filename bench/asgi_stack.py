@@ -19,8 +19,8 @@ exception middleware (as before the front served it), through Starlette's
 router alone and for the endpoint alone. `--pauses` times each also after
 the process slept that many milliseconds (its loop too), which is what a
 request finds between two of a client's: on a virtual machine whose idle
-CPU halts, a pause of a few milliseconds costs as much as the eviction or
-more, one of one millisecond nearly nothing (`docs/benchmarks.md`).
+CPU halts, a pause of 20 ms cost more than the eviction, one of 5 ms most of
+it, one of 1 ms nearly nothing (`docs/benchmarks.md`).
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ async def test_a_stream_holds_the_work_until_its_first_body_bytes_not_its_head()
 
 async def test_a_request_is_timed_to_its_last_byte_and_counted_once() -> None:
     """Its duration ends at its last byte's write, not after the teardown that
-    follows it (a stream's waits for the bookkeeping's turn), and it is
+    follows it (a stream's: the relay's end, the response's), and it is
     counted once however its app ends."""
     observed: list[tuple[int, float]] = []
 
