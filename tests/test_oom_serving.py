@@ -11,7 +11,6 @@ moment the worker is gone, so the restart finds the group empty.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,28 +24,54 @@ from tests.test_oom import writable_memory_cgroup
 
 LIMIT_MIB = 700
 MIB = 1024 * 1024
-# Fills the group to past its limit, then waits for the worker (argv[2]) to go.
+# Joins the group (argv[1]) before it touches a byte, so all it holds is charged
+# there, then grows 8 MiB at a time until the worker (argv[2]) is gone: the
+# group's page cache is reclaimed first, so no size fixed in advance is sure to
+# end the worker. Exits 3 if it holds the whole limit and the worker still runs.
 FILLER = """
-import os, sys, time
-held = bytearray(int(sys.argv[1]))
-for i in range(0, len(held), 4096):
-    held[i] = 1
-while os.path.exists(f"/proc/{sys.argv[2]}"):
-    time.sleep(0.005)
+import os, sys
+with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as fh:
+    fh.write(str(os.getpid()))
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+held, cap = [], int(sys.argv[3])
+while alive(sys.argv[2]):
+    if len(held) * 8 * 2**20 >= cap:
+        sys.exit(3)
+    chunk = bytearray(8 * 2**20)
+    for i in range(0, len(chunk), 4096):
+        chunk[i] = 1
+    held.append(chunk)
 """
 
 
+def gone(pid: int) -> bool:
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
 def fill_group_until_the_worker_goes(group: str, worker_pid: int) -> None:
-    usage_file = "memory.current" if os.path.exists(f"{group}/memory.current") else None
-    usage = int(Path(group, usage_file or "memory.usage_in_bytes").read_text())
     Path(f"/proc/{worker_pid}/oom_score_adj").write_text("1000")
-    need = LIMIT_MIB * MIB - usage + 64 * MIB  # past the limit, yet alone under it
-    assert need < LIMIT_MIB * MIB, usage
     filler = subprocess.Popen(
-        [sys.executable, "-c", FILLER, str(need), str(worker_pid)],
+        [sys.executable, "-c", FILLER, group, str(worker_pid), str(LIMIT_MIB * MIB)],
     )
-    Path(group, "cgroup.procs").write_text(str(filler.pid))
-    filler.wait(60)
+    try:
+        code = filler.wait(60)
+        # The filler may be ended too: a second OOM can come before the ended
+        # worker's memory is freed. What counts is that the worker went.
+        assert gone(worker_pid), f"the filler ended ({code}) and the worker ran on"
+    finally:
+        if filler.poll() is None:
+            filler.kill()
+            filler.wait()
 
 
 def test_a_serving_worker_ended_by_the_oom_killer_restarts_once_with_more(
