@@ -11,7 +11,7 @@ before each request), sequentially back to back (4 requests of one path in a
 row, as under steady load, the paths taking turns), and with 8 concurrent
 clients.
 
-    .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64]
+    .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64] [--repeat 1]
         [--pin workers|node|clients|none] [--trace | --instructions]
 
 `--trace` stamps each hop of each request instead (bench/hop_trace.py) and
@@ -35,7 +35,9 @@ response's end (a relay's cost during the stream and at its end); last, how
 many of the 8 queen cells (4 paths, both sequential orders) meet the relay's
 targets: under 1 ms added at the median first token, at least 97 % of its
 base's tokens/s. On a small shared machine one run can miss where the next
-meets: run it several times before reading much into one.
+meets: `--repeat N` runs both sequential orders N times in one process, counts
+each time, and ends with how many of the N each cell met (the concurrent
+clients run once).
 
 Pinning: a worker runs on its node, the queen on another machine. Here all of
 them share one machine, and on a small one the queen's and sshd's CPU is taken
@@ -230,7 +232,7 @@ def main() -> None:
         elif args.instructions:
             _count_instructions(paths, args.runs, args.max_tokens, queen.proc.pid, root)
         else:
-            _measure_and_print(paths, args.runs, args.max_tokens, queen.proc.pid)
+            _measure_and_print(paths, args.runs, args.max_tokens, queen.proc.pid, args.repeat)
     finally:
         for proc in helpers:  # before they outlive this process holding its stdout
             proc.terminate()
@@ -247,6 +249,9 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--pin", choices=("workers", "node", "clients", "none"), default="workers")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="the sequential orders this many times, each counted"
+    )
     parser.add_argument("--trace", action="store_true", help="per-hop timestamps, interleaved")
     parser.add_argument(
         "--instructions", action="store_true", help="the queen's instructions per request"
@@ -263,25 +268,52 @@ def _byte_relays(worker_port: int) -> list[tuple[subprocess.Popen[bytes], int]]:
 
 
 def _measure_and_print(
-    paths: dict[str, Callable[[], Sample]], runs: int, max_tokens: int, queen_pid: int
+    paths: dict[str, Callable[[], Sample]], runs: int, max_tokens: int, queen_pid: int, repeats: int
 ) -> None:
-    modes: dict[str, Callable[[], dict[str, dict[str, float]]]] = {
+    """The two sequential orders `repeats` times, each time with its count of
+    queen cells meeting the targets; then the concurrent clients, once; with
+    several repeats, last, how often each cell met them."""
+    sequential_modes: dict[str, Callable[[], dict[str, dict[str, float]]]] = {
         "sequential, interleaved": lambda: sequential(paths, runs),
         "sequential, back to back": lambda: back_to_back(paths, runs, queen_pid),
-        f"{CONCURRENCY} concurrent clients": lambda: {
-            name: concurrent(call, runs) for name, call in paths.items()
-        },
     }
-    met = total = 0
-    for title, run in modes.items():
-        print(f"\n{title} ({max_tokens} tokens per request; +ms and % against [vs ...]):")
-        results = run()
-        for name, r in results.items():
-            print(_row(name, r, base_of(name), results[base_of(name)]))
-        if title.startswith("sequential"):
-            kept = _meeting_targets(results)
-            met, total = met + sum(kept.values()), total + len(kept)
-    print(f"\nqueen cells meeting both targets (sequential, both orders): {met} of {total}")
+    tallies: list[dict[str, bool]] = []
+    for repeat in range(repeats):
+        kept: dict[str, bool] = {}
+        for title, run in sequential_modes.items():
+            what = f"{title}, repeat {repeat + 1} of {repeats}" if repeats > 1 else title
+            results = _print_block(what, run, max_tokens)
+            order = title.split(", ")[1]
+            kept |= {f"{n}, {order}": ok for n, ok in _meeting_targets(results).items()}
+        tallies.append(kept)
+        if repeats > 1:
+            print(f"\nqueen cells meeting both targets: {sum(kept.values())} of {len(kept)}")
+    _print_block(
+        f"{CONCURRENCY} concurrent clients",
+        lambda: {name: concurrent(call, runs) for name, call in paths.items()},
+        max_tokens,
+    )
+    if repeats > 1:
+        print(f"\neach cell, the repeats meeting both targets (of {repeats}):")
+        for cell in tallies[0]:
+            print(f"  {cell:50s} {sum(t[cell] for t in tallies)}")
+    counts = ", ".join(str(sum(t.values())) for t in tallies)
+    each = ", each repeat" if repeats > 1 else ""
+    print(
+        f"\nqueen cells meeting both targets (sequential, both orders){each}: "
+        f"{counts} of {len(tallies[0])}"
+    )
+
+
+def _print_block(
+    title: str, run: Callable[[], dict[str, dict[str, float]]], max_tokens: int
+) -> dict[str, dict[str, float]]:
+    """One block's rows, each against its base; returns the results."""
+    print(f"\n{title} ({max_tokens} tokens per request; +ms and % against [vs ...]):")
+    results = run()
+    for name, r in results.items():
+        print(_row(name, r, base_of(name), results[base_of(name)]))
+    return results
 
 
 def _meeting_targets(results: dict[str, dict[str, float]]) -> dict[str, bool]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Each benchmark's smallest configuration and a line its report always prints.
 SMALLEST = {
     "relay": (
-        ["--runs", "1", "--max-tokens", "2"],
-        "queen cells meeting both targets (sequential, both orders): ",
+        ["--runs", "1", "--max-tokens", "2", "--repeat", "2"],
+        "queen cells meeting both targets (sequential, both orders), each repeat: ",
     ),
     "first_token": (["--runs", "1", "--max-tokens", "2"], "warm over 1 runs: first token median"),
     "auth": (["--requests", "5"], "bearer token /v2/registry/models/list"),
@@ -92,17 +93,23 @@ def test_benchmark_runs_its_smallest_configuration(name: str) -> None:
 
 
 def _check_relay_bases(out: str) -> None:
-    """Every row in each of the three blocks (interleaved, back to back,
-    concurrent), each with the base its ratios use."""
+    """Every row in each block (interleaved and back to back, each of the two
+    repeats; concurrent, once), each with the base its ratios use."""
     seen: dict[str, list[str]] = {}
     for line in out.splitlines():
         if " first token " in line and "  [vs " in line:
             row = line.split(" first token ")[0].strip()
             seen.setdefault(row, []).append(line.rsplit("  [vs ", 1)[1].rstrip("]"))
     for row, base in RELAY_BASES.items():
-        assert seen.get(row) == [base] * 3, (row, seen.get(row), out[-3000:])
-    # The targets' count covers the 4 queen paths in both sequential orders.
-    assert out.rstrip().splitlines()[-1].endswith(" of 8"), out[-3000:]
+        assert seen.get(row) == [base] * 5, (row, seen.get(row), out[-3000:])
+    # The targets' count covers the 4 queen paths in both sequential orders,
+    # once per repeat, and each queen cell says in how many repeats it met them.
+    counts = out.rstrip().splitlines()[-1].rsplit(": ", 1)[1]
+    assert re.fullmatch(r"[0-8], [0-8] of 8", counts), out[-3000:]
+    for cell in RELAY_BASES:
+        if cell.startswith("queen"):
+            for order in ("interleaved", "back to back"):
+                assert re.search(rf"  {re.escape(cell)}, {order} +[0-2]\n", out), cell
     # Each node's direct paths call the queen's own worker there, not the bench's.
     for node in ("bench", "bench-direct"):
         assert f"node {node}: the queen's worker w-" in out, out[-3000:]
