@@ -66,8 +66,12 @@ def fill_group_until_the_worker_goes(group: str, worker_pid: int) -> None:
     try:
         code = filler.wait(60)
         # The filler may be ended too: a second OOM can come before the ended
-        # worker's memory is freed. What counts is that the worker went.
-        assert gone(worker_pid), f"the filler ended ({code}) and the worker ran on"
+        # worker's memory is freed, so the worker may still be on its way out.
+        # What counts is that it goes.
+        try:
+            wait_for(lambda: gone(worker_pid), timeout=10)
+        except AssertionError:
+            raise AssertionError(f"the filler ended ({code}) and the worker ran on") from None
     finally:
         if filler.poll() is None:
             filler.kill()
