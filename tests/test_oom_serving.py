@@ -4,8 +4,9 @@ bound 1.5 times larger, never at the same size.
 
 The OOM is a real one in the worker's own memory group: a second process joins
 the group and fills it; the worker's oom_score_adj is 1000, so it is what the
-OOM killer ends. The filler leaves the
-moment the worker is gone, so the restart finds the group empty.
+OOM killer ends first. The filler leaves the moment the worker is gone (or a
+second OOM, before the worker's memory is freed, ends it too), so the restart
+finds the group empty.
 """
 
 from __future__ import annotations
