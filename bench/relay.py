@@ -66,7 +66,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench import hop_trace
+from bench import hop_trace, relay_stats
 from bench.relay_paths import (
     CONCURRENCY,
     Ports,
@@ -100,7 +100,10 @@ TARGET_KEPT = 0.97
 TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 
 
-def sequential(paths: dict[str, Callable[[], Sample]], runs: int) -> dict[str, dict[str, float]]:
+Block = tuple[dict[str, dict[str, float]], dict[str, list[Sample]]]  # medians, requests
+
+
+def sequential(paths: dict[str, Callable[[], Sample]], runs: int) -> Block:
     """Each path once per round, `runs` rounds: on a shared, noisy machine a slow
     spell then slows every path alike instead of the one measured at the time.
     Each round takes the paths in a new (seeded) order: the first request a
@@ -114,12 +117,10 @@ def sequential(paths: dict[str, Callable[[], Sample]], runs: int) -> dict[str, d
         order.shuffle(names)
         for name in names:
             samples[name].append(paths[name]())
-    return _medians(samples)
+    return _medians(samples), samples
 
 
-def back_to_back(
-    paths: dict[str, Callable[[], Sample]], runs: int, queen_pid: int
-) -> dict[str, dict[str, float]]:
+def back_to_back(paths: dict[str, Callable[[], Sample]], runs: int, queen_pid: int) -> Block:
     """Each path's requests in a row: the queen and the worker as they are
     under steady load, where the interleaved rounds catch each process after
     ~0.4 s asleep. In blocks of BLOCK (after 2 not counted), the paths taking
@@ -143,7 +144,7 @@ def back_to_back(
     return {
         name: {**medians[name], "queen_cpu_ms": cpu[name] / len(samples[name]) * 1000}
         for name in paths
-    }
+    }, samples
 
 
 def _count_instructions(
@@ -273,47 +274,73 @@ def _measure_and_print(
     """The two sequential orders `repeats` times, each time with its count of
     queen cells meeting the targets; then the concurrent clients, once; with
     several repeats, last, how often each cell met them."""
-    sequential_modes: dict[str, Callable[[], dict[str, dict[str, float]]]] = {
+    sequential_modes: dict[str, Callable[[], Block]] = {
         "sequential, interleaved": lambda: sequential(paths, runs),
         "sequential, back to back": lambda: back_to_back(paths, runs, queen_pid),
     }
     tallies: list[dict[str, bool]] = []
+    sure: list[tuple[int, int]] = []  # cells meeting both, missing one, beyond the noise
     for repeat in range(repeats):
         kept: dict[str, bool] = {}
+        verdicts: list[str] = []
         for title, run in sequential_modes.items():
             what = f"{title}, repeat {repeat + 1} of {repeats}" if repeats > 1 else title
-            results = _print_block(what, run, max_tokens)
+            results, samples = _print_block(what, run, max_tokens)
             order = title.split(", ")[1]
             kept |= {f"{n}, {order}": ok for n, ok in _meeting_targets(results).items()}
+            verdicts += _print_intervals(samples)
         tallies.append(kept)
+        sure.append((verdicts.count("meets"), verdicts.count("misses")))
         if repeats > 1:
             print(f"\nqueen cells meeting both targets: {sum(kept.values())} of {len(kept)}")
     _print_block(
         f"{CONCURRENCY} concurrent clients",
-        lambda: {name: concurrent(call, runs) for name, call in paths.items()},
+        lambda: ({name: concurrent(call, runs) for name, call in paths.items()}, {}),
         max_tokens,
     )
     if repeats > 1:
         print(f"\neach cell, the repeats meeting both targets (of {repeats}):")
         for cell in tallies[0]:
             print(f"  {cell:50s} {sum(t[cell] for t in tallies)}")
-    counts = ", ".join(str(sum(t.values())) for t in tallies)
     each = ", each repeat" if repeats > 1 else ""
+    print(
+        f"\nqueen cells whose 95 % intervals meet both targets / miss one{each}: "
+        + ", ".join(f"{meets} / {misses}" for meets, misses in sure)
+        + f" of {len(tallies[0])}"
+    )
+    counts = ", ".join(str(sum(t.values())) for t in tallies)
     print(
         f"\nqueen cells meeting both targets (sequential, both orders){each}: "
         f"{counts} of {len(tallies[0])}"
     )
 
 
-def _print_block(
-    title: str, run: Callable[[], dict[str, dict[str, float]]], max_tokens: int
-) -> dict[str, dict[str, float]]:
+def _print_block(title: str, run: Callable[[], Block], max_tokens: int) -> Block:
     """One block's rows, each against its base; returns the results."""
     print(f"\n{title} ({max_tokens} tokens per request; +ms and % against [vs ...]):")
-    results = run()
+    results, samples = run()
     for name, r in results.items():
         print(_row(name, r, base_of(name), results[base_of(name)]))
-    return results
+    return results, samples
+
+
+def _print_intervals(samples: dict[str, list[Sample]]) -> list[str]:
+    """Each queen cell's 95 % intervals (bench/relay_stats.py) and whether
+    they meet both targets, miss one, or straddle one: the verdicts."""
+    print("  each queen path's 95 % intervals, from its rounds drawn again:")
+    verdicts = []
+    for name in (n for n in samples if n.startswith("queen")):
+        got = relay_stats.interval(samples[name], samples[base_of(name)])
+        verdict = (
+            "meets"
+            if got.surely_meets(TARGET_ADDED_MS, TARGET_KEPT)
+            else "misses"
+            if got.added_low >= TARGET_ADDED_MS or got.kept_high < TARGET_KEPT
+            else "undecided"
+        )
+        print(f"    {name:37s} {got.text()}  {verdict}")
+        verdicts.append(verdict)
+    return verdicts
 
 
 def _meeting_targets(results: dict[str, dict[str, float]]) -> dict[str, bool]:

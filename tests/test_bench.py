@@ -60,7 +60,7 @@ RELAY_BASES = {
 }
 # Run by the others (bench.relay starts it), never on its own.
 HELPERS = {
-    *("byte_relay", "relay_procs", "relay_paths", "hop_trace", "load_soak"),
+    *("byte_relay", "relay_procs", "relay_paths", "relay_stats", "hop_trace", "load_soak"),
     *("scale_queen", "scale_links", "queen_profile"),
 }
 
@@ -110,6 +110,11 @@ def _check_relay_bases(out: str) -> None:
         if cell.startswith("queen"):
             for order in ("interleaved", "back to back"):
                 assert re.search(rf"  {re.escape(cell)}, {order} +[0-2]\n", out), cell
+            # Its 95 % intervals in each sequential block (bench/relay_stats.py).
+            interval = rf"\n    {re.escape(cell)} +first token [+-]\d+\.\d\d ms \(95 % interval "
+            assert len(re.findall(interval, out)) == 4, (cell, out[-3000:])
+    sure = r"\nqueen cells whose 95 % intervals meet both targets / miss one, each repeat: "
+    assert re.search(sure + r"[0-8] / [0-8], [0-8] / [0-8] of 8\n", out), out[-3000:]
     # Each node's direct paths call the queen's own worker there, not the bench's.
     for node in ("bench", "bench-direct"):
         assert f"node {node}: the queen's worker w-" in out, out[-3000:]
