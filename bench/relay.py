@@ -12,13 +12,15 @@ row, as under steady load, the paths taking turns), and with 8 concurrent
 clients.
 
     .venv/bin/python -m bench.relay [--runs 30] [--max-tokens 64] [--repeat 1]
-        [--pin workers|node|clients|none] [--trace | --instructions]
+        [--pin workers|node|clients|none] [--client lean|httpx] [--trace | --instructions]
 
 `--trace` stamps each hop of each request instead (bench/hop_trace.py) and
 prints the median per hop; `--instructions` runs the queen under valgrind's
 callgrind and prints the instructions it ran per request of each queen path
 (a count a loaded machine does not distort); the back-to-back block prints
-the queen's CPU time per request of each queen path.
+the queen's CPU time per request of each queen path. The requests are timed
+by a lean client of the bench's own (bench/sse_client.py says why);
+`--client httpx` times them with httpx, as the bench did before.
 
 Starts its own loopback sshd, queen and a worker of its own in a temp dir, and
 stops them after. The same requests also go straight to each of the queen's
@@ -68,6 +70,7 @@ from pathlib import Path
 
 from bench import hop_trace, relay_stats
 from bench.relay_paths import (
+    CLIENTS,
     CONCURRENCY,
     Ports,
     QueenWorker,
@@ -219,7 +222,9 @@ def main() -> None:
         relays = _byte_relays(worker_port)
         helpers += [proc for proc, _ in relays]
         ports = Ports(worker=worker_port, forwarded=forwarded, relays=[p for _, p in relays])
-        paths, queen_workers = build_paths(queen.url, auth, home, ports, args.max_tokens)
+        paths, queen_workers = build_paths(
+            queen.url, token, home, ports, args.max_tokens, args.client
+        )
         _say_which(queen_workers)
         cpus = os.sched_getaffinity(0)
         if args.pin != "none" and len(cpus) > 1:
@@ -252,6 +257,9 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--pin", choices=("workers", "node", "clients", "none"), default="workers")
     parser.add_argument(
         "--repeat", type=int, default=1, help="the sequential orders this many times, each counted"
+    )
+    parser.add_argument(
+        "--client", choices=CLIENTS, default="lean", help="what times the requests (sse_client.py)"
     )
     parser.add_argument("--trace", action="store_true", help="per-hop timestamps, interleaved")
     parser.add_argument(

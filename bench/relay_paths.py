@@ -11,19 +11,18 @@ would be counted as the relay's."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
+from bench.sse_client import Sample, SseClient, Tally
 from tests.plugins.sshd import SshServer
 
 CONCURRENCY = 8
@@ -32,10 +31,14 @@ CHAT_BASE = "worker direct, messages"
 PROMPT = "Once upon a time"
 MESSAGES = [{"role": "user", "content": PROMPT}]
 BENCH_WORKER_TOKEN = "bench-token-0123456789"  # bench/relay_procs.py's spawn_worker
-# Seconds to first token, seconds to end, tokens, the worker's decode time (ms),
-# seconds to the last token (where a relay's cost during the stream and at its
-# end part ways).
-Sample = tuple[float, float, int, float, float]
+# A Sample (bench/sse_client.py): seconds to first token, seconds to end,
+# tokens, the worker's decode time (ms), seconds to the last token (where a
+# relay's cost during the stream and at its end part ways).
+CLIENTS = ("lean", "httpx")  # what times the requests: SseClient, or httpx as before
+
+
+class Client(Protocol):
+    def stream(self, path: str, body: dict[str, Any]) -> Sample: ...
 
 
 @dataclass(frozen=True)
@@ -87,30 +90,26 @@ def base_of(name: str) -> str:
     return BASES.get(name, DIRECT)
 
 
+class HttpxClient:
+    """The same requests through httpx, as the bench timed them before SseClient."""
+
+    def __init__(self, port: int, token: str, limits: httpx.Limits) -> None:
+        auth = {"Authorization": f"Bearer {token}"}
+        url = f"http://127.0.0.1:{port}"
+        self.client = httpx.Client(base_url=url, headers=auth, limits=limits, timeout=300)
+
+    def stream(self, path: str, body: dict[str, Any]) -> Sample:
+        return stream(self.client, path, body)
+
+
 def stream(client: httpx.Client, path: str, body: dict[str, Any]) -> Sample:
-    """One streamed request; every path's events are read the same way."""
-    started = time.perf_counter()
-    first = last = None
-    tokens = 0
-    decode_ms = 0.0
+    """One streamed request through httpx; its events read as SseClient's."""
+    tally = Tally()
     with client.stream("POST", path, json=body) as response:
         response.raise_for_status()
         for line in response.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            event = json.loads(line[6:])
-            if event.get("type") == "token" or event.get("choices"):
-                last = time.perf_counter()
-                first = first or last
-            if event.get("type") == "end":
-                tokens = event["tokens_out"]
-                decode_ms = event["decode_time_ms"]
-            elif event.get("usage"):
-                tokens = event["usage"]["completion_tokens"]
-                # OpenAI's usage has no decode time: that column stays empty.
-    assert first is not None and last is not None and tokens, "no tokens came back"
-    end = time.perf_counter()
-    return first - started, end - started, tokens, decode_ms, last - started
+            tally.line(line)
+    return tally.sample()
 
 
 @dataclass(frozen=True)
@@ -138,19 +137,21 @@ class QueenWorker:
 class PathMaker:
     """Makes each path's call, all with the same generation parameters."""
 
-    def __init__(self, max_tokens: int) -> None:
+    def __init__(self, max_tokens: int, client: str = "lean") -> None:
         self.params = {"max_tokens": max_tokens, "temperature": 0.0}
         self.jobs = count()
+        self.kind = client
         self.limits = httpx.Limits(max_connections=CONCURRENCY * 2)
 
-    def client(self, port: int, token: str) -> httpx.Client:
-        auth = {"Authorization": f"Bearer {token}"}
-        return httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, limits=self.limits)
+    def client(self, port: int, token: str) -> Client:
+        if self.kind == "httpx":
+            return HttpxClient(port, token, self.limits)
+        return SseClient(port, token)
 
-    def on_worker(self, client: httpx.Client, **content: Any) -> Callable[[], Sample]:
+    def on_worker(self, client: Client, **content: Any) -> Callable[[], Sample]:
         """A request to a worker's own API, each with a job id of its own."""
-        return lambda: stream(
-            client, "/v1/inference", {"job_id": f"j{next(self.jobs)}", **content, **self.params}
+        return lambda: client.stream(
+            "/v1/inference", {"job_id": f"j{next(self.jobs)}", **content, **self.params}
         )
 
     def bench_paths(self, ports: Ports) -> dict[str, Callable[[], Sample]]:
@@ -167,15 +168,17 @@ class PathMaker:
             **{label: self.on_worker(client, prompt=PROMPT) for label, client in floors.items()},
         }
 
-    def queen_paths(self, queen_url: str, auth: dict[str, str]) -> dict[str, Callable[[], Sample]]:
-        via_queen = httpx.Client(base_url=queen_url, headers=auth, limits=self.limits, timeout=300)
+    def queen_paths(self, queen_url: str, token: str) -> dict[str, Callable[[], Sample]]:
+        port = httpx.URL(queen_url).port
+        assert port is not None
+        via_queen = self.client(port, token)
         chat_options = {"stream": True, "stream_options": {"include_usage": True}}
         paths: dict[str, Callable[[], Sample]] = {}
         for node in NODES:
             task = {"model": node.model, "prompt": PROMPT, **self.params}
             chat = {"model": node.model, "messages": MESSAGES, **self.params, **chat_options}
-            paths[node.tasks] = partial(stream, via_queen, "/v2/tasks", task)
-            paths[node.chat] = partial(stream, via_queen, "/v1/chat/completions", chat)
+            paths[node.tasks] = partial(via_queen.stream, "/v2/tasks", task)
+            paths[node.chat] = partial(via_queen.stream, "/v1/chat/completions", chat)
         return paths
 
     def own_worker_paths(
@@ -189,14 +192,16 @@ class PathMaker:
 
 
 def build_paths(
-    queen_url: str, auth: dict[str, str], home: Path, ports: Ports, max_tokens: int
+    queen_url: str, token: str, home: Path, ports: Ports, max_tokens: int, client: str
 ) -> tuple[dict[str, Callable[[], Sample]], dict[str, QueenWorker]]:
     """Every path measured, by name, each called once (warm), and the queen's
     workers by node: they exist only after the warm-up (the queen starts them
-    on demand). Each node's worker paths come right before its queen paths."""
-    maker = PathMaker(max_tokens)
+    on demand). Each node's worker paths come right before its queen paths.
+    `client`: one of CLIENTS, what times the requests."""
+    maker = PathMaker(max_tokens, client)
     paths = maker.bench_paths(ports)
-    via_queen = maker.queen_paths(queen_url, auth)
+    via_queen = maker.queen_paths(queen_url, token)
+    auth = {"Authorization": f"Bearer {token}"}
     for call in [*paths.values(), *via_queen.values()]:
         call()
     workers = queen_workers(queen_url, auth, home)

@@ -18,7 +18,7 @@ import random
 import statistics
 from dataclasses import dataclass
 
-from bench.relay_paths import Sample  # first token s, whole request s, tokens, ...
+from bench.sse_client import Sample  # first token s, whole request s, tokens, ...
 
 DRAWS = 2000
 LEVEL = 0.95

@@ -120,6 +120,18 @@ def _check_relay_bases(out: str) -> None:
         assert f"node {node}: the queen's worker w-" in out, out[-3000:]
 
 
+def test_relay_times_with_httpx_too() -> None:
+    """`--client httpx`: the requests timed through httpx, as before the bench's
+    own client (bench/sse_client.py); every row still reads its tokens."""
+    done = _run("relay", ["--runs", "1", "--max-tokens", "2", "--client", "httpx"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    rows = [line.split(" first token ")[0].strip() for line in lines if "  [vs " in line]
+    for row in RELAY_BASES:  # in each of the three blocks
+        assert rows.count(row) == 3, (row, done.stdout[-3000:])
+    assert "queen cells meeting both targets (sequential, both orders): " in done.stdout
+
+
 @pytest.mark.parametrize("name", ["fanout", "scale"])
 def test_benchmark_on_test_hosts_runs_its_smallest_configuration(name: str) -> None:
     reason = unavailable_reason()

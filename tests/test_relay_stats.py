@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from bench.relay_paths import Sample
 from bench.relay_stats import interval
+from bench.sse_client import Sample
 
 TOKENS = 64
 
