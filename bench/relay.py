@@ -37,9 +37,11 @@ response's end (a relay's cost during the stream and at its end); last, how
 many of the 8 queen cells (4 paths, both sequential orders) meet the relay's
 targets: under 1 ms added at the median first token, at least 97 % of its
 base's tokens/s. On a small shared machine one run can miss where the next
-meets: `--repeat N` runs both sequential orders N times in one process, counts
-each time, and ends with how many of the N each cell met (the concurrent
-clients run once).
+meets: each sequential block also gives every queen cell a 95 % interval for
+both figures (bench/relay_stats.py), and says whether it meets both targets,
+misses one or is undecided beyond the run's noise; `--repeat N` runs both
+sequential orders N times in one process, counts each time, and ends with how
+many of the N each cell met (the concurrent clients run once).
 
 Pinning: a worker runs on its node, the queen on another machine. Here all of
 them share one machine, and on a small one the queen's and sshd's CPU is taken

@@ -126,12 +126,12 @@ class SseClient:
             frames, answer.frames = answer.frames, []
             for frame in frames:
                 tally.line(frame)
-        sample = tally.sample()
-        if not answer.keep:
-            self._close()
         status = parser.get_status_code()
         if status != 200:
             raise RuntimeError(f"{path} answered {status}")
+        sample = tally.sample()
+        if not answer.keep:
+            self._close()
         return sample
 
     def _socket(self) -> socket.socket:
