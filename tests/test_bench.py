@@ -60,8 +60,8 @@ RELAY_BASES = {
 }
 # Run by the others (bench.relay starts it), never on its own.
 HELPERS = {
-    *("byte_relay", "relay_procs", "relay_paths", "relay_stats", "hop_trace", "load_soak"),
-    *("scale_queen", "scale_links", "queen_profile"),
+    *("byte_relay", "relay_procs", "relay_paths", "relay_stats", "sse_client", "hop_trace"),
+    *("load_soak", "scale_queen", "scale_links", "queen_profile"),
 }
 
 
