@@ -7,7 +7,7 @@ the head alone has that wake-up to pay, as with them.
 
 Why not httpx: on this machine the client shares a CPU with the queen (the
 bench pins the workers alone on the other), and httpx reads a 64-token stream
-with 1.1-1.9 ms of Python (h11, its line decoder), run between the queen's own
+with 1.25-1.75 ms of Python (h11, its line decoder), run between the queen's own
 steps, on the queen's CPU and out of its caches. On a path straight to a
 worker the client has that CPU to itself, so the client's own cost landed on
 the queen's paths alone, as the queen's (`docs/benchmarks.md`). `--client
