@@ -1,12 +1,13 @@
 """How sure one run of bench.relay is of each queen cell: a 95 % interval for
-the first token it adds and the tokens/s it keeps, by resampling its rounds.
+the first token it adds and the tokens/s it keeps, by resampling its requests.
 
 A cell's figures are a difference and a ratio of two medians, each of a few
 dozen requests whose times move with the machine; the same cell measured
 again can land a percent away. So each cell also gets a percentile bootstrap
-interval: the run's rounds drawn again with replacement, the same rounds for
-the queen path and its base (the requests of one round ran side by side, so
-a slow spell slows both and stays paired), the two figures taken each time.
+interval: the run's requests drawn again with replacement by their place in
+it, the same places for the queen path and its base (the i-th request of each
+ran in the same round, side by side, so a slow spell slows both and stays
+paired), the two figures taken each time.
 A cell whose whole interval meets a target meets it beyond this run's noise;
 one whose interval straddles it is undecided by this run, whichever side its
 figure fell on.

@@ -65,11 +65,10 @@ class Tally:
 
 
 class _Answer:
-    """httptools' callbacks for one response: its status, whether the server
-    keeps the connection, and its body's SSE frames as they complete."""
+    """httptools' callbacks for one response: whether the server keeps the
+    connection, and its body's SSE frames as they complete."""
 
     def __init__(self) -> None:
-        self.status = 0
         self.keep = True
         self.done = False
         self.frames: list[bytes] = []
