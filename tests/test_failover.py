@@ -88,9 +88,13 @@ def test_a_worker_killed_as_it_takes_the_request_fails_over(two_workers: QueenPr
     assert [e["type"] for e in events][-1] == "end", events
     assert not any(e["type"] == "error" for e in events)
     job = events[0]["job_id"]
+    # The watcher reads the queen's events on a connection of its own, in the
+    # order published: the answer can be whole before b's events reach it.
+    watcher.wait_for(
+        lambda e: e["type"] == "request_finished" and e["node"] == "b" and e["job_id"] == job
+    )
     started = [e for e in watcher.events if e["type"] == "request_started" and e["job_id"] == job]
     assert [e["node"] for e in started] == ["a", "b"]  # once to a, once more to b
-    watcher.wait_for(lambda e: e["type"] == "request_finished" and e["node"] == "b")
     finished = [e for e in watcher.events if e["type"] == "request_finished" and e["job_id"] == job]
     # Each attempt on the books: the lost one, then the one that answered.
     assert [(e["node"], e["outcome"]) for e in finished][0] == ("a", "WORKER_DIED")
@@ -119,5 +123,7 @@ def test_a_worker_killed_after_tokens_ends_the_stream_without_a_retry(
     tokens = [e for e in events if e["type"] == "token"]
     assert tokens and events[-1]["type"] == "error" and events[-1]["code"] == "WORKER_DIED"
     job = events[0]["job_id"]
+    # a's end reached the watcher, so its start did too (published in order).
+    watcher.wait_for(lambda e: e["type"] == "request_finished" and e["job_id"] == job)
     started = [e for e in watcher.events if e["type"] == "request_started" and e["job_id"] == job]
     assert len(started) == 1  # no silent retry once output was sent
