@@ -337,7 +337,7 @@ def _print_block(title: str, run: Callable[[], Block], max_tokens: int) -> Block
 def _print_intervals(samples: dict[str, list[Sample]]) -> list[str]:
     """Each queen cell's 95 % intervals (bench/relay_stats.py) and whether
     they meet both targets, miss one, or straddle one: the verdicts."""
-    print("  each queen path's 95 % intervals, from its rounds drawn again:")
+    print("  each queen path's 95 % intervals, its requests drawn again by place in the run:")
     verdicts = []
     for name in (n for n in samples if n.startswith("queen")):
         got = relay_stats.interval(samples[name], samples[base_of(name)])

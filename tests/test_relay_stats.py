@@ -55,7 +55,7 @@ def test_the_interval_narrows_with_more_rounds() -> None:
 
 def test_a_slow_spell_in_both_paths_of_a_round_stays_paired() -> None:
     # Spells of up to 8 ms, the same in both paths of a round: drawn apart,
-    # each path's rounds would put the interval 2.6 ms wide.
+    # each path's requests would put the interval 2.6 ms wide.
     got = interval(*reversed(_paths(100, 0.6, seed=3, spell_ms=8.0)))
     assert got.added_high - got.added_low < 1.0
     assert got.added_low < 0.6 < got.added_high
