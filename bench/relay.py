@@ -341,13 +341,7 @@ def _print_intervals(samples: dict[str, list[Sample]]) -> list[str]:
     verdicts = []
     for name in (n for n in samples if n.startswith("queen")):
         got = relay_stats.interval(samples[name], samples[base_of(name)])
-        verdict = (
-            "meets"
-            if got.surely_meets(TARGET_ADDED_MS, TARGET_KEPT)
-            else "misses"
-            if got.added_low >= TARGET_ADDED_MS or got.kept_high < TARGET_KEPT
-            else "undecided"
-        )
+        verdict = got.verdict(TARGET_ADDED_MS, TARGET_KEPT)
         print(f"    {name:37s} {got.text()}  {verdict}")
         verdicts.append(verdict)
     return verdicts

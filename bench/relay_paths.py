@@ -99,17 +99,13 @@ class HttpxClient:
         self.client = httpx.Client(base_url=url, headers=auth, limits=limits, timeout=300)
 
     def stream(self, path: str, body: dict[str, Any]) -> Sample:
-        return stream(self.client, path, body)
-
-
-def stream(client: httpx.Client, path: str, body: dict[str, Any]) -> Sample:
-    """One streamed request through httpx; its events read as SseClient's."""
-    tally = Tally()
-    with client.stream("POST", path, json=body) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            tally.line(line)
-    return tally.sample()
+        """One streamed request; its events read as SseClient's."""
+        tally = Tally()
+        with self.client.stream("POST", path, json=body) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                tally.line(line)
+        return tally.sample()
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,15 @@ class Interval:
     kept_low: float
     kept_high: float
 
-    def surely_meets(self, added_ms: float, kept: float) -> bool:
-        """The whole interval on the targets' side of both."""
-        return self.added_high < added_ms and self.kept_low >= kept
+    def verdict(self, added_ms: float, kept: float) -> str:
+        """Against the targets (under `added_ms`, at least `kept`): "meets"
+        when both intervals are wholly on their side, "misses" when either is
+        wholly on the other, else "undecided"."""
+        if self.added_high < added_ms and self.kept_low >= kept:
+            return "meets"
+        if self.added_low >= added_ms or self.kept_high < kept:
+            return "misses"
+        return "undecided"
 
     def text(self) -> str:
         return (
